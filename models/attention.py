@@ -1,0 +1,111 @@
+"""Which kernel runs ``scaled_dot_product_attention``.
+
+On CUDA the trainer requires FlashAttention: a silent fallback to the math kernel
+costs several times the memory and time, so we fail loudly instead. On CPU any
+kernel is acceptable; we only report which one PyTorch picks.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+__all__ = ["probe_backend", "sdpa_backend"]
+
+log = logging.getLogger(__name__)
+
+_NAMES = {
+    SDPBackend.FLASH_ATTENTION: "flash",
+    SDPBackend.EFFICIENT_ATTENTION: "mem_efficient",
+    SDPBackend.CUDNN_ATTENTION: "cudnn",
+    SDPBackend.MATH: "math",
+}
+
+
+def _runs(backend: SDPBackend, q: torch.Tensor, dropout_p: float) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch warns why each refused kernel was refused
+        try:
+            with sdpa_kernel(backend):
+                F.scaled_dot_product_attention(q, q, q, dropout_p=dropout_p, is_causal=True)
+        except RuntimeError:
+            return False
+    return True
+
+
+def probe_backend(
+    device: torch.device | str,
+    *,
+    dtype: torch.dtype,
+    n_head: int,
+    head_size: int,
+    dropout_p: float = 0.0,
+) -> str:
+    """Returns the backend PyTorch dispatches causal SDPA to for inputs like these.
+
+    Tries the kernels in PyTorch's order of preference on a tiny (1, nh, 8, hs) input.
+
+    Returns:
+        "flash", "mem_efficient" or "math".
+    """
+    device = torch.device(device)
+    q = torch.zeros(1, n_head, 8, head_size, device=device, dtype=dtype)  # (B, nh, T, hs)
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    if device.type == "cuda":
+        order.insert(1, SDPBackend.EFFICIENT_ATTENTION)
+    for backend in order:
+        if _runs(backend, q, dropout_p):
+            return _NAMES[backend]
+    raise RuntimeError(f"no SDPA backend runs on {device} for dtype {dtype}")
+
+
+@contextmanager
+def sdpa_backend(
+    device: torch.device | str,
+    *,
+    dtype: torch.dtype,
+    n_head: int,
+    head_size: int,
+    dropout_p: float = 0.0,
+) -> Iterator[str]:
+    """Context manager under which the model's attention runs; yields the backend name.
+
+    On CUDA it pins FlashAttention with ``torch.nn.attention.sdpa_kernel``. Elsewhere
+    it leaves PyTorch's choice alone and logs it.
+
+    Args:
+        device: where attention runs.
+        dtype: the compute dtype of q, k, v (the autocast dtype, or float32).
+        n_head: attention heads; head_size: channels per head.
+        dropout_p: attention dropout used in training.
+
+    Raises:
+        RuntimeError: on CUDA, FlashAttention cannot run these inputs (fp32, a head
+            size it does not support, or a GPU older than Ampere).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        q = torch.zeros(1, n_head, 8, head_size, device=device, dtype=dtype)
+        if not _runs(SDPBackend.FLASH_ATTENTION, q, dropout_p):
+            cap = torch.cuda.get_device_capability(device)
+            raise RuntimeError(
+                f"FlashAttention cannot run on {torch.cuda.get_device_name(device)} "
+                f"(sm_{cap[0]}{cap[1]}) for dtype={dtype}, head_size={head_size}: it needs "
+                "fp16/bf16, a head size that is a multiple of 8 up to 256, and sm_80 or newer. "
+                "Use precision 'fp16' or 'bf16'."
+            )
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            log.info("attention: flash (pinned) on %s, dtype %s", device, dtype)
+            yield "flash"
+        return
+    name = probe_backend(
+        device, dtype=dtype, n_head=n_head, head_size=head_size, dropout_p=dropout_p
+    )
+    log.info("attention: %s on %s, dtype %s (PyTorch's choice)", name, device, dtype)
+    yield name

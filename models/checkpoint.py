@@ -1,0 +1,195 @@
+"""Self-describing, atomically written training checkpoints.
+
+A checkpoint is one ``torch.save`` file holding only plain containers, numbers,
+strings and tensors, so ``torch.load(weights_only=True)`` can read it without
+trusting arbitrary pickles:
+
+    {
+      "format_version": 1,
+      "step": int,
+      "model": state_dict,             # unwrapped from torch.compile
+      "optimizer": state_dict,
+      "scaler": dict,                  # GradScaler state ({} when not fp16)
+      "model_config": dict,            # dataclasses.asdict(LMConfig)
+      "train_config": dict,            # dataclasses.asdict(TrainConfig)
+      "dataset_manifest_sha256": str,  # which data made these weights
+      "reader": dict | None,           # the reader's state_dict, for resuming
+      "rng": {"torch_cpu", "torch_cuda", "numpy", "python"},
+      "extra": dict,
+    }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import numpy as np
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from torch import nn
+
+from records.uri import open_uri, resolve
+
+__all__ = [
+    "FORMAT_VERSION",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+FORMAT_VERSION = 1
+
+
+def _plain_config(config: Any, name: str) -> dict[str, Any]:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(
+        f"{name} must be a dataclass instance or a mapping, got {type(config).__name__}"
+    )
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Returns torch (CPU, CUDA), numpy and python ``random`` states as plain values."""
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "algorithm": str(algorithm),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # uint32 in int64
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": int(version), "state": list(py_state), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restores what :func:`capture_rng_state` returned (CUDA only where present here)."""
+    torch.set_rng_state(state["torch_cpu"])
+    cuda = state.get("torch_cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["algorithm"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def _atomic_write(uri: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Writes ``uri`` through a temporary name in the same folder, then renames it."""
+    fs, path = resolve(uri)
+    parent = (
+        posixpath.dirname(path) if not isinstance(fs, LocalFileSystem) else os.path.dirname(path)
+    )
+    tmp_name = f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}"
+    if isinstance(fs, LocalFileSystem):
+        tmp = os.path.join(parent, tmp_name)
+        os.makedirs(parent or ".", exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    tmp = posixpath.join(parent, tmp_name)
+    fs.makedirs(parent, exist_ok=True)
+    try:
+        with fs.open(tmp, "wb") as f:
+            write(f)
+        fs.mv(tmp, path)  # a rename on HDFS; copy + delete on object stores
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def save_checkpoint(
+    uri: str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    model_config: Any,
+    train_config: Any,
+    dataset_manifest_sha256: str,
+    reader_state: Mapping[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Saves a checkpoint to ``uri`` (local path, ``file://`` or any fsspec URI) atomically.
+
+    Args:
+        uri: destination file.
+        model: the model; a ``torch.compile`` wrapper is unwrapped.
+        optimizer: its state is saved.
+        step: optimizer steps done.
+        model_config, train_config: dataclass instances or mappings; stored as dicts.
+        dataset_manifest_sha256: hex sha256 of the training dataset's manifest.json.
+        reader_state: the reader's ``state_dict()``.
+        scaler: fp16 GradScaler, if any.
+        extra: more plain values to keep (must be ``weights_only``-loadable).
+
+    Returns:
+        ``uri``.
+
+    Raises:
+        TypeError: a config that is neither a dataclass nor a mapping.
+        ValueError: a negative step or an empty manifest hash.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    if not isinstance(dataset_manifest_sha256, str) or not dataset_manifest_sha256:
+        raise ValueError("dataset_manifest_sha256 must be a non-empty hex string")
+    raw_model = getattr(model, "_orig_mod", model)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "model_config": _plain_config(model_config, "model_config"),
+        "train_config": _plain_config(train_config, "train_config"),
+        "dataset_manifest_sha256": dataset_manifest_sha256,
+        "reader": dict(reader_state) if reader_state is not None else None,
+        "rng": capture_rng_state(),
+        "extra": dict(extra or {}),
+    }
+    _atomic_write(uri, lambda f: torch.save(payload, f))
+    return uri
+
+
+def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises:
+        ValueError: the file has a different ``format_version``.
+    """
+    with open_uri(uri, "rb") as f:
+        ckpt = torch.load(f, map_location=map_location, weights_only=True)
+    version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{uri}: checkpoint format_version {version!r}, expected {FORMAT_VERSION}")
+    return ckpt

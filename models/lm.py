@@ -1,0 +1,260 @@
+"""A decoder-only language model in one readable file.
+
+LLaMA-flavoured GPT: token embedding, rotary position embeddings (RoPE) on q and k,
+pre-norm RMSNorm, SwiGLU MLP, causal attention through
+``torch.nn.functional.scaled_dot_product_attention``, a final RMSNorm and an output
+head tied to the token embedding. Shapes: B batch, T time, C channels (n_embd),
+nh heads, hs head size (C // nh), V vocab.
+
+Example::
+
+    cfg = LMConfig.preset("tiny", vocab_size=256)
+    model = DecoderLM(cfg)
+    logits, loss = model(idx, targets)  # idx, targets: LongTensor (B, T)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DecoderLM", "LMConfig", "apply_rope", "rope_cache"]
+
+IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # CPU unit tests: a forward+backward takes milliseconds.
+    "tiny": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=256, multiple_of=32),
+    # GPT-2 small class (~124M parameters with the tied head): the GPU baseline.
+    "small": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),
+}
+
+
+@dataclass
+class LMConfig:
+    """Hyper-parameters of a :class:`DecoderLM`; stored as a plain dict in checkpoints."""
+
+    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64: faster matmuls
+    block_size: int = 1024  # longest sequence; sizes the RoPE cos/sin cache
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0  # pretraining on plenty of data does not need it; ~0.1 to finetune
+    rope_theta: float = 10000.0  # RoPE base from RoFormer/LLaMA; raise it for long contexts
+    bias: bool = False  # no biases in Linear layers: slightly better and faster (LLaMA, PaLM)
+    multiple_of: int = 256  # SwiGLU hidden size is rounded up to this: tensor-core friendly
+    norm_eps: float = 1e-5  # RMSNorm epsilon; LLaMA's value, safe under fp16 autocast
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "multiple_of"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"LMConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"LMConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if self.head_size % 2:
+            raise ValueError(f"RoPE needs an even head size, got {self.head_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LMConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise ValueError("LMConfig.rope_theta and norm_eps must be > 0")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """SwiGLU hidden width: 2/3 of 4*C (same params as a GELU MLP), rounded up."""
+        hidden = int(2 * 4 * self.n_embd / 3)
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LMConfig:
+        """Returns a named configuration ("tiny", "small") with ``overrides`` applied.
+
+        Raises:
+            ValueError: unknown preset name.
+            TypeError: an override that is not an LMConfig field.
+        """
+        if name not in _PRESETS:
+            raise ValueError(
+                f"unknown LMConfig preset {name!r}; expected one of {sorted(_PRESETS)}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise TypeError(f"unknown LMConfig fields {sorted(unknown)}")
+        return cls(**{**_PRESETS[name], **overrides})
+
+
+def rope_cache(
+    seq_len: int, head_size: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precomputes RoPE rotations: cos and sin, each (seq_len, head_size // 2), float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates channel pairs (i, i + hs/2) of ``x`` (..., T, hs) by the angles in cos/sin (T, hs/2).
+
+    After rotation, q_m · k_n depends on positions only through m - n.
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].float(), x[..., half:].float()  # (..., T, hs/2) each
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, nh, T, hs); the backend is chosen by models.attention.sdpa_backend
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias)
+        self.up = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.silu(self.gate(x)) * self.up(x)))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.attn = CausalSelfAttention(cfg)
+        self.mlp_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class DecoderLM(nn.Module):
+    """Causal decoder LM. ``forward(idx, targets=None) -> (logits, loss)``."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf, 2017)
+        cos, sin = rope_cache(config.block_size, config.head_size, config.rope_theta)
+        # Derived from the config, so not saved in the state dict.
+        self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, hs/2)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, hs/2)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer).
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Computes next-token logits for every position.
+
+        Args:
+            idx: token ids, LongTensor (B, T) with T <= block_size.
+            targets: optional LongTensor (B, T); positions equal to -100 are ignored.
+
+        Returns:
+            ``(logits, loss)``: logits (B, T, V); loss is the mean cross-entropy as a
+            scalar tensor, or None without targets.
+
+        Raises:
+            ValueError: wrong rank, T > block_size, or targets shaped unlike idx.
+        """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be (B, T), got shape {tuple(idx.shape)}")
+        if idx.size(1) > self.config.block_size:
+            raise ValueError(
+                f"sequence length {idx.size(1)} exceeds block_size {self.config.block_size}"
+            )
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets shape {tuple(targets.shape)} != idx shape {tuple(idx.shape)}"
+            )
+        B, T = idx.shape
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs/2)
+        x = self.drop(self.tok_emb(idx))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, cos, sin)  # (B, T, C)
+        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(B * T, -1).float(), targets.reshape(B * T), ignore_index=IGNORE_INDEX
+            )
+        return logits, loss
+
+    def num_params(self, exclude_embedding: bool = False) -> int:
+        """Number of parameters; the tied head is counted once.
+
+        Args:
+            exclude_embedding: leave out the token embedding (= the tied output head).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embedding:
+            n -= self.tok_emb.weight.numel()
+        return n
+
+    def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token, PaLM appendix B: 6N + 12·L·nh·hs·T.
+
+        Divide ``tokens_per_s * flops_per_token`` by the device's peak FLOP/s for MFU.
+
+        Args:
+            seq_len: attention context T; defaults to block_size.
+        """
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T

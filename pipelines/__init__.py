@@ -1,0 +1,1 @@
+"""Cleaning stage: Spark/Hive jobs and Beam pipelines over the lake."""

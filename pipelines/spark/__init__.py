@@ -1,0 +1,1 @@
+"""Spark/Hive jobs: ingest, explode, clean. Logic in ``build_*`` functions, I/O in ``run_*``."""

@@ -1,0 +1,29 @@
+-- The Hive tables of the cleaning stage. ${db} is substituted (a checked identifier);
+-- every table is partitioned by dt so a re-run replaces exactly its partitions.
+CREATE TABLE IF NOT EXISTS ${db}.raw_feeds (
+  feed_id STRING, source_path STRING, banner STRING, heading STRING,
+  posts ARRAY<STRING>, footer STRING, bytes BIGINT, ingest_errors ARRAY<STRING>,
+  dt STRING)
+USING parquet PARTITIONED BY (dt);
+
+CREATE TABLE IF NOT EXISTS ${db}.posts (
+  feed_id STRING, pos INT, text STRING,
+  dt STRING)
+USING parquet PARTITIONED BY (dt);
+
+CREATE TABLE IF NOT EXISTS ${db}.clean_posts (
+  doc_id STRING, text STRING, truncated BOOLEAN, lang STRING, topic STRING, length INT,
+  feed_id STRING, pos INT,
+  dt STRING)
+USING parquet PARTITIONED BY (dt);
+
+CREATE TABLE IF NOT EXISTS ${db}.quarantine (
+  source STRING, locator STRING, reason STRING, bytes BIGINT,
+  stage STRING, dt STRING)
+USING parquet PARTITIONED BY (stage, dt);
+
+CREATE TABLE IF NOT EXISTS ${db}.job_runs (
+  run_id STRING, job STRING, rows_in BIGINT, rows_out BIGINT, quarantined BIGINT,
+  duplicates_dropped BIGINT, finished_at TIMESTAMP,
+  dt STRING)
+USING parquet PARTITIONED BY (dt);

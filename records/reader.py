@@ -1,0 +1,283 @@
+"""PyTorch datasets over a records dataset version folder.
+
+:class:`RecordDataset` (iterable, already batched) is the training reader;
+:class:`RecordIndexDataset` (map-style) gives random access through the ``.idx``
+files of uncompressed shards.
+
+Using RecordDataset with a DataLoader::
+
+    ds = RecordDataset("file:///lake/records/posts/v=1", "train", batch_size=256,
+                       shuffle=True, seed=1)
+    loader = DataLoader(ds, batch_size=None, num_workers=3, pin_memory=True)
+    ds.load_state_dict(ckpt["data"])                 # resume (optional)
+    for epoch in range(ds.epoch, epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:
+            train_step(batch)
+            ds.advance()                             # one batch consumed
+            if time_to_checkpoint: save({"data": ds.state_dict(), ...})
+
+Resume contract: ``state_dict()`` is ``{"epoch", "batches_consumed"}`` and the
+trainer keeps it current by calling :meth:`RecordDataset.advance` once per batch it
+consumed (per rank). A resumed run must use the same dataset, batch size, seed,
+shuffle settings, world size and ``num_workers``. With a DataLoader
+(``batch_size=None``, the default ``in_order=True``, ``persistent_workers=False``)
+the batches arrive round-robin from the workers, so after ``k`` batches worker
+``w`` has delivered a deterministic share of them
+(:func:`records.partition.resume_point`); on resume each worker skips its share,
+the workers' round-robin is rotated to continue where it stopped, and the
+remaining batches are exactly those of the uninterrupted run, in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from records.batch_decode import ExampleDecoder, decode_slow
+from records.errors import CorruptRecordError, check_on_corrupt
+from records.manifest import Manifest, load_manifest
+from records.partition import plan, resume_point
+from records.scan import HEADER, OVERHEAD, check_frames
+from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature, validate_spec
+from records.stream import ConsumerStream, ShardReader
+
+__all__ = ["RecordDataset", "RecordIndexDataset", "to_torch"]
+
+
+def to_torch(batch: dict) -> dict:
+    """numpy arrays -> ``torch.from_numpy`` tensors (C-contiguous, pin_memory-able)."""
+    return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
+            for k, v in batch.items()}
+
+
+def _open(uri_or_manifest_dir: str | Manifest, split: str, feature_spec):
+    if not isinstance(uri_or_manifest_dir, str):
+        raise TypeError("pass the dataset version folder URI (or its manifest.json path)")
+    uri = uri_or_manifest_dir
+    if uri.rstrip("/").endswith("manifest.json"):
+        uri = uri.rstrip("/")[: -len("manifest.json")]
+    manifest = load_manifest(uri)
+    spec = validate_spec(feature_spec if feature_spec is not None else manifest.spec)
+    return uri.rstrip("/"), manifest, manifest.split(split), spec
+
+
+def _dist_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return (torch.distributed.get_rank() if rank is None else rank,
+                torch.distributed.get_world_size() if world_size is None else world_size)
+    return (0 if rank is None else rank), (1 if world_size is None else world_size)
+
+
+class RecordDataset(IterableDataset):
+    """Batched, partitioned, shuffled, resumable reader of one split.
+
+    Args:
+        uri_or_manifest_dir: dataset version folder (must hold ``_SUCCESS``).
+        split: split name.
+        batch_size: records per batch (use ``DataLoader(batch_size=None)``).
+        feature_spec: decode spec; default: the manifest's.
+        shuffle: shuffle shard order per epoch and records within windows.
+        seed: shuffle seed (with the epoch).
+        shuffle_buffer: window size of the record shuffle.
+        drop_last: drop the final partial batch; then every rank gets
+            ``(N // world_size) // batch_size`` batches (DDP-safe lockstep).
+            Without it ranks may differ by one batch.
+        verify_crc: check both CRCs of every record.
+        on_corrupt: ``"raise"`` or ``"skip"`` (skipped records shrink the epoch).
+        rank, world_size: this process's place in DDP; default from
+            ``torch.distributed`` when initialized, else 0 / 1.
+        report: callable receiving skipped :class:`~records.errors.CorruptRecordError` s.
+        threads: decode threads in this process; default 2 in the main process,
+            1 inside DataLoader workers.
+
+    Batches are dicts: see :mod:`records.spec` for each feature's output.
+    """
+
+    def __init__(self, uri_or_manifest_dir: str, split: str = "train", *, batch_size: int,
+                 feature_spec: FeatureSpec | None = None, shuffle: bool = False, seed: int = 0,
+                 shuffle_buffer: int = 10_000, drop_last: bool = False, verify_crc: bool = True,
+                 on_corrupt: str = "raise", rank: int | None = None,
+                 world_size: int | None = None, report=None, threads: int | None = None):
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+        check_on_corrupt(on_corrupt)
+        self.uri, self.manifest, self.split_info, self.spec = _open(
+            uri_or_manifest_dir, split, feature_spec)
+        self.split = split
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
+        self.verify_crc, self.on_corrupt, self.report = verify_crc, on_corrupt, report
+        self.rank, self.world_size = _dist_defaults(rank, world_size)
+        self.threads = threads
+        self._counts = [s.records for s in self.split_info.shards]
+        self.epoch = 0
+        self.batches_consumed = 0
+        plan(self._counts, epoch=0, seed=seed, shuffle=shuffle, rank=self.rank,
+             world_size=self.world_size, worker=0, num_workers=1, batch_size=batch_size,
+             drop_last=drop_last)  # validates rank/world_size now
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (from manifest counts)."""
+        return plan(self._counts, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
+                    rank=self.rank, world_size=self.world_size, worker=0, num_workers=1,
+                    batch_size=self.batch_size, drop_last=self.drop_last).rank_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch (its shard order and shuffle); a new epoch resets progress."""
+        if epoch != self.epoch:
+            self.epoch, self.batches_consumed = int(epoch), 0
+
+    def advance(self, n_batches: int = 1) -> None:
+        """Records that the trainer consumed ``n_batches`` more batches of this epoch."""
+        if n_batches < 0 or self.batches_consumed + n_batches > len(self):
+            raise ValueError(f"advance({n_batches}) goes past the epoch's {len(self)} batches")
+        self.batches_consumed += n_batches
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches_consumed"}`` (see the module docstring for the contract)."""
+        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict`; the next iteration resumes after the consumed batches."""
+        epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        self.epoch, self.batches_consumed = epoch, 0
+        if not 0 <= consumed <= len(self):
+            raise ValueError(f"batches_consumed={consumed} outside 0..{len(self)}")
+        self.batches_consumed = consumed
+
+    def __iter__(self):
+        info = get_worker_info()
+        slot, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        kw = dict(epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
+                  world_size=self.world_size, num_workers=num_workers,
+                  batch_size=self.batch_size, drop_last=self.drop_last)
+        shares, rotate = resume_point(self.batches_consumed, plan(self._counts, worker=0,
+                                                                  **kw).worker_batches)
+        # A resumed DataLoader starts its round-robin at slot 0: slot j continues the
+        # stream of the worker that would have come j-th after the resume point.
+        worker = (slot + rotate) % num_workers
+        p = plan(self._counts, worker=worker, **kw)
+        threads = self.threads if self.threads is not None else (1 if info else 2)
+        stream = ConsumerStream(
+            root=self.uri, shards=self.split_info.shards, compression=self.manifest.compression,
+            decoder=ExampleDecoder(self.spec), plan=p,
+            consumer=self.rank * num_workers + worker, batch_size=self.batch_size,
+            drop_last=self.drop_last, shuffle=self.shuffle, window=self.shuffle_buffer,
+            seed=self.seed, epoch=self.epoch, skip_batches=shares[worker],
+            verify_crc=self.verify_crc, on_corrupt=self.on_corrupt, report=self.report,
+            threads=threads)
+        for batch in stream:
+            yield to_torch(batch)
+
+
+class RecordIndexDataset(Dataset):
+    """Map-style random access to one split of uncompressed shards via ``.idx``.
+
+    ``ds[i]`` is record ``i`` of the split (shards in manifest order), decoded per
+    the spec: FixedLen -> tensor of its shape; VarLen numeric -> 1-d tensor
+    (padded/truncated to ``max_len`` when set) plus ``<name>_lengths`` (0-d);
+    bytes -> ``bytes`` / ``list[bytes]``. Default ``collate`` batches these when
+    every VarLen feature has ``max_len``.
+
+    Args:
+        uri_or_manifest_dir: dataset version folder.
+        split: split name.
+        feature_spec: decode spec; default: the manifest's.
+        verify_crc: check both CRCs of every record read.
+
+    Raises:
+        ValueError: the dataset is compressed (no random access).
+    """
+
+    def __init__(self, uri_or_manifest_dir: str, split: str = "train", *,
+                 feature_spec: FeatureSpec | None = None, verify_crc: bool = True) -> None:
+        self.uri, self.manifest, self.split_info, self.spec = _open(
+            uri_or_manifest_dir, split, feature_spec)
+        if self.manifest.compression is not None:
+            raise ValueError(f"{self.uri}: RecordIndexDataset needs uncompressed shards "
+                             f"(dataset is {self.manifest.compression}); use RecordDataset")
+        self.split, self.verify_crc = split, verify_crc
+        self._cum = np.cumsum([0] + [s.records for s in self.split_info.shards])
+        self._readers = [ShardReader(self.uri, s, None) for s in self.split_info.shards]
+        self._files: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self._cum[-1])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_files"] = {}  # open files do not travel to DataLoader workers
+        return state
+
+    def _file(self, shard: int):
+        if self._pid != os.getpid():  # forked: never share file offsets with the parent
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            r = self._readers[shard]
+            self._files[shard] = r.fs.open(r.path, "rb")
+        return self._files[shard]
+
+    def _raw(self, i: int) -> bytes:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} out of range for {len(self)} records")
+        i %= len(self)
+        shard = int(np.searchsorted(self._cum, i, side="right")) - 1
+        local = i - int(self._cum[shard])
+        reader = self._readers[shard]
+        off, n = (int(x) for x in reader.index()[local])
+        f = self._file(shard)
+        f.seek(off)
+        buf = f.read(n)
+        starts = np.zeros(1, dtype=np.int64)
+        check = check_frames(buf, starts, verify_crc=self.verify_crc,
+                             expected_lengths=np.array([n - OVERHEAD])) if len(buf) == n \
+            else None
+        if check is None or check.bad_header is not None or check.bad_data.size:
+            reason = ("truncated record" if check is None else check.header_reason
+                      or "data CRC mismatch (damaged record payload)")
+            raise CorruptRecordError(reader.uri, off, local, reason)
+        return buf[HEADER:HEADER + n - OVERHEAD]
+
+    def __getitem__(self, i: int) -> dict:
+        cols = decode_slow([self._raw(i)], self.spec,
+                           where=lambda _: f"{self.uri} split={self.split} record {i}")
+        return self._row(cols)
+
+    def _row(self, cols: dict, r: int = 0) -> dict:
+        out = {}
+        for name, f in self.spec.items():
+            col = cols[name]
+            if f.dtype == "bytes":
+                out[name] = col[r]
+                if isinstance(f, VarLenFeature):
+                    out[f"{name}_lengths"] = torch.tensor(len(col[r]))
+            elif isinstance(f, FixedLenFeature):
+                out[name] = torch.from_numpy(np.array(col[r]))  # 0-d stays 0-d
+            else:
+                vals = col.values[col.offsets[r]:col.offsets[r + 1]]
+                n = len(vals)
+                if f.max_len is not None:
+                    pad = np.full(f.max_len, f.pad_value, dtype=vals.dtype)
+                    n = min(n, f.max_len)
+                    pad[:n] = vals[:n]
+                    vals = pad
+                out[name] = torch.from_numpy(np.ascontiguousarray(vals))
+                out[f"{name}_lengths"] = torch.tensor(n)
+        return out
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """Batched fetch (used by DataLoader): one vectorized decode for all indices."""
+        raws = [self._raw(i) for i in indices]
+        cols = ExampleDecoder(self.spec).decode_records(raws)
+        return [self._row(cols, r) for r in range(len(indices))]

@@ -1,0 +1,200 @@
+"""The ``shardforge`` command: one subcommand per stage, and ``run`` for the whole path.
+
+Exit codes: 0 success; 1 a stage failed on data or an engine (message names the
+file/row/stage); 2 bad arguments, a broken config or a missing engine — always
+one line, never a traceback (set ``SHARDFORGE_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["main"]
+
+USAGE_ERROR = 2
+STAGE_ERROR = 1
+console = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config YAML (default: the embedded conf/sample.yaml)")
+    common.add_argument("--lake", metavar="URI", help="lake root: a path, file://… or hdfs://… (overrides lake.root)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="shardforge", description="Raw corpora → Spark/Beam cleaning → TFRecord shards → PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sample = sub.add_parser("sample", parents=[common], help="write the seeded sample corpus under raw/")
+    sample.add_argument("--posts", type=int, help="post lines to write (default: sample.posts)")
+    sample.add_argument("--images", type=int, help="images to write (default: sample.images)")
+    sample.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
+    sample.add_argument("--force", action="store_true", help="write even if raw/ already holds data")
+    sub.add_parser("ingest", parents=[common], help="Spark: raw feed dumps → Hive raw_feeds + quarantine")
+    sub.add_parser("clean", parents=[common], help="Spark: LATERAL VIEW posexplode → posts → clean_posts")
+    sub.add_parser("encode", parents=[common], help="Beam: clean_posts → tf.Example TFRecord shards")
+    train = sub.add_parser("train", parents=[common], help="PyTorch: train a configured model on the shards")
+    train.add_argument("model", nargs="?", default="lm", help="a key of `models:` in the config (default: lm)")
+    train.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    report = sub.add_parser("report", parents=[common], help="print a run's summary (the latest by default)")
+    report.add_argument("--run-id", help="the run to show")
+    run = sub.add_parser("run", parents=[common], help="the whole path: sample (if needed) → … → train → report")
+    run.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cuda when available)")
+    records = sub.add_parser("records", help="inspect or verify TFRecord files and datasets")
+    rsub = records.add_subparsers(dest="records_command", required=True, parser_class=_Parser)
+    inspect = rsub.add_parser("inspect", help="manifest, schema, counts and the first examples")
+    inspect.add_argument("path", help="a dataset version folder or a single .tfrecord file")
+    inspect.add_argument("--json", action="store_true", help="print decoded examples as JSON lines")
+    inspect.add_argument("--limit", type=int, default=5, help="examples to print (default: 5)")
+    verify = rsub.add_parser("verify", help="check every CRC and the manifest's counts and checksums")
+    verify.add_argument("path", help="a dataset version folder or a single .tfrecord file")
+    return parser
+
+
+def _progress(message: str) -> None:
+    console.print(f"[bold cyan]›[/bold cyan] {escape(message)}")
+
+
+def _spark(cfg, lake):
+    from pipelines.spark.session import build_session
+
+    _progress(f"starting Spark ({cfg.spark.master}, Hive metastore in {lake.system()})")
+    return build_session(cfg.spark, lake)
+
+
+def _train_with_bar(cfg, lake, model: str, *, run_id: str, device: str | None):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from shardforge import stages
+
+    steps = int(cfg.models[model].train.get("steps", 0)) if model in cfg.models else 0
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} {task.fields[loss]}"), TimeRemainingColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(f"train {model}", total=steps or None, loss="")
+        return stages.train(cfg, lake, model, run_id=run_id, device=device, on_step=lambda m: bar.update(
+            task, advance=1, loss=f"loss {m['loss']:.3f}" if "loss" in m else ""))
+
+
+def _run_all(cfg, lake, args) -> dict:
+    from shardforge import stages
+    from shardforge.summary import write_summary
+
+    run_id = stages.new_run_id()
+    reports = [stages.sample(cfg, lake)]
+    missing = stages.missing_corpora(cfg, lake)
+    for name, why in missing.items():
+        _progress(f"[yellow]corpus {name!r} is configured but not in the lake: {why}[/yellow]")
+    if "feeds" in missing:
+        raise RuntimeError(f"nothing to do: the feeds corpus is missing ({missing['feeds']})")
+    spark = _spark(cfg, lake)
+    reports.append(stages.ingest(cfg, lake, spark, progress=_progress))
+    reports.extend(stages.clean(cfg, lake, spark, run_id=run_id, progress=_progress))
+    reports.append(stages.encode(cfg, lake, progress=_progress))
+    for model in cfg.models:
+        reports.append(_train_with_bar(cfg, lake, model, run_id=run_id, device=args.device))
+    extra = {
+        "missing_corpora": missing,
+        "not_processed": {n: "cleaning of this corpus is not built yet (feeds only)"
+                          for n in cfg.corpora if n != "feeds" and n not in missing},
+    }
+    extra["summary_uri"] = write_summary(lake, run_id, reports, extra)
+    return {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports], **extra}
+
+
+def _dispatch(args) -> int:
+    if args.command == "records":
+        from records.inspect import inspect, verify
+
+        if args.records_command == "inspect":
+            return inspect(args.path, limit=args.limit, as_json=args.json, out=sys.stdout)
+        return verify(args.path, out=sys.stdout)
+
+    from shardforge import stages
+    from shardforge.config import load_config
+    from shardforge.lake import Lake
+    from shardforge.summary import latest_summary, print_summary
+
+    cfg = load_config(args.config, lake_root=args.lake)
+    lake = Lake(cfg.lake.root)
+    if args.command == "sample":
+        overrides = {k: getattr(args, k) for k in ("posts", "images", "seed") if getattr(args, k) is not None}
+        if overrides:
+            cfg = cfg.model_copy(update={"sample": cfg.sample.model_copy(update=overrides)})
+        report = stages.sample(cfg, lake, force=args.force)
+        if "skipped" in report.details:
+            _progress(f"sample: skipped, {report.details['skipped']} (--force writes anyway)")
+        else:
+            d = report.details
+            _progress(f"sample: {d['posts']} posts, {d['articles']} articles, {d['images']} images, "
+                      f"{len(d['dirty'])} deliberately dirty inputs → {lake.root}/raw/<corpus>/dt={cfg.sample.dt}")
+    elif args.command == "ingest":
+        report = stages.ingest(cfg, lake, _spark(cfg, lake), progress=_progress)
+        _progress(f"ingest: {report.rows_in} files in, {report.rows_out} rows, {report.quarantined} quarantined")
+    elif args.command == "clean":
+        for report in stages.clean(cfg, lake, _spark(cfg, lake), run_id=stages.new_run_id(), progress=_progress):
+            _progress(f"{report.stage}: {report.rows_in} in, {report.rows_out} out, "
+                      f"{report.quarantined} quarantined, {report.duplicates_dropped} duplicates")
+    elif args.command == "encode":
+        report = stages.encode(cfg, lake, progress=_progress)
+        _progress(f"encode: {report.rows_in} rows → {report.details['records']} at {report.outputs[0]}")
+    elif args.command == "train":
+        report = _train_with_bar(cfg, lake, args.model, run_id=stages.new_run_id(), device=args.device)
+        _progress(f"train: loss {report.details['first_loss']:.3f} → {report.details['final_loss']:.3f}, "
+                  f"checkpoint {report.outputs[0]}")
+    elif args.command == "report":
+        print_summary(latest_summary(lake, args.run_id), Console())
+    elif args.command == "run":
+        started = time.perf_counter()
+        summary = _run_all(cfg, lake, args)
+        print_summary(summary, Console())
+        _progress(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shardforge`` console script; returns the exit code."""
+    from features.spec import SpecError
+    from shardforge.config import ConfigError
+    from shardforge.engines import MissingEngineError
+    from shardforge.lake import LakePathError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except _UsageError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return USAGE_ERROR
+    except (ConfigError, SpecError, MissingEngineError, LakePathError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return USAGE_ERROR
+    except Exception as exc:  # a stage failed: one line naming what, the traceback on demand
+        if os.environ.get("SHARDFORGE_DEBUG"):
+            raise
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        console.print(f"[red]failed:[/red] {type(exc).__name__}: {escape(first_line)}", highlight=False)
+        return STAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The one typed configuration of a shardforge run, loaded from YAML.
+
+Every section is a pydantic model with ``extra="forbid"`` and strict types, so a
+misspelt key or a value of the wrong type is an error that names the key
+(``spark.master: Input should be a valid string``) instead of a silent default.
+Paths inside the file (the feature spec) are relative to the file itself.
+
+The embedded default is ``conf/sample.yaml``; ``shardforge run`` with no flags
+uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "BeamConfig",
+    "CleanConfig",
+    "ConfigError",
+    "CorpusConfig",
+    "DatasetConfig",
+    "LakeConfig",
+    "ModelEntry",
+    "SampleConfig",
+    "ShardforgeConfig",
+    "SparkConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "conf" / "sample.yaml"
+
+_DT_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    # strict: "2" is not an int and 1 is not a string; forbid: typos are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _as_dt(value: Any) -> Any:
+    """YAML reads an unquoted 2026-11-01 as a date; accept it as the string it means."""
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    return value
+
+
+def _check_dt(value: str) -> str:
+    if not _DT_PATTERN.match(value):
+        raise ValueError(f"expected a date partition YYYY-MM-DD, got {value!r}")
+    _dt.date.fromisoformat(value)  # rejects 2026-13-40
+    return value
+
+
+class LakeConfig(_Section):
+    root: str = "./lake"  # a plain path, file://… or hdfs://namenode:8020/…
+
+
+class SparkConfig(_Section):
+    master: str = "local[2]"  # 2 cores here; "yarn" on a cluster
+    app_name: str = "shardforge"
+    database: str = "shardforge"
+    # None: an embedded Derby metastore inside the lake; "thrift://host:9083" for a shared one.
+    metastore_uri: str | None = None
+    conf: dict[str, str] = Field(default_factory=dict)  # passed through as --conf k=v
+
+
+class BeamConfig(_Section):
+    runner: str = "DirectRunner"
+    # Passed through as --key=value pipeline options (e.g. flink_master, project, region).
+    options: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class CorpusConfig(_Section):
+    format: Literal["feed_dump", "jsonl_articles", "image_folder"]
+    # Partitions to process; empty means every dt=… partition found under raw/<corpus>/.
+    dt: list[str] = Field(default_factory=list)
+
+    @field_validator("dt", mode="before")
+    @classmethod
+    def _dates_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [_as_dt(v) for v in value]
+        return value
+
+    @field_validator("dt")
+    @classmethod
+    def _dates_are_partitions(cls, value: list[str]) -> list[str]:
+        return [_check_dt(v) for v in value]
+
+
+class SampleConfig(_Section):
+    dt: str = "2026-11-01"
+    posts: int = Field(default=3000, gt=0)
+    images: int = Field(default=200, gt=0)
+    seed: int = 0
+
+    @field_validator("dt", mode="before")
+    @classmethod
+    def _date_as_string(cls, value: Any) -> Any:
+        return _as_dt(value)
+
+    @field_validator("dt")
+    @classmethod
+    def _date_is_partition(cls, value: str) -> str:
+        return _check_dt(value)
+
+
+class CleanConfig(_Section):
+    # Tokens the crawler left where it dropped a formula or a code block.
+    placeholders: list[str] = Field(default_factory=lambda: ["[公式]", "[Math]", "[代码]", "[Formula]"])
+    min_chars: int = Field(default=8, ge=0)
+    max_chars: int = Field(default=4000, gt=0)
+    # topic -> keywords (case-insensitive substring match); first topic that matches wins.
+    topics: dict[str, list[str]] = Field(default_factory=dict)
+    default_topic: str = "other"
+
+
+class DatasetConfig(_Section):
+    name: str = "posts"
+    version: str = "1"
+    # split -> share of rows, assigned by a stable hash of the key column.
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.9, "eval": 0.1})
+    shards: dict[str, int] = Field(default_factory=lambda: {"train": 4, "eval": 1})
+
+    @field_validator("splits")
+    @classmethod
+    def _ratios_sum_to_one(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value or abs(sum(value.values()) - 1.0) > 1e-9 or min(value.values()) < 0:
+            raise ValueError(f"split ratios must be >= 0 and sum to 1, got {value}")
+        return value
+
+
+class ModelEntry(_Section):
+    kind: Literal["lm"] = "lm"
+    preset: str = "tiny"
+    # Fields of the model's config dataclass (models.lm.LMConfig) that override the preset.
+    model: dict[str, Any] = Field(default_factory=dict)
+    # Fields of models.train.TrainConfig; checked against it by name and type.
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShardforgeConfig(_Section):
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    corpora: dict[str, CorpusConfig] = Field(default_factory=dict)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    feature_spec: str = "features/posts.yaml"  # relative to the config file
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    # Where the file came from, so relative paths in it resolve; not a YAML key.
+    source: str = Field(default="", exclude=True)
+
+    def resolve_path(self, relative: str) -> Path:
+        """Resolve a path written in the config file against the file's folder."""
+        base = Path(self.source).parent if self.source else Path.cwd()
+        return (base / relative).resolve()
+
+
+def _format_error(path: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<top level>"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {key}: {message}{more}"
+
+
+def load_config(path: str | Path | None = None, *, lake_root: str | None = None) -> ShardforgeConfig:
+    """Load and validate a config file.
+
+    Args:
+        path: a YAML file; ``None`` loads the embedded default ``conf/sample.yaml``.
+        lake_root: overrides ``lake.root`` (the CLI's ``--lake``).
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or breaks the schema; the
+            message names the file and the offending key.
+    """
+    file = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except ValueError as exc:  # safe_load builds dates itself: 2026-13-01 fails in there
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
+    if lake_root is not None:
+        data = {**data, "lake": {**(data.get("lake") or {}), "root": lake_root}}
+    data["source"] = str(file.resolve())
+    try:
+        return ShardforgeConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(str(file), err)) from None

@@ -1,0 +1,69 @@
+"""The run summary: a table on the terminal and ``reports/<run_id>/summary.json`` in the lake."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from shardforge.lake import Lake
+from shardforge.stages import StageReport
+
+__all__ = ["latest_summary", "print_summary", "write_summary"]
+
+
+def write_summary(lake: Lake, run_id: str, reports: list[StageReport], extra: dict[str, Any]) -> str:
+    """Write ``summary.json`` for a run; returns its URI."""
+    uri = f"{lake.reports(run_id)}/summary.json"
+    path = lake.fs_path(uri)
+    lake.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    body = {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports], **extra}
+    with lake.fs.open(path, "w") as handle:
+        json.dump(body, handle, indent=2, ensure_ascii=False, sort_keys=True)
+    return uri
+
+
+def latest_summary(lake: Lake, run_id: str | None = None) -> dict[str, Any]:
+    """Read a run's ``summary.json`` (the latest run's when ``run_id`` is None)."""
+    if run_id is None:
+        base = lake.fs_path(lake.reports())
+        runs = sorted(p.rsplit("/", 1)[-1] for p in lake.fs.ls(base)) if lake.fs.exists(base) else []
+        if not runs:
+            raise FileNotFoundError(f"no run reports under {lake.reports()}: run `shardforge run` first")
+        run_id = runs[-1]
+    with lake.fs.open(lake.fs_path(f"{lake.reports(run_id)}/summary.json")) as handle:
+        return json.load(handle)
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    """Print rows per stage, shards, losses and where everything lies."""
+    console = console or Console()
+    table = Table(title=f"shardforge {summary['run_id']}", title_justify="left")
+    for column in ("stage", "in", "out", "quarantined", "duplicates", "notes"):
+        table.add_column(column, justify="left" if column in ("stage", "notes") else "right")
+    for stage in summary["stages"]:
+        details = stage["details"]
+        if "skipped" in details:
+            notes = details["skipped"]
+        elif "records" in details:
+            notes = ", ".join(f"{s}: {n} records / {details['shards'][s]} shards" for s, n in details["records"].items())
+        elif "final_loss" in details:
+            notes = (f"loss {details['first_loss']:.3f} → {details['final_loss']:.3f} in {details['steps']} steps"
+                     f" ({details['device']}, {details['precision']}, attention {details['attention']})")
+        else:
+            notes = details.get("unit", "")
+        table.add_row(stage["stage"], str(stage["rows_in"]), str(stage["rows_out"]),
+                      str(stage["quarantined"]), str(stage["duplicates_dropped"]), notes)
+    console.print(table)
+    for name, why in summary.get("missing_corpora", {}).items():
+        console.print(f"[yellow]corpus {name!r} not processed: {why}[/yellow]")
+    for name, why in summary.get("not_processed", {}).items():
+        console.print(f"corpus {name!r}: {why}")
+    console.print("outputs:")
+    for stage in summary["stages"]:
+        for uri in stage["outputs"]:
+            console.print(f"  {stage['stage']:<10} {uri}")
+    if "summary_uri" in summary:
+        console.print(f"  {'summary':<10} {summary['summary_uri']}")

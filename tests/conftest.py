@@ -1,0 +1,32 @@
+"""Shared fixtures: one SparkSession (and its lake) for the whole test session.
+
+Spark's JVM and Derby metastore take ~20 s to start on 2 cores, so every Spark test
+shares one session rooted in one temporary lake; tests use their own dt partitions
+or tables so they stay independent.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shardforge.config import load_config
+from shardforge.lake import Lake
+
+
+@pytest.fixture(scope="session")
+def spark_lake(tmp_path_factory) -> Lake:
+    return Lake(str(tmp_path_factory.mktemp("spark-lake")))
+
+
+@pytest.fixture(scope="session")
+def spark_config(spark_lake):
+    return load_config(lake_root=spark_lake.root)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_lake, spark_config):
+    from pipelines.spark.session import build_session
+
+    session = build_session(spark_config.spark, spark_lake)
+    yield session
+    session.stop()

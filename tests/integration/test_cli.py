@@ -1,0 +1,115 @@
+"""The ``shardforge`` command: one line and exit 2 for bad input; the whole run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shardforge.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "the following arguments are required: command"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["sample", "--posts", "many"], "argument --posts: invalid int value: 'many'"),
+        (["train", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["run", "--lake", "s3://bucket/lake"], "scheme 's3' is not supported"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_broken_config_names_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark:\n  master: local[1]\n  cores: 2\n")
+    assert main(["ingest", "--config", str(bad), "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}: spark.cores: unknown key" in err.replace("\n", "")
+
+
+def test_unknown_model_is_a_config_error(tmp_path, capsys):
+    assert main(["train", "gpt5", "--lake", str(tmp_path)]) == 2
+    assert "models.gpt5: no such model" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_every_subcommand_has_help():
+    for command in ("sample", "ingest", "clean", "encode", "train", "report", "run"):
+        out = subprocess.run([sys.executable, "-m", "shardforge.cli", command, "--help"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "--config" in out and "--lake" in out
+
+
+def test_sample_writes_a_deterministic_corpus(tmp_path, capsys):
+    for lake in ("a", "b"):
+        assert main(["sample", "--lake", str(tmp_path / lake), "--posts", "50", "--images", "10"]) == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files_a and any("raw/feeds/dt=2026-11-01" in str(p) for p in files_a)
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    # A second sample into a lake that has data is a no-op unless forced.
+    assert main(["sample", "--lake", str(tmp_path / "a")]) == 0
+    assert "raw/ already holds data" in capsys.readouterr().err
+
+
+def _shardforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "shardforge.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
+    config = tmp_path / "small.yaml"
+    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
+    text = text.replace("posts: 3000", "posts: 300").replace("images: 200", "images: 20")
+    text = text.replace("feature_spec: features/posts.yaml", f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
+    text = text.replace("steps: 40", "steps: 6")
+    config.write_text(text, encoding="utf-8")
+    lake = tmp_path / "lake"
+
+    first = _shardforge("run", "--config", str(config), "--lake", str(lake), "--device", "cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for stage in ("ingest", "explode", "clean", "encode", "train lm"):
+        assert stage in first.stdout
+    dataset = lake / "records/posts/v=1"
+    assert (dataset / "_SUCCESS").exists()
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    shards = sorted(dataset.glob("split=*/part-*.tfrecord"))
+    assert len(shards) == 5 and all(Path(f"{s}.idx").exists() for s in shards)
+    checkpoints = list((lake / "models/lm").glob("run-*/ckpt.pt"))
+    assert len(checkpoints) == 1
+
+    summary = json.loads(next((lake / "reports").glob("run-*/summary.json")).read_text())
+    stages = {s["stage"]: s for s in summary["stages"]}
+    for name in ("ingest", "clean"):
+        s = stages[name]
+        assert s["rows_in"] == s["rows_out"] + s["quarantined"] + s["duplicates_dropped"]
+    assert stages["ingest"]["quarantined"] == 2  # the empty and the non-UTF-8 dump
+    assert stages["clean"]["duplicates_dropped"] > 0
+    assert stages["encode"]["rows_in"] == stages["clean"]["rows_out"] == stages["encode"]["rows_out"]
+    assert sum(split["records"] for split in manifest["splits"].values()) == stages["encode"]["rows_out"]
+    assert stages["train lm"]["details"]["final_loss"] < stages["train lm"]["details"]["first_loss"]
+
+    digests = {p: p.read_bytes() for p in shards}
+    second = _shardforge("run", "--config", str(config), "--lake", str(lake), "--device", "cpu", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "raw/ already holds data" in second.stdout
+    assert {p: p.read_bytes() for p in sorted(dataset.glob("split=*/part-*.tfrecord"))} == digests
+    assert len(list((lake / "models/lm").glob("run-*/ckpt.pt"))) == 2
+
+    report = _shardforge("report", "--lake", str(lake), cwd=tmp_path)
+    assert report.returncode == 0 and "encode" in report.stdout

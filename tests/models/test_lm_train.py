@@ -1,0 +1,158 @@
+"""train_lm_on_source / train_lm: LR schedule, config checks, a real (tiny) training run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.lm import LMConfig
+from models.train import TrainConfig, cosine_lr, train_lm_on_source
+
+V = 64
+SHA = "cd" * 32
+MODEL = LMConfig.preset("tiny", vocab_size=V, block_size=32)
+
+
+def tiny_train(**overrides) -> TrainConfig:
+    base = dict(
+        steps=12, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=5, device="cpu"
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 1.0 / 10),  # warmup: (step + 1) / warmup_steps of the peak
+        (9, 1.0),  # end of warmup: peak
+        (10, 1.0),  # cosine starts at the peak
+        (55, 0.1 + 0.5 * (1 + math.cos(math.pi * 0.5)) * 0.9),  # halfway down
+        (100, 0.1),  # floor
+        (500, 0.1),
+    ],
+)
+def test_cosine_lr(step, expected):
+    got = cosine_lr(step, lr=1.0, min_lr=0.1, warmup_steps=10, total_steps=100)
+    assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        (dict(steps=0), ValueError),
+        (dict(steps=2.0), TypeError),
+        (dict(lr="3e-4"), TypeError),  # YAML 1.1 reads 3e-4 as a string
+        (dict(lr=1e-3, min_lr=1e-2), ValueError),
+        (dict(device="tpu"), ValueError),
+        (dict(precision="fp8"), ValueError),
+        (dict(compile="yes"), TypeError),
+        (dict(block_size=0), ValueError),
+        (dict(grad_clip=-1.0), ValueError),
+    ],
+)
+def test_bad_train_config_raises(overrides, error):
+    with pytest.raises(error):
+        tiny_train(**overrides)
+
+
+def run(tmp_path, list_source, toy_docs, name="run", docs=None, **overrides):
+    source = list_source(docs if docs is not None else toy_docs(60, V), batch_size=4, seed=0)
+    steps_seen = []
+    result = train_lm_on_source(
+        source,
+        out_uri=str(tmp_path / name),
+        model_config=MODEL,
+        train_config=tiny_train(**overrides),
+        dataset_manifest_sha256=SHA,
+        on_step=steps_seen.append,
+    )
+    return result, steps_seen, source
+
+
+def test_training_learns_and_writes_metrics_and_checkpoint(tmp_path, list_source, toy_docs):
+    result, steps_seen, source = run(tmp_path, list_source, toy_docs, steps=30)
+    assert result.final_loss < 0.6 * result.first_loss, result
+    assert (result.device, result.precision, result.steps) == ("cpu", "fp32", 30)
+    assert result.tokens == 30 * 4 * 32
+    assert result.attention_backend in {"flash", "math"}
+    assert [s["step"] for s in steps_seen] == list(range(1, 31))
+
+    with open(result.metrics_uri) as f:
+        lines = [json.loads(line) for line in f]
+    assert [m["step"] for m in lines] == [1, 5, 10, 15, 20, 25, 30]
+    assert lines[-1]["loss"] == result.final_loss and lines[0]["loss"] == result.first_loss
+    assert all(m["tokens_per_s"] > 0 and m["loss_scale"] is None for m in lines)
+    assert lines[0]["lr"] == pytest.approx(3e-3 / 2)  # first warmup step
+
+    ckpt = load_checkpoint(result.checkpoint_uri)
+    assert ckpt["step"] == 30 and ckpt["dataset_manifest_sha256"] == SHA
+    assert ckpt["model_config"]["block_size"] == 32 and ckpt["train_config"]["steps"] == 30
+    assert ckpt["reader"] == source.state_dict()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset_manifest_sha256"] == SHA
+
+
+def test_same_seed_same_loss_other_seed_other_loss(tmp_path, list_source, toy_docs):
+    a, _, _ = run(tmp_path, list_source, toy_docs, "a", steps=4)
+    b, _, _ = run(tmp_path, list_source, toy_docs, "b", steps=4)
+    c, _, _ = run(tmp_path, list_source, toy_docs, "c", steps=4, seed=7)
+    assert a.final_loss == b.final_loss
+    assert c.final_loss != a.final_loss
+    sd_a = load_checkpoint(a.checkpoint_uri)["model"]
+    sd_b = load_checkpoint(b.checkpoint_uri)["model"]
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_small_dataset_loops_over_epochs(tmp_path, list_source, toy_docs):
+    # 6 documents hold far fewer tokens than 6 steps x 4 x 33: the reader is re-read.
+    _, _, source = run(tmp_path, list_source, toy_docs, docs=toy_docs(6, V), steps=6)
+    assert source.epochs_seen[:3] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "overrides, precision",
+    [
+        (dict(precision="bf16"), "bf16"),
+        (dict(precision="fp16"), "fp16"),  # GradScaler path, on CPU here
+        (dict(grad_accum=2, dropout_free=True), "fp32"),
+    ],
+)
+def test_precisions_and_accumulation(tmp_path, list_source, toy_docs, overrides, precision):
+    overrides.pop("dropout_free", None)
+    result, steps_seen, _ = run(tmp_path, list_source, toy_docs, steps=3, **overrides)
+    assert result.precision == precision and math.isfinite(result.final_loss)
+    assert result.tokens == 3 * overrides.get("grad_accum", 1) * 4 * 32
+    scales = [s["loss_scale"] for s in steps_seen]
+    if precision == "fp16":
+        assert all(s is not None and s > 0 for s in scales)
+        assert 0 <= result.skipped_steps <= 3
+        assert load_checkpoint(result.checkpoint_uri)["scaler"]["scale"] == scales[-1]
+    else:
+        assert scales == [None] * 3 and result.skipped_steps == 0
+
+
+@pytest.mark.parametrize(
+    "model_overrides, train_overrides, match",
+    [
+        ({}, dict(block_size=64), "block_size"),  # longer than the model's 32
+        ({}, dict(eos_id=V), "eos_id"),
+        (dict(vocab_size=16), {}, "token ids"),  # the toy corpus uses ids up to 63
+    ],
+)
+def test_mismatched_data_or_config_raises(
+    tmp_path, list_source, toy_docs, model_overrides, train_overrides, match
+):
+    with pytest.raises(ValueError, match=match):
+        train_lm_on_source(
+            list_source(toy_docs(20, V), batch_size=4),
+            out_uri=str(tmp_path / "bad"),
+            model_config=LMConfig.preset(
+                "tiny", **{"vocab_size": V, "block_size": 32, **model_overrides}
+            ),
+            train_config=tiny_train(steps=2, **train_overrides),
+            dataset_manifest_sha256=SHA,
+        )

@@ -1,0 +1,52 @@
+"""models.attention: report the SDPA kernel on CPU, require flash on CUDA."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from models.attention import probe_backend, sdpa_backend
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    "dtype, dropout_p, allowed",
+    [
+        (torch.float32, 0.0, {"flash", "math"}),
+        (torch.float32, 0.1, {"math"}),  # the CPU flash kernel has no dropout
+    ],
+)
+def test_cpu_reports_the_backend(caplog, dtype, dropout_p, allowed):
+    with (
+        caplog.at_level(logging.INFO, logger="models.attention"),
+        sdpa_backend("cpu", dtype=dtype, n_head=4, head_size=16, dropout_p=dropout_p) as name,
+    ):
+        assert name in allowed
+        q = torch.randn(1, 4, 8, 16)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert name in caplog.text
+
+
+def test_probe_agrees_with_context_manager():
+    with sdpa_backend("cpu", dtype=torch.float32, n_head=2, head_size=8) as name:
+        assert name == probe_backend("cpu", dtype=torch.float32, n_head=2, head_size=8)
+
+
+@cuda
+def test_cuda_pins_flash_for_half_precision():
+    with sdpa_backend("cuda", dtype=torch.float16, n_head=4, head_size=64) as name:
+        assert name == "flash"
+        q = torch.randn(1, 4, 8, 64, device="cuda", dtype=torch.float16)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+
+@cuda
+def test_cuda_fp32_cannot_use_flash_and_says_so():
+    with (
+        pytest.raises(RuntimeError, match="FlashAttention cannot run"),
+        sdpa_backend("cuda", dtype=torch.float32, n_head=4, head_size=64),
+    ):
+        pass

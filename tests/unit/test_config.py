@@ -1,0 +1,60 @@
+"""The typed config: the embedded default loads, and every mistake names its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardforge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+
+def test_embedded_default_loads_with_every_section():
+    cfg = load_config()
+    assert cfg.source == str(DEFAULT_CONFIG_PATH)
+    assert cfg.spark.master.startswith("local")
+    assert set(cfg.corpora) == {"feeds", "articles", "images"}
+    assert cfg.models["lm"].preset == "tiny"
+    assert cfg.resolve_path(cfg.feature_spec).is_file()
+
+
+def test_lake_override_replaces_root_only(tmp_path):
+    cfg = load_config(lake_root=str(tmp_path))
+    assert cfg.lake.root == str(tmp_path)
+    assert cfg.spark.database == "shardforge"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("spark:\n  mastr: local[1]\n", "spark.mastr: unknown key"),
+        ("spark:\n  master: 3\n", "spark.master: Input should be a valid string"),
+        ("sample:\n  posts: many\n", "sample.posts: Input should be a valid integer"),
+        ("sample:\n  dt: 2026-13-01\n", "month must be in 1..12"),
+        ("sample:\n  dt: '2026-13-01'\n", "sample.dt"),
+        ("corpora:\n  feeds: {format: csv}\n", "corpora.feeds.format"),
+        ("dataset:\n  splits: {train: 0.5, eval: 0.4}\n", "dataset.splits"),
+        ("lake: [1, 2]\n", "lake"),
+        ("- just a list\n", "expected a mapping"),
+        ("spark: {master: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_mistakes_name_the_key(tmp_path, yaml_text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unquoted_yaml_dates_are_partitions(tmp_path):
+    path = tmp_path / "dates.yaml"
+    path.write_text("corpora:\n  feeds: {format: feed_dump, dt: [2026-11-01]}\nsample: {dt: 2026-11-02}\n")
+    cfg = load_config(path)
+    assert cfg.corpora["feeds"].dt == ["2026-11-01"]
+    assert cfg.sample.dt == "2026-11-02"
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
