@@ -8,6 +8,7 @@ or tables so they stay independent.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from shardforge.config import load_config
 from shardforge.lake import Lake
@@ -30,3 +31,17 @@ def spark(spark_lake, spark_config):
     session = build_session(spark_config.spark, spark_lake)
     yield session
     session.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU-only tests (marker ``cuda``) run on a CUDA host (``pytest -m cuda``), not on CPUs.
+
+    They are deselected, not skipped, where no GPU exists: the CPU suite has nothing to
+    say about them, and the device runs in BENCHMARKS.md record their results.
+    """
+    if torch.cuda.is_available():
+        return
+    gpu_only = [item for item in items if item.get_closest_marker("cuda")]
+    if gpu_only:
+        config.hook.pytest_deselected(items=gpu_only)
+        items[:] = [item for item in items if not item.get_closest_marker("cuda")]

@@ -89,7 +89,6 @@ def run_encode(*, inputs: list[str], output_uri: str, spec: FeatureSpec, dataset
         ValueError: a bad value in the input (the message names feature, column and row).
     """
     beam = require("apache_beam", for_what="the Beam encode pipeline")
-    import pyarrow.parquet as pq
 
     from records.manifest import Manifest, ShardInfo, write_manifest
     from records.uri import resolve
@@ -103,7 +102,7 @@ def run_encode(*, inputs: list[str], output_uri: str, spec: FeatureSpec, dataset
         with beam.Pipeline(options=_pipeline_options(runner, options or {})) as pipeline:
             tables = (
                 pipeline
-                | "ListInputs" >> beam.Create(inputs)
+                | "ListInputs" >> beam.Create([_beam_path(uri) for uri in inputs])
                 | "ReadParquet" >> beam.io.ReadAllFromParquetBatched(columns=columns)
             )
             infos = build_encode(tables, spec=spec, splits=splits, shards=shards,
@@ -127,7 +126,7 @@ def run_encode(*, inputs: list[str], output_uri: str, spec: FeatureSpec, dataset
         split_infos = finalize_shards(
             root_uri=staging,
             splits={s: [written[(s, i)] for i in range(n)] for s, n in shards.items()})
-        rows_in = sum(pq.ParquetFile(f).metadata.num_rows for f in _expand(inputs))
+        rows_in = _count_rows(inputs)
         records = {split: info.records for split, info in split_infos.items()}
         if sum(records.values()) != rows_in:
             raise RuntimeError(
@@ -146,14 +145,28 @@ def run_encode(*, inputs: list[str], output_uri: str, spec: FeatureSpec, dataset
                         {s: len(i.shards) for s, i in split_infos.items()})
 
 
-def _expand(patterns: list[str]) -> list[str]:
-    import fsspec
+def _beam_path(uri: str) -> str:
+    """Beam's local filesystem takes plain paths only; ``hdfs://`` and others pass through."""
+    if uri.startswith("file:"):
+        from records.uri import resolve
 
-    files = []
+        return resolve(uri)[1]
+    return uri
+
+
+def _count_rows(patterns: list[str]) -> int:
+    """Rows in the Parquet files the globs match (read from the footers only)."""
+    import pyarrow.parquet as pq
+
+    from records.uri import resolve
+
+    total = 0
     for pattern in patterns:
-        fs, path = fsspec.core.url_to_fs(pattern)
-        files.extend(fs.unstrip_protocol(p) for p in sorted(fs.glob(path)))
-    return files
+        fs, path = resolve(pattern)
+        for file in sorted(fs.glob(path)):
+            with fs.open(file, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+    return total
 
 
 def run(argv: list[str] | None = None) -> EncodeResult:

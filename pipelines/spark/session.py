@@ -44,6 +44,8 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         # Arrow UDFs), not whatever "python3" is first on PATH.
         conf["spark.pyspark.python"] = sys.executable
         conf["spark.pyspark.driver.python"] = sys.executable
+    # The console progress bar would interleave with our own progress lines on stderr.
+    conf["spark.ui.showConsoleProgress"] = "false"
     conf.update(spark.conf)
     return conf
 

@@ -113,3 +113,20 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
 
     report = _shardforge("report", "--lake", str(lake), cwd=tmp_path)
     assert report.returncode == 0 and "encode" in report.stdout
+
+    # Users read these shards with TensorFlow: tf.data + parse_example must see the features.
+    tf = pytest.importorskip("tensorflow")
+    parsed = next(iter(
+        tf.data.TFRecordDataset([str(s) for s in shards if "split=train" in str(s)])
+        .batch(64)
+        .map(lambda b: tf.io.parse_example(b, {
+            "input_ids": tf.io.VarLenFeature(tf.int64),
+            "topic": tf.io.FixedLenFeature([1], tf.int64),
+            "length": tf.io.FixedLenFeature([1], tf.int64),
+        }))
+    ))
+    lengths = tf.sparse.to_dense(parsed["input_ids"]).shape[1]
+    assert parsed["topic"].shape[0] == 64 and 0 < lengths <= 512
+    row_lengths = tf.math.bincount(tf.cast(parsed["input_ids"].indices[:, 0], tf.int32), minlength=64)
+    assert (row_lengths.numpy() > 0).all() and (parsed["length"].numpy() > 0).all()
+    assert set(parsed["topic"].numpy()[:, 0].tolist()) <= set(range(5))

@@ -9,7 +9,7 @@ import torch
 
 from models.attention import probe_backend, sdpa_backend
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.cuda
 
 
 @pytest.mark.parametrize(

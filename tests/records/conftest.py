@@ -1,13 +1,9 @@
-"""Fixtures for the records tests and the `tf` marker."""
+"""Fixtures for the records tests."""
 
 from __future__ import annotations
 
 import pytest
 from records_testlib import SPEC, write_dataset
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "tf: needs TensorFlow (skipped when it is missing)")
 
 
 @pytest.fixture
