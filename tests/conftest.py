@@ -10,17 +10,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shardforge.config import load_config
-from shardforge.lake import Lake
+# shardforge.config (pydantic) is imported inside the fixtures: the GPU host that runs
+# `pytest -m cuda tests/models tests/records` has torch and numpy but no pydantic.
 
 
 @pytest.fixture(scope="session")
-def spark_lake(tmp_path_factory) -> Lake:
+def spark_lake(tmp_path_factory):
+    from shardforge.lake import Lake
+
     return Lake(str(tmp_path_factory.mktemp("spark-lake")))
 
 
 @pytest.fixture(scope="session")
 def spark_config(spark_lake):
+    from shardforge.config import load_config
+
     return load_config(lake_root=spark_lake.root)
 
 
