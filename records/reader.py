@@ -49,10 +49,53 @@ from records.stream import ConsumerStream, ShardReader
 __all__ = ["RecordDataset", "RecordIndexDataset", "to_torch"]
 
 
-def to_torch(batch: dict) -> dict:
-    """numpy arrays -> ``torch.from_numpy`` tensors (C-contiguous, pin_memory-able)."""
-    return {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
-            for k, v in batch.items()}
+def to_torch(batch: dict, spec: FeatureSpec | None = None, *, bytes_as: str = "list",
+             varlen_as: str = "padded") -> dict:
+    """A decoded numpy batch -> tensors laid out as asked.
+
+    Args:
+        batch: what the decoder yields for ``spec``.
+        spec: needed for the non-default layouts (which features are bytes / VarLen).
+        bytes_as: ``"list"`` keeps scalar bytes features as ``list[bytes]``; ``"uint8"``
+            packs them into a zero-padded ``uint8`` tensor ``[B, L]`` plus
+            ``<name>_lengths`` ``[B]`` (raw image or text bytes, ready for the GPU).
+        varlen_as: ``"padded"`` keeps numeric VarLen features as ``[B, L]`` plus
+            ``<name>_lengths``; ``"nested"`` turns them into one jagged
+            ``torch.nested`` tensor (the lengths stay alongside).
+
+    Numeric arrays become C-contiguous ``torch.from_numpy`` tensors (pin_memory-able).
+    """
+    out = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
+           for k, v in batch.items()}
+    if spec is None:
+        return out
+    for name, feature in spec.items():
+        if name not in out:
+            continue
+        if (bytes_as == "uint8" and feature.dtype == "bytes"
+                and isinstance(feature, FixedLenFeature) and tuple(feature.shape) == ()):
+            out[name], out[f"{name}_lengths"] = _pack_bytes(out[name])
+        elif (varlen_as == "nested" and isinstance(feature, VarLenFeature)
+                and feature.dtype != "bytes"):
+            padded, lengths = out[name], out[f"{name}_lengths"]
+            valid = torch.arange(padded.shape[1]) < lengths[:, None]
+            offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+            torch.cumsum(lengths, 0, out=offsets[1:])
+            out[name] = torch.nested.nested_tensor_from_jagged(padded[valid], offsets)
+    return out
+
+
+def _pack_bytes(values: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``list[bytes]`` -> zero-padded uint8 ``[B, max_len]`` and int64 lengths ``[B]``."""
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    width = int(lengths.max()) if len(values) else 0
+    flat = np.frombuffer(b"".join(values), dtype=np.uint8)
+    packed = np.zeros((len(values), width), dtype=np.uint8)
+    packed[np.arange(width) < lengths[:, None]] = flat  # row-major fill = concatenation order
+    return torch.from_numpy(packed), torch.from_numpy(lengths)
+
+
+_LAYOUTS = {"bytes_as": ("list", "uint8"), "varlen_as": ("padded", "nested")}
 
 
 def _open(uri_or_manifest_dir: str | Manifest, split: str, feature_spec):
@@ -96,6 +139,7 @@ class RecordDataset(IterableDataset):
         report: callable receiving skipped :class:`~records.errors.CorruptRecordError` s.
         threads: decode threads in this process; default 2 in the main process,
             1 inside DataLoader workers.
+        bytes_as, varlen_as: tensor layouts, see :func:`to_torch`.
 
     Batches are dicts: see :mod:`records.spec` for each feature's output.
     """
@@ -104,8 +148,13 @@ class RecordDataset(IterableDataset):
                  feature_spec: FeatureSpec | None = None, shuffle: bool = False, seed: int = 0,
                  shuffle_buffer: int = 10_000, drop_last: bool = False, verify_crc: bool = True,
                  on_corrupt: str = "raise", rank: int | None = None,
-                 world_size: int | None = None, report=None, threads: int | None = None):
+                 world_size: int | None = None, report=None, threads: int | None = None,
+                 bytes_as: str = "list", varlen_as: str = "padded"):
         super().__init__()
+        for option, value in (("bytes_as", bytes_as), ("varlen_as", varlen_as)):
+            if value not in _LAYOUTS[option]:
+                raise ValueError(f"{option} must be one of {_LAYOUTS[option]}, got {value!r}")
+        self.bytes_as, self.varlen_as = bytes_as, varlen_as
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if shuffle_buffer < 1:
@@ -177,7 +226,7 @@ class RecordDataset(IterableDataset):
             verify_crc=self.verify_crc, on_corrupt=self.on_corrupt, report=self.report,
             threads=threads)
         for batch in stream:
-            yield to_torch(batch)
+            yield to_torch(batch, self.spec, bytes_as=self.bytes_as, varlen_as=self.varlen_as)
 
 
 class RecordIndexDataset(Dataset):

@@ -14,6 +14,10 @@ Reader output per batch of B records:
       ``max_len`` are truncated) plus ``<name>_lengths`` ``[B]`` int64 holding
       the number of valid positions; a missing feature is an empty row.
     * ``VarLenFeature("bytes")`` -> ``list[list[bytes]]`` plus ``<name>_lengths``.
+
+``RecordDataset(bytes_as="uint8")`` packs scalar bytes features into a padded uint8
+tensor plus lengths, and ``varlen_as="nested"`` gives numeric VarLen features as jagged
+``torch.nested`` tensors (see :func:`records.reader.to_torch`).
 """
 
 from __future__ import annotations

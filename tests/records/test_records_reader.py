@@ -196,3 +196,16 @@ def test_spec_override_and_bad_arguments(toy_dataset):
     with pytest.raises(KeyError, match="available"):
         RecordDataset(toy_dataset, "test", batch_size=2)
     assert make_example(0)["label"] == 0
+
+
+def test_bytes_as_uint8_and_varlen_as_nested(toy_dataset):
+    ds = RecordDataset(toy_dataset, batch_size=5, bytes_as="uint8", varlen_as="nested")
+    b = next(iter(ds))
+    texts = [f"row-{i}".encode() for i in range(5)]
+    assert b["text"].dtype == torch.uint8 and b["text"].shape == (5, max(map(len, texts)))
+    assert b["text_lengths"].tolist() == [len(t) for t in texts]
+    assert [bytes(row[:n].tolist()) for row, n in zip(b["text"], b["text_lengths"], strict=True)] == texts
+    assert b["ids"].is_nested and [t.tolist() for t in b["ids"].unbind()] == [
+        [], [0], [0, 1], [], [0]]
+    with pytest.raises(ValueError, match="bytes_as"):
+        RecordDataset(toy_dataset, batch_size=5, bytes_as="tensor")
