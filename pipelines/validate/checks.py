@@ -1,0 +1,70 @@
+"""The gates the pipeline runs: ``clean_posts`` after Spark, each dataset after encode.
+
+Thin: read the data (Parquet partitions through pyarrow + fsspec, shards through
+``records/``), build the suite from the config and feature spec, run the gate. The
+CLI (``shardforge validate``), ``shardforge run`` and the Airflow DAG call these.
+"""
+
+from __future__ import annotations
+
+import os
+
+from features.spec import CategoricalFeature, FeatureSpec
+from pipelines.validate.gate import GateResult, run_gate
+from pipelines.validate.suites import clean_posts_suite, dataset_suite, example_frame, shard_frame
+
+__all__ = ["check_clean_posts", "check_dataset"]
+
+CLEAN_POSTS_COLUMNS = ["doc_id", "text", "length", "lang", "topic"]
+
+
+def check_clean_posts(partition_uris: list[str], *, min_chars: int, max_chars: int,
+                      topics: list[str], docs_dir: str | None = None) -> GateResult:
+    """Validates the ``clean_posts`` partitions (``…/clean_posts/dt=…`` folders) together.
+
+    Raises:
+        ValidationFailed: an expectation failed (the message names it and its column).
+        FileNotFoundError: a partition folder does not exist.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from records.uri import resolve
+
+    tables = []
+    for uri in partition_uris:
+        fs, path = resolve(uri)
+        if not fs.exists(path):
+            raise FileNotFoundError(f"clean_posts partition {uri} does not exist")
+        tables.append(pq.read_table(path, columns=CLEAN_POSTS_COLUMNS, filesystem=fs))
+    frame = pa.concat_tables(tables).to_pandas() if tables else None
+    if frame is None:
+        raise FileNotFoundError("clean_posts: no partitions to validate")
+    suite = clean_posts_suite(min_chars=min_chars, max_chars=max_chars, topics=topics)
+    return run_gate(frame, suite, docs_dir=_sub(docs_dir, suite.name))
+
+
+def check_dataset(uri: str, *, spec: FeatureSpec, split: str = "train", sample: int = 2048,
+                  docs_dir: str | None = None) -> list[GateResult]:
+    """Validates an encoded dataset: manifest vs ``.idx`` counts, then a decoded sample.
+
+    Raises:
+        ValidationFailed: the first suite that failed.
+    """
+    text_name, text = spec.text_feature()
+    labels = {name: f.num_ids for name, f in spec.features.items()
+              if isinstance(f, CategoricalFeature)}
+    suites = dataset_suite(vocab_size=text.vocab_size, labels=labels)
+    # Counts first: the reader itself refuses shards whose index disagrees with the manifest.
+    results = [run_gate(shard_frame(uri), suites["shards"],
+                        docs_dir=_sub(docs_dir, suites["shards"].name))]
+    frame = example_frame(uri, split=split, text_feature=text_name, labels=sorted(labels),
+                          sample=sample)
+    results.append(run_gate(frame, suites["examples"],
+                            docs_dir=_sub(docs_dir, suites["examples"].name)))
+    return results
+
+
+def _sub(docs_dir: str | None, name: str) -> str | None:
+    # One Data Docs site per suite: each gate runs in its own ephemeral GE context.
+    return None if docs_dir is None else os.path.join(docs_dir, name)
