@@ -1,0 +1,169 @@
+"""``reports/<run_id>/report.html``: one self-contained page a person wants to read.
+
+Per-stage row counts with their reconciliation, quarantine reasons, text length, topic
+and language distributions of ``clean_posts``, the dataset's shard sizes and vocabulary
+coverage, and the training curves (loss, tokens/s, loss scale). Plots are inline SVG
+(:mod:`shardforge.charts`): the file opens offline, needs no JavaScript, and can be
+mailed or attached to an Airflow task as it is.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import posixpath
+from html import escape
+from typing import Any
+
+from shardforge.charts import bar_chart, histogram, line_chart
+from shardforge.lake import Lake
+
+__all__ = ["collect_report_data", "render_report", "write_report"]
+
+_STYLE = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1120px}
+h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:4px 8px}
+td.n{text-align:right}.ok{color:#2a7a2a}.bad{color:#b00020;font-weight:bold}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777;font-size:12px}
+"""
+
+
+def _read_table(lake: Lake, uri: str, columns: list[str]):
+    """A Hive-partitioned Parquet table as a pyarrow Table, or None if it has no data."""
+    import pyarrow.dataset as ds
+
+    path = lake.fs_path(uri)
+    if not lake.fs.exists(path):
+        return None
+    dataset = ds.dataset(path, filesystem=lake.fs, format="parquet", partitioning="hive")
+    names = [c for c in columns if c in dataset.schema.names]
+    return dataset.to_table(columns=names)
+
+
+def _metrics(lake: Lake, checkpoint_uri: str) -> list[dict[str, Any]]:
+    path = lake.fs_path(posixpath.join(posixpath.dirname(checkpoint_uri), "metrics.jsonl"))
+    if not lake.fs.exists(path):
+        return []
+    with lake.fs.open(path, "r") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _vocabulary_coverage(dataset_uri: str, feature: str, vocab_size: int,
+                         sample: int = 4096) -> dict[str, Any]:
+    import torch
+
+    from records.reader import RecordDataset
+
+    seen = torch.zeros(vocab_size, dtype=torch.bool)
+    tokens = 0
+    for batch in RecordDataset(dataset_uri, "train", batch_size=512):
+        ids, lengths = batch[feature], batch[f"{feature}_lengths"]
+        valid = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+        seen[ids[valid].clamp(0, vocab_size - 1)] = True
+        tokens += int(lengths.sum())
+        sample -= len(lengths)
+        if sample <= 0:
+            break
+    return {"used": int(seen.sum()), "vocab_size": vocab_size, "tokens": tokens}
+
+
+def collect_report_data(lake: Lake, summary: dict[str, Any], *, database: str,
+                        dataset_uri: str | None, text_feature: str | None,
+                        vocab_size: int | None) -> dict[str, Any]:
+    """Everything the page shows, as plain data (what tests and ``summary.json`` can check)."""
+    data: dict[str, Any] = {"run_id": summary["run_id"], "stages": summary["stages"]}
+    quarantine = _read_table(lake, lake.table(database, "quarantine"), ["reason", "stage"])
+    data["quarantine"] = dict(collections.Counter(
+        f"{s}: {r}" for s, r in zip(quarantine["stage"].to_pylist(),
+                                    quarantine["reason"].to_pylist(), strict=True)
+    )) if quarantine is not None and quarantine.num_rows else {}
+    clean = _read_table(lake, lake.table(database, "clean_posts"), ["length", "topic", "lang"])
+    if clean is not None and clean.num_rows:
+        data["lengths"] = clean["length"].to_pylist()
+        data["topics"] = dict(collections.Counter(clean["topic"].to_pylist()))
+        data["langs"] = dict(collections.Counter(clean["lang"].to_pylist()))
+    if dataset_uri is not None:
+        from records.manifest import load_manifest
+
+        try:
+            manifest = load_manifest(dataset_uri)
+        except FileNotFoundError:
+            manifest = None
+        if manifest is not None:
+            data["shards"] = {posixpath.basename(s.path).split(".")[0] + f" ({name})": s.bytes
+                              for name, info in sorted(manifest.splits.items())
+                              for s in info.shards}
+            if text_feature and vocab_size:
+                data["coverage"] = _vocabulary_coverage(dataset_uri, text_feature, vocab_size)
+    data["training"] = {
+        stage["stage"]: _metrics(lake, stage["outputs"][0])
+        for stage in summary["stages"] if stage["stage"].startswith("train") and stage["outputs"]
+    }
+    return data
+
+
+def _stage_table(stages: list[dict[str, Any]]) -> str:
+    rows = []
+    for s in stages:
+        balanced = s["rows_in"] == s["rows_out"] + s["quarantined"] + s["duplicates_dropped"]
+        check = ('<span class="ok">in = out + quarantined + duplicates</span>' if balanced
+                 else '<span class="bad">does not reconcile</span>')
+        if s["stage"] in ("sample",) or s["stage"].startswith("train"):
+            check = '<span class="muted">n/a</span>'
+        rows.append(f"<tr><td>{escape(s['stage'])}</td>" + "".join(
+            f'<td class="n">{s[k]}</td>' for k in ("rows_in", "rows_out", "quarantined",
+                                                   "duplicates_dropped")) + f"<td>{check}</td></tr>")
+    return ("<table><tr><th>stage</th><th>in</th><th>out</th><th>quarantined</th>"
+            "<th>duplicates</th><th>reconciliation</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_report(data: dict[str, Any]) -> str:
+    """The HTML page for :func:`collect_report_data`'s output."""
+    parts = [f"<h1>shardforge run {escape(data['run_id'])}</h1>",
+             "<h2>Rows per stage</h2>", _stage_table(data["stages"]),
+             "<h2>Quarantine</h2><div class='grid'>",
+             bar_chart(list(data["quarantine"]), list(data["quarantine"].values()),
+                       title="quarantined rows by reason", y_label="rows"), "</div>"]
+    if "lengths" in data:
+        parts += ["<h2>clean_posts</h2><div class='grid'>",
+                  histogram(data["lengths"], title="text length", x_label="characters"),
+                  bar_chart(list(data["topics"]), list(data["topics"].values()),
+                            title="topics", y_label="posts"),
+                  bar_chart(list(data["langs"]), list(data["langs"].values()),
+                            title="languages", y_label="posts"), "</div>"]
+    if "shards" in data:
+        parts += ["<h2>Dataset</h2><div class='grid'>",
+                  bar_chart(list(data["shards"]), list(data["shards"].values()),
+                            title="shard sizes", y_label="bytes"), "</div>"]
+        if "coverage" in data:
+            c = data["coverage"]
+            parts.append(f"<p>Vocabulary coverage (train sample): {c['used']} of "
+                         f"{c['vocab_size']} ids used ({100 * c['used'] / c['vocab_size']:.1f}%) "
+                         f"in {c['tokens']} tokens.</p>")
+    for stage, rows in data["training"].items():
+        steps = [r["step"] for r in rows]
+        parts += [f"<h2>{escape(stage)}</h2><div class='grid'>",
+                  line_chart(steps, {"loss": [r.get("loss") for r in rows]},
+                             title="training loss", x_label="step"),
+                  line_chart(steps, {"tokens/s": [r.get("tokens_per_s") for r in rows]},
+                             title="throughput", x_label="step", y_label="tokens/s"),
+                  line_chart(steps, {"loss scale": [r.get("loss_scale") for r in rows]},
+                             title="fp16 loss scale", x_label="step"), "</div>"]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>shardforge {escape(data['run_id'])}</title><style>{_STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(lake: Lake, summary: dict[str, Any], *, database: str,
+                 dataset_uri: str | None = None, text_feature: str | None = None,
+                 vocab_size: int | None = None) -> str:
+    """Writes ``reports/<run_id>/report.html``; returns its URI."""
+    data = collect_report_data(lake, summary, database=database, dataset_uri=dataset_uri,
+                               text_feature=text_feature, vocab_size=vocab_size)
+    uri = f"{lake.reports(summary['run_id'])}/report.html"
+    path = lake.fs_path(uri)
+    lake.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with lake.fs.open(path, "w", encoding="utf-8") as handle:
+        handle.write(render_report(data))
+    return uri
