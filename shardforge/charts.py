@@ -44,7 +44,10 @@ def _fmt(value: float) -> str:
 
 
 def _nice_max(values: Sequence[float]) -> float:
-    top = max((v for v in values if math.isfinite(v)), default=0.0)
+    finite = [v for v in values if math.isfinite(v)]
+    top = max(finite, default=0.0)
+    if finite and all(float(v).is_integer() for v in finite) and top <= 4:
+        return 4.0  # small counts: whole-number ticks 0..4 rather than 0.263 rows
     return top * 1.05 if top > 0 else 1.0
 
 
@@ -64,7 +67,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str,
                     f'height="{h:.1f}" fill="{COLOR}"><title>{escape(str(label))}: '
                     f'{value:g}</title></rect>'
                     f'<text x="{x + step * 0.4:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="10" '
-                    f'text-anchor="middle">{escape(str(label)[:14])}</text>')
+                    f'text-anchor="middle">{escape(_short(str(label), step))}</text>')
     return _frame(title, "".join(bars), y_max=y_max, y_label=y_label)
 
 
@@ -107,6 +110,12 @@ def line_chart(xs: Sequence[float], series: dict[str, Sequence[float]], *, title
                 f'{_fmt(x_high)}</text><text x="{WIDTH / 2}" y="{HEIGHT - 8}" font-size="11" '
                 f'text-anchor="middle">{escape(x_label)}</text>')
     return _frame(title, "".join(body), y_max=y_max, y_label=y_label)
+
+
+def _short(label: str, room: float) -> str:
+    """Cuts a label to what fits under a bar ~``room`` pixels wide (~6 px a character)."""
+    fits = max(int(room / 6), 3)
+    return label if len(label) <= fits else label[: fits - 1] + "…"
 
 
 def _no_data() -> str:

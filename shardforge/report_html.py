@@ -75,7 +75,7 @@ def collect_report_data(lake: Lake, summary: dict[str, Any], *, database: str,
     data: dict[str, Any] = {"run_id": summary["run_id"], "stages": summary["stages"]}
     quarantine = _read_table(lake, lake.table(database, "quarantine"), ["reason", "stage"])
     data["quarantine"] = dict(collections.Counter(
-        f"{s}: {r}" for s, r in zip(quarantine["stage"].to_pylist(),
+        f"{r} [{s}]" for s, r in zip(quarantine["stage"].to_pylist(),
                                     quarantine["reason"].to_pylist(), strict=True)
     )) if quarantine is not None and quarantine.num_rows else {}
     clean = _read_table(lake, lake.table(database, "clean_posts"), ["length", "topic", "lang"])
@@ -91,7 +91,8 @@ def collect_report_data(lake: Lake, summary: dict[str, Any], *, database: str,
         except FileNotFoundError:
             manifest = None
         if manifest is not None:
-            data["shards"] = {posixpath.basename(s.path).split(".")[0] + f" ({name})": s.bytes
+            # "train/00003": the split and the shard's index, what fits under a bar.
+            data["shards"] = {f"{name}/{posixpath.basename(s.path).split('-')[1]}": s.bytes
                               for name, info in sorted(manifest.splits.items())
                               for s in info.shards}
             if text_feature and vocab_size:

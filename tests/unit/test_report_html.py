@@ -70,7 +70,7 @@ def test_report_collects_the_lake_and_flags_what_does_not_reconcile(tmp_path):
     lake, summary = _lake(tmp_path)
     data = collect_report_data(lake, summary, database="db", dataset_uri=None,
                                text_feature=None, vocab_size=None)
-    assert data["quarantine"] == {"ingest_feeds: empty file": 2, "ingest_feeds: not utf-8": 1}
+    assert data["quarantine"] == {"empty file [ingest_feeds]": 2, "not utf-8 [ingest_feeds]": 1}
     assert sorted(data["lengths"]) == [10, 20, 30] and data["topics"] == {"nlp": 2, "cv": 1}
     assert [r["loss"] for r in data["training"]["train lm"]] == [5.0, 2.5, 5.0 / 3]
 
