@@ -6,16 +6,27 @@ Never imports tensorflow, pyspark or apache_beam: a GPU host has PyTorch and num
 from models.attention import probe_backend, sdpa_backend
 from models.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from models.data import TokenBatchSource, loop_epochs, pack_documents
+from models.generate import GenerationResult, generate_greedy, generate_speculative
+from models.kv_cache import KVCache
 from models.lm import DecoderLM, LMConfig
+from models.medusa import MedusaHeads, freeze_backbone
+from models.mtp import MTPModule
 from models.train import TrainConfig, TrainResult, cosine_lr, train_lm, train_lm_on_source
 
 __all__ = [
     "DecoderLM",
+    "GenerationResult",
+    "KVCache",
     "LMConfig",
+    "MTPModule",
+    "MedusaHeads",
     "TokenBatchSource",
     "TrainConfig",
     "TrainResult",
     "cosine_lr",
+    "freeze_backbone",
+    "generate_greedy",
+    "generate_speculative",
     "load_checkpoint",
     "loop_epochs",
     "pack_documents",

@@ -24,7 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DecoderLM", "LMConfig", "apply_rope", "rope_cache"]
+from models.kv_cache import KVCache
+from models.medusa import MedusaHeads
+from models.mtp import MTPModule
+
+__all__ = ["IGNORE_INDEX", "DecoderLM", "LMConfig", "apply_rope", "rope_cache"]
 
 IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
 
@@ -50,6 +54,14 @@ class LMConfig:
     bias: bool = False  # no biases in Linear layers: slightly better and faster (LLaMA, PaLM)
     multiple_of: int = 256  # SwiGLU hidden size is rounded up to this: tensor-core friendly
     norm_eps: float = 1e-5  # RMSNorm epsilon; LLaMA's value, safe under fp16 autocast
+    # Multi-token prediction (models.mtp): D sequential modules, module k predicts t+k+1.
+    mtp_depth: int = 0  # D; 0 = off. DeepSeek-V3 uses 1; more gives longer speculative drafts
+    mtp_lambda: float = 0.3  # loss = main + lambda * mean of the D MTP losses (DeepSeek-V3 early)
+    # Medusa heads (models.medusa): head k predicts t+k+1 from the last hidden state.
+    medusa_heads: int = 0  # K; 0 = off. The Medusa paper uses 4-5
+    medusa_own_head: bool = False  # each head gets its own output Linear instead of the LM's
+    medusa_decay: float = 0.8  # head k's loss weight is decay**k (Medusa paper: 0.8**k)
+    medusa_weight: float = 1.0  # scales the summed Medusa loss; ~0.2 for joint (Medusa-2) runs
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "multiple_of"):
@@ -66,6 +78,18 @@ class LMConfig:
             raise ValueError(f"LMConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("LMConfig.rope_theta and norm_eps must be > 0")
+        for name in ("mtp_depth", "medusa_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LMConfig.{name} must be an int >= 0, got {value!r}")
+        for name in ("mtp_lambda", "medusa_decay", "medusa_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"LMConfig.{name} must be a number, got {value!r}")
+            if not 0.0 <= value < math.inf:
+                raise ValueError(f"LMConfig.{name} must be finite and >= 0, got {value}")
+        if not isinstance(self.medusa_own_head, bool):
+            raise TypeError(f"LMConfig.medusa_own_head must be a bool, got {self.medusa_own_head!r}")
 
     @property
     def head_size(self) -> int:
@@ -125,16 +149,29 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, nh, T, hs); the backend is chosen by models.attention.sdpa_backend
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, nh, T, hs); the backend is chosen by models.attention.sdpa_backend
+        else:  # incremental decoding: attend to the cached past too
+            causal = cache.length == 0 and T > 1
+            k, v = cache.update(layer, k, v)  # (B, nh, P + T, hs), P = cached positions
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -159,13 +196,26 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
 class DecoderLM(nn.Module):
-    """Causal decoder LM. ``forward(idx, targets=None) -> (logits, loss)``."""
+    """Causal decoder LM. ``forward(idx, targets=None) -> (logits, loss)``.
+
+    With ``mtp_depth`` > 0 or ``medusa_heads`` > 0 the model also owns MTP modules
+    (``self.mtp``) or Medusa heads (``self.medusa``); ``loss`` is then the total training
+    loss and ``last_loss_parts`` holds its parts from the last forward with targets.
+    """
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
@@ -178,6 +228,17 @@ class DecoderLM(nn.Module):
         self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf, 2017)
+        self.mtp = None
+        if config.mtp_depth:
+            self.mtp = nn.ModuleList(
+                MTPModule(config.n_embd, config.norm_eps, Block(config))
+                for _ in range(config.mtp_depth)
+            )
+        self.medusa = None
+        if config.medusa_heads:
+            self.medusa = MedusaHeads(
+                config.n_embd, config.medusa_heads, config.vocab_size, config.medusa_own_head
+            )
         cos, sin = rope_cache(config.block_size, config.head_size, config.rope_theta)
         # Derived from the config, so not saved in the state dict.
         self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, hs/2)
@@ -187,6 +248,11 @@ class DecoderLM(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if self.medusa is not None:
+            self.medusa.reset_parameters(self.lm_head)  # heads start as copies of the LM head
+        # Detached scalars of the last forward with targets: "main", "total", and with
+        # MTP/Medusa on "mtp", "mtp_1".., "medusa", "medusa_1".. (unweighted head losses).
+        self.last_loss_parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -196,6 +262,60 @@ class DecoderLM(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def new_kv_cache(self) -> KVCache:
+        """An empty :class:`~models.kv_cache.KVCache` sized to ``block_size``."""
+        return KVCache(self.config.n_layer, self.config.block_size)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The last block's output (B, T, C), before the final norm.
+
+        Args:
+            idx: token ids (B, T).
+            cache: for incremental decoding: ``idx`` continues the cached tokens, sits at
+                positions ``[cache.length, cache.length + T)``, attends to the cached keys
+                (causally among its own T tokens), and is appended to the cache.
+
+        Raises:
+            ValueError: the positions do not fit in block_size.
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"positions up to {start + T} exceed block_size {self.config.block_size}"
+            )
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hs/2)
+        mask = None if cache is None else cache.attn_mask(T, idx.device)  # (T, start + T)
+        x = self.drop(self.tok_emb(idx))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer, mask)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        return x
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (..., V) from hidden states (..., C): final norm + LM head."""
+        return self.lm_head(self.norm(h))
+
+    def medusa_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """Medusa head k's logits for token t+k+1, k = 1..K, each (B, T, V), from (B, T, C)."""
+        if self.medusa is None:
+            raise ValueError("model has no Medusa heads (LMConfig.medusa_heads is 0)")
+        return self.medusa(self.norm(h), self.lm_head)
+
+    def mtp_hidden(self, depth: int, h_prev: torch.Tensor, idx_next: torch.Tensor) -> torch.Tensor:
+        """MTP module ``depth`` (1-based): ``h^depth`` (B, T, C) from ``h^{depth-1}`` (B, T, C)
+        and the ids of tokens ``t_{i+depth}`` (B, T). Logits: ``self.mtp_head(depth, h)``."""
+        if self.mtp is None or not 1 <= depth <= len(self.mtp):
+            raise ValueError(f"no MTP module at depth {depth} (mtp_depth={self.config.mtp_depth})")
+        T = h_prev.size(1)
+        emb = self.tok_emb(idx_next)  # (B, T, C)
+        return self.mtp[depth - 1](h_prev, emb, self.rope_cos[:T], self.rope_sin[:T])
+
+    def mtp_head(self, depth: int, h: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of MTP module ``depth``: its output norm + the shared LM head."""
+        return self.lm_head(self.mtp[depth - 1].out_norm(h))
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -208,7 +328,8 @@ class DecoderLM(nn.Module):
 
         Returns:
             ``(logits, loss)``: logits (B, T, V); loss is the mean cross-entropy as a
-            scalar tensor, or None without targets.
+            scalar tensor, or None without targets. With MTP/Medusa on, loss is
+            ``main + mtp_lambda * mean_k mtp_k + medusa_weight * sum_k decay**k medusa_k``.
 
         Raises:
             ValueError: wrong rank, T > block_size, or targets shaped unlike idx.
@@ -223,18 +344,50 @@ class DecoderLM(nn.Module):
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} != idx shape {tuple(idx.shape)}"
             )
-        B, T = idx.shape
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs/2)
-        x = self.drop(self.tok_emb(idx))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x, cos, sin)  # (B, T, C)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        h = self.hidden_states(idx)  # (B, T, C)
+        logits = self.head(h)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(B * T, -1).float(), targets.reshape(B * T), ignore_index=IGNORE_INDEX
-            )
+            loss = _cross_entropy(logits, targets)
+            parts = {"main": loss.detach()}
+            if self.mtp is not None:
+                loss = loss + self.config.mtp_lambda * self._mtp_loss(h, idx, targets, parts)
+            if self.medusa is not None:
+                loss = loss + self.config.medusa_weight * self._medusa_loss(h, targets, parts)
+            parts["total"] = loss.detach()
+            self.last_loss_parts = parts
         return logits, loss
+
+    def _mtp_loss(
+        self, h: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, parts: dict
+    ) -> torch.Tensor:
+        """Mean over depths k of CE(MTP_k at i, t_{i+k+1}); depths past T are skipped."""
+        T, losses = idx.size(1), []
+        for k in range(1, len(self.mtp) + 1):
+            if T - k < 1:
+                break
+            h = self.mtp_hidden(k, h[:, : T - k], idx[:, k:])  # (B, T - k, C)
+            losses.append(_cross_entropy(self.mtp_head(k, h), targets[:, k:]))
+            parts[f"mtp_{k}"] = losses[-1].detach()
+        loss = torch.stack(losses).mean() if losses else h.new_zeros(())
+        parts["mtp"] = loss.detach()
+        return loss
+
+    def _medusa_loss(self, h: torch.Tensor, targets: torch.Tensor, parts: dict) -> torch.Tensor:
+        """Sum over heads k of decay**k * CE(head k at i, t_{i+k+1})."""
+        T, loss = targets.size(1), h.new_zeros((), dtype=torch.float32)
+        for k, logits in enumerate(self.medusa_logits(h), start=1):
+            if T - k < 1:
+                break
+            head_loss = _cross_entropy(logits[:, : T - k], targets[:, k:])
+            parts[f"medusa_{k}"] = head_loss.detach()
+            loss = loss + self.config.medusa_decay**k * head_loss
+        parts["medusa"] = loss.detach()
+        return loss
+
+    def loss_parts(self) -> dict[str, float]:
+        """``last_loss_parts`` as Python floats (syncs the device: call it when logging)."""
+        return {name: float(value) for name, value in self.last_loss_parts.items()}
 
     def num_params(self, exclude_embedding: bool = False) -> int:
         """Number of parameters; the tied head is counted once.
@@ -258,3 +411,11 @@ class DecoderLM(nn.Module):
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean CE over positions whose target is not IGNORE_INDEX; logits (B, T, V) in fp32."""
+    B, T, V = logits.shape
+    return F.cross_entropy(
+        logits.reshape(B * T, V).float(), targets.reshape(B * T), ignore_index=IGNORE_INDEX
+    )
