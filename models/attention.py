@@ -2,7 +2,8 @@
 
 On CUDA the trainer requires FlashAttention: a silent fallback to the math kernel
 costs several times the memory and time, so we fail loudly instead. On CPU any
-kernel is acceptable; we only report which one PyTorch picks.
+kernel is acceptable; we only report which one PyTorch picks. ``backend="math"``
+pins the reference kernel anywhere (the fp32 baseline of benchmarks/train_lm.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["probe_backend", "sdpa_backend"]
+__all__ = ["BACKENDS", "probe_backend", "sdpa_backend"]
+
+BACKENDS = ("auto", "math")  # what sdpa_backend(backend=...) accepts
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +76,34 @@ def sdpa_backend(
     n_head: int,
     head_size: int,
     dropout_p: float = 0.0,
+    backend: str = "auto",
 ) -> Iterator[str]:
     """Context manager under which the model's attention runs; yields the backend name.
 
-    On CUDA it pins FlashAttention with ``torch.nn.attention.sdpa_kernel``. Elsewhere
-    it leaves PyTorch's choice alone and logs it.
+    With ``backend="auto"``: on CUDA it pins FlashAttention with
+    ``torch.nn.attention.sdpa_kernel``; elsewhere it leaves PyTorch's choice alone and
+    logs it. With ``backend="math"`` it pins the math kernel on any device.
 
     Args:
         device: where attention runs.
         dtype: the compute dtype of q, k, v (the autocast dtype, or float32).
         n_head: attention heads; head_size: channels per head.
         dropout_p: attention dropout used in training.
+        backend: "auto" or "math".
 
     Raises:
-        RuntimeError: on CUDA, FlashAttention cannot run these inputs (fp32, a head
-            size it does not support, or a GPU older than Ampere).
+        ValueError: an unknown ``backend``.
+        RuntimeError: on CUDA with "auto", FlashAttention cannot run these inputs
+            (fp32, a head size it does not support, or a GPU older than Ampere).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = torch.device(device)
+    if backend == "math":
+        with sdpa_kernel(SDPBackend.MATH):
+            log.info("attention: math (pinned) on %s, dtype %s", device, dtype)
+            yield "math"
+        return
     if device.type == "cuda":
         q = torch.zeros(1, n_head, 8, head_size, device=device, dtype=dtype)
         if not _runs(SDPBackend.FLASH_ATTENTION, q, dropout_p):

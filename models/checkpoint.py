@@ -13,7 +13,8 @@ trusting arbitrary pickles:
       "model_config": dict,            # dataclasses.asdict(LMConfig)
       "train_config": dict,            # dataclasses.asdict(TrainConfig)
       "dataset_manifest_sha256": str,  # which data made these weights
-      "reader": dict | None,           # the reader's state_dict, for resuming
+      "reader": dict | None,           # rank 0's reader state_dict (what it had read)
+      "data": list[dict] | None,       # per rank: {"reader", "packer", "rng"}, to resume exactly
       "rng": {"torch_cpu", "torch_cuda", "numpy", "python"},
       "extra": dict,
     }
@@ -22,11 +23,12 @@ trusting arbitrary pickles:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import posixpath
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -41,10 +43,13 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "restore_rng_state",
+    "resume_checkpoint",
     "save_checkpoint",
 ]
 
 FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def _plain_config(config: Any, name: str) -> dict[str, Any]:
@@ -138,6 +143,7 @@ def save_checkpoint(
     reader_state: Mapping[str, Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     extra: Mapping[str, Any] | None = None,
+    data_state: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """Saves a checkpoint to ``uri`` (local path, ``file://`` or any fsspec URI) atomically.
 
@@ -151,6 +157,8 @@ def save_checkpoint(
         reader_state: the reader's ``state_dict()``.
         scaler: fp16 GradScaler, if any.
         extra: more plain values to keep (must be ``weights_only``-loadable).
+        data_state: one mapping per DDP rank (index = rank) with what that rank needs
+            to continue its data stream exactly: reader and packer states, RNG states.
 
     Returns:
         ``uri``.
@@ -176,6 +184,7 @@ def save_checkpoint(
         "reader": dict(reader_state) if reader_state is not None else None,
         "rng": capture_rng_state(),
         "extra": dict(extra or {}),
+        "data": [dict(d) for d in data_state] if data_state is not None else None,
     }
     _atomic_write(uri, lambda f: torch.save(payload, f))
     return uri
@@ -192,4 +201,61 @@ def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> di
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{uri}: checkpoint format_version {version!r}, expected {FORMAT_VERSION}")
+    return ckpt
+
+
+def resume_checkpoint(
+    resume: bool | str,
+    out_uri: str,
+    *,
+    model_config: Any,
+    train_config: Any,
+    dataset_manifest_sha256: str,
+    world_size: int,
+    must_match: Sequence[str] = (),
+) -> dict[str, Any] | None:
+    """The checkpoint a run resumes from, checked against the run; None = start afresh.
+
+    Args:
+        resume: False = no resume; True = ``<out_uri>/ckpt.pt`` if it exists (else None,
+            so a restarted job that never checkpointed starts over); a URI = that file.
+        out_uri: the run folder.
+        model_config: must equal the checkpoint's.
+        train_config: its fields named in ``must_match`` must equal the checkpoint's.
+        dataset_manifest_sha256: must equal the checkpoint's.
+        world_size: must equal the number of per-rank data states saved.
+        must_match: train_config fields that decide the data stream.
+
+    Raises:
+        TypeError: ``resume`` is neither a bool nor a string.
+        FileNotFoundError: an explicit checkpoint URI that does not exist.
+        ValueError: the checkpoint belongs to another dataset, model, data stream or
+            world size, or holds no per-rank data states.
+    """
+    if resume is False:
+        return None
+    if resume is True:
+        uri = posixpath.join(out_uri, "ckpt.pt")
+        fs, path = resolve(uri)
+        if not fs.exists(path):
+            log.info("resume: no checkpoint at %s yet, starting from step 0", uri)
+            return None
+    elif isinstance(resume, str):
+        uri = resume
+    else:
+        raise TypeError(f"resume must be a bool or a checkpoint URI, got {resume!r}")
+    ckpt = load_checkpoint(uri)
+    if ckpt["dataset_manifest_sha256"] != dataset_manifest_sha256:
+        raise ValueError(f"{uri} was trained on another dataset (manifest sha256 differs)")
+    if ckpt["model_config"] != _plain_config(model_config, "model_config"):
+        raise ValueError(f"{uri} holds another model config: {ckpt['model_config']}")
+    saved, wanted = ckpt["train_config"], _plain_config(train_config, "train_config")
+    diff = [f for f in must_match if saved.get(f) != wanted.get(f)]
+    if diff:
+        raise ValueError(f"cannot resume {uri}: TrainConfig fields {diff} differ from the run's")
+    data = ckpt.get("data")
+    if not data or len(data) != world_size:
+        n = len(data) if data else 0
+        raise ValueError(f"{uri} holds data states for {n} ranks, this job has {world_size}")
+    log.info("resuming from %s at step %d", uri, ckpt["step"])
     return ckpt

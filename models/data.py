@@ -2,19 +2,33 @@
 
 The trainer reads documents through a :class:`TokenBatchSource` (in production
 ``records.reader.RecordDataset``): batches of padded ``input_ids`` (B, L) plus
-``input_ids_lengths`` (B,). :func:`pack_documents` concatenates the documents,
+``input_ids_lengths`` (B,). :class:`DocumentPacker` concatenates the documents,
 each followed by an end-of-document token, and cuts the stream into fixed
 ``block_size + 1`` windows, so that no position is padding.
+
+Exact resume: the packed stream is a pure function of the reader's batch order
+and of the tokens carried over from the last reader batch into the next training
+batch. So the trainer checkpoints both: the reader's ``state_dict()`` (kept current
+by :func:`loop_epochs`, which calls ``source.advance()`` for every batch it hands
+over) and :meth:`DocumentPacker.state_dict` (the carried-over tokens). Packing
+stays stateful rather than per reader batch: dropping each batch's remainder would
+throw away up to a window per reader batch and make the step count per epoch vary.
+:class:`Prefetcher` packs (and pins) ahead in a thread and hands each batch over
+with the state snapshot taken right after it, so checkpoints stay exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol, runtime_checkable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 
-__all__ = ["TokenBatchSource", "loop_epochs", "pack_documents"]
+__all__ = ["DocumentPacker", "Prefetcher", "TokenBatchSource", "loop_epochs", "pack_documents"]
+
+T = TypeVar("T")
 
 IDS_KEY = "input_ids"
 LENGTHS_KEY = "input_ids_lengths"
@@ -39,21 +53,38 @@ class TokenBatchSource(Protocol):
 
 
 def loop_epochs(
-    source: TokenBatchSource, start_epoch: int = 0
+    source: TokenBatchSource,
+    start_epoch: int = 0,
+    *,
+    iterable: Iterable[dict[str, torch.Tensor]] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yields the batches of ``source`` epoch after epoch, forever, calling ``set_epoch``.
+
+    When ``source`` has ``advance()`` (``records.reader.RecordDataset``) it is called
+    once per batch, just before the batch is handed over, so ``source.state_dict()``
+    always counts the batches the consumer holds (not those a DataLoader prefetched).
+
+    Args:
+        source: the reader; receives ``set_epoch`` and ``advance``.
+        start_epoch: first epoch. It may yield nothing when a resumed reader had
+            already consumed all of it; any later empty epoch raises.
+        iterable: what to iterate instead of ``source`` itself, e.g. a
+            ``DataLoader(source, batch_size=None, num_workers=...)``.
 
     Raises:
         ValueError: an epoch yielded no batch (an empty split would loop forever).
     """
+    advance = getattr(source, "advance", None)
     epoch = start_epoch
     while True:
         source.set_epoch(epoch)
         empty = True
-        for batch in source:
+        for batch in source if iterable is None else iterable:
             empty = False
+            if advance is not None:
+                advance()
             yield batch
-        if empty:
+        if empty and epoch != start_epoch:
             raise ValueError(f"the data source yielded no batch in epoch {epoch}")
         epoch += 1
 
@@ -87,21 +118,15 @@ def _documents_with_eos(batch: dict[str, torch.Tensor], eos_id: int) -> torch.Te
     return padded[keep]  # row-major: doc0, eos, doc1, eos, ...
 
 
-def pack_documents(
-    batches: Iterable[dict[str, torch.Tensor]],
-    *,
-    block_size: int,
-    batch_size: int,
-    eos_id: int,
-    vocab_size: int | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Packs variable-length documents into next-token-prediction batches.
+class DocumentPacker:
+    """Packs variable-length documents into next-token-prediction batches; resumable.
 
     Documents are concatenated in arrival order, each followed by ``eos_id``, and
     the stream is cut into non-overlapping windows of ``block_size + 1`` tokens;
     ``batch_size`` consecutive windows form one batch. Deterministic: the output is
-    a pure function of the input order. Tokens that do not fill a last whole batch
-    are dropped when ``batches`` ends.
+    a pure function of the input order and of the carried-over tokens, which
+    :meth:`state_dict` returns. Tokens that do not fill a last whole batch are
+    dropped when ``batches`` ends.
 
     Args:
         batches: dicts with ``input_ids`` (B, L) padded and ``input_ids_lengths`` (B,).
@@ -116,31 +141,157 @@ def pack_documents(
     Raises:
         ValueError: non-positive sizes, malformed batches or out-of-vocabulary ids.
     """
-    for name, value in (("block_size", block_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if vocab_size is not None and not 0 <= eos_id < vocab_size:
-        raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {vocab_size})")
-    if eos_id < 0:
-        raise ValueError(f"eos_id must be >= 0, got {eos_id}")
-    window = block_size + 1
-    need = batch_size * window  # tokens per yielded batch
-    pending: list[torch.Tensor] = []
-    n_pending = 0
-    for batch in batches:
-        tokens = _documents_with_eos(batch, eos_id)
-        if vocab_size is not None and tokens.numel():
+
+    def __init__(
+        self,
+        batches: Iterable[dict[str, torch.Tensor]],
+        *,
+        block_size: int,
+        batch_size: int,
+        eos_id: int,
+        vocab_size: int | None = None,
+    ) -> None:
+        for name, value in (("block_size", block_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if vocab_size is not None and not 0 <= eos_id < vocab_size:
+            raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {vocab_size})")
+        if eos_id < 0:
+            raise ValueError(f"eos_id must be >= 0, got {eos_id}")
+        self._batches = iter(batches)
+        self.block_size, self.batch_size = block_size, batch_size
+        self.eos_id, self.vocab_size = eos_id, vocab_size
+        self._need = batch_size * (block_size + 1)  # tokens per yielded batch
+        self._carry = torch.empty(0, dtype=torch.long)  # stream tokens not yet yielded
+
+    def __iter__(self) -> DocumentPacker:
+        return self
+
+    def _tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = _documents_with_eos(batch, self.eos_id)
+        if self.vocab_size is not None and tokens.numel():
             lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= vocab_size:
-                raise ValueError(f"token ids must lie in [0, {vocab_size}), got [{lo}, {hi}]")
-        pending.append(tokens)
-        n_pending += tokens.numel()
-        if n_pending < need:
-            continue
-        stream = torch.cat(pending)
-        n_full = stream.numel() // need
-        for i in range(n_full):
-            chunk = stream[i * need : (i + 1) * need].view(batch_size, window)  # (B, T+1)
-            yield chunk[:, :-1].clone(), chunk[:, 1:].clone()  # (B, T) each
-        rest = stream[n_full * need :]
-        pending, n_pending = [rest], rest.numel()
+            if lo < 0 or hi >= self.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got [{lo}, {hi}]")
+        return tokens
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        parts, n = [self._carry], self._carry.numel()
+        try:
+            while n < self._need:
+                tokens = self._tokens(next(self._batches))  # StopIteration ends the packing
+                parts.append(tokens)
+                n += tokens.numel()
+        finally:
+            stream = torch.cat(parts) if len(parts) > 1 else parts[0]
+            self._carry = stream
+        chunk = stream[: self._need].view(self.batch_size, self.block_size + 1)  # (B, T+1)
+        self._carry = stream[self._need :]
+        return chunk[:, :-1].clone(), chunk[:, 1:].clone()  # (B, T) each
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"carry": LongTensor}``: the tokens read but not yet yielded."""
+        return {"carry": self._carry.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict`; pair it with the reader state saved at the same time.
+
+        Raises:
+            ValueError: ``carry`` is not a 1-D integer tensor.
+        """
+        carry = state.get("carry") if isinstance(state, dict) else None
+        if not isinstance(carry, torch.Tensor) or carry.dim() != 1 or carry.is_floating_point():
+            raise ValueError(f"packer state needs a 1-D integer 'carry' tensor, got {state!r}")
+        self._carry = carry.long().clone()
+
+
+def pack_documents(
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    block_size: int,
+    batch_size: int,
+    eos_id: int,
+    vocab_size: int | None = None,
+) -> DocumentPacker:
+    """A :class:`DocumentPacker` over ``batches`` (same arguments)."""
+    return DocumentPacker(
+        batches, block_size=block_size, batch_size=batch_size, eos_id=eos_id, vocab_size=vocab_size
+    )
+
+
+class Prefetcher(Generic[T]):
+    """Runs an iterator ``depth`` items ahead in a background thread.
+
+    Each item travels with ``snapshot()`` taken right after it was produced, and
+    :attr:`state` is the snapshot of the last item handed out: the state to checkpoint,
+    whatever the thread has read ahead. ``transform`` (e.g. pinning host memory) runs in
+    the thread too. Exceptions of the iterator are raised by ``next()`` in the consumer.
+
+    Args:
+        items: the iterator (e.g. a :class:`DocumentPacker`).
+        snapshot: returns the producer's resumable state; called in the thread.
+        depth: items kept ready (>= 1).
+        transform: applied to each item in the thread.
+    """
+
+    _END = object()
+
+    def __init__(
+        self,
+        items: Iterator[T],
+        *,
+        snapshot: Callable[[], Any],
+        depth: int = 2,
+        transform: Callable[[T], T] | None = None,
+    ) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        self._items, self._snapshot, self._transform = items, snapshot, transform
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.state = snapshot()  # nothing handed out yet
+        self._thread = threading.Thread(target=self._run, name="shardforge-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if self._transform is not None:
+                    item = self._transform(item)
+                if not self._put((item, self._snapshot(), None)):
+                    return
+            self._put((self._END, None, None))
+        except BaseException as e:
+            self._put((self._END, None, e))
+
+    def __iter__(self) -> Prefetcher[T]:
+        return self
+
+    def __next__(self) -> T:
+        item, state, error = self._queue.get()
+        if item is self._END:
+            self._queue.put((item, state, error))  # later calls end (or raise) the same way
+            if error is not None:
+                raise error
+            raise StopIteration
+        self.state = state
+        return item
+
+    def close(self) -> None:
+        """Stops the thread (it finishes the item it is producing) and waits for it."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=30)

@@ -2,9 +2,21 @@
 
 One function, no trainer class hierarchy::
 
-    RecordDataset (records.reader) -> loop_epochs -> pack_documents -> DecoderLM
+    RecordDataset (records.reader) -> loop_epochs -> DocumentPacker -> DecoderLM
     AdamW + warmup/cosine LR, fp16 (GradScaler) / bf16 / fp32, grad clipping,
-    SDPA through models.attention, metrics.jsonl, ckpt.pt with the manifest's sha256.
+    SDPA through models.attention, DDP under torchrun, metrics.jsonl,
+    ckpt.pt with the manifest's sha256 and everything needed to resume exactly.
+
+Resume: ``ckpt.pt`` holds model, optimizer, GradScaler, step (the LR schedule is a
+function of it), and per rank the reader position, the packer's carried-over
+tokens and the RNG states (python, numpy, torch CPU and CUDA). A run killed after
+its last checkpoint and restarted with ``resume=True`` follows the same loss curve
+(bit for bit on CPU) as one that was never interrupted.
+
+DDP: under ``torchrun --nproc_per_node N`` the process group is joined (NCCL on
+CUDA, gloo on CPU), the model is wrapped in DistributedDataParallel, each rank reads
+its own partition of the split, the logged loss is the mean over ranks, and only
+rank 0 writes metrics and checkpoints.
 
 Example::
 
@@ -21,127 +33,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import posixpath
 import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 
 from models.attention import sdpa_backend
-from models.checkpoint import save_checkpoint
-from models.data import TokenBatchSource, loop_epochs, pack_documents
+from models.checkpoint import (
+    capture_rng_state,
+    restore_rng_state,
+    resume_checkpoint,
+    save_checkpoint,
+)
+from models.data import DocumentPacker, Prefetcher, TokenBatchSource, loop_epochs
+from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
 from models.lm import DecoderLM, LMConfig
+from models.runlog import IntervalTimer, MetricsLog, ProgressBar, metrics_record
+from models.train_config import DTYPES, RESUME_FIELDS, TrainConfig, TrainResult, cosine_lr
 from records.uri import open_uri, resolve
 
 __all__ = ["TrainConfig", "TrainResult", "cosine_lr", "train_lm", "train_lm_on_source"]
 
 log = logging.getLogger(__name__)
 
-_DEVICES = ("auto", "cpu", "cuda")
-_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class TrainConfig:
-    """How to train; stored as a plain dict in the checkpoint next to the model config."""
-
-    steps: int = 1000  # optimizer steps
-    batch_size: int = 8  # sequences per micro-step (also documents per reader batch)
-    block_size: int | None = None  # tokens per sequence; None = the model's block_size
-    lr: float = 6e-4  # peak LR: nanoGPT's GPT-2 small value; tiny models take ~3e-3
-    min_lr: float = 6e-5  # cosine floor, lr / 10 as in Chinchilla
-    warmup_steps: int = 100  # linear warmup: Adam's moment estimates are noisy at first
-    weight_decay: float = 0.1  # applied to matrices and embeddings only, not to norms
-    beta1: float = 0.9
-    beta2: float = 0.95  # lower than Adam's 0.999: steadier for LMs at large batch
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    grad_accum: int = 1  # micro-steps per optimizer step (larger effective batch)
-    seed: int = 1337  # seeds init, dropout and the reader's shuffle: CPU runs repeat exactly
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-    # "auto" = fp16 on CUDA (V100/T4 lack bf16), fp32 on CPU; CUDA refuses fp32 (no flash)
-    precision: str = "auto"
-    compile: bool | None = None  # torch.compile; None = on for CUDA, off on CPU
-    shuffle: bool = True  # reader shuffle, seeded by `seed` and the epoch
-    eos_id: int = 0  # end-of-document id placed between packed documents; match the tokenizer
-    log_every: int = 10  # write a metrics.jsonl line every this many steps (and the last)
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "grad_accum", "log_every")
-        for name in (*positive, "warmup_steps", "seed", "eos_id"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
-            if value < (1 if name in positive else 0):
-                raise ValueError(
-                    f"TrainConfig.{name} must be >= {int(name in positive)}, got {value}"
-                )
-        if self.block_size is not None and (
-            isinstance(self.block_size, bool)
-            or not isinstance(self.block_size, int)
-            or self.block_size <= 0
-        ):
-            raise ValueError(
-                f"TrainConfig.block_size must be a positive int or None, got {self.block_size!r}"
-            )
-        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
-            if value < 0 or not math.isfinite(value):
-                raise ValueError(f"TrainConfig.{name} must be finite and >= 0, got {value}")
-        if self.lr <= 0 or self.min_lr > self.lr:
-            raise ValueError(f"need 0 < min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"TrainConfig.device must be one of {_DEVICES}, got {self.device!r}")
-        if self.precision not in _PRECISIONS:
-            raise ValueError(
-                f"TrainConfig.precision must be one of {_PRECISIONS}, got {self.precision!r}"
-            )
-        if self.compile not in (True, False, None):
-            raise TypeError(f"TrainConfig.compile must be a bool or None, got {self.compile!r}")
-        if not isinstance(self.shuffle, bool):
-            raise TypeError(f"TrainConfig.shuffle must be a bool, got {self.shuffle!r}")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train_lm` did."""
-
-    first_loss: float  # training loss of the first optimizer step
-    final_loss: float  # training loss of the last optimizer step
-    steps: int
-    tokens: int  # tokens consumed: steps * grad_accum * batch_size * block_size
-    checkpoint_uri: str
-    metrics_uri: str
-    device: str  # "cpu" or "cuda"
-    precision: str  # "fp32", "fp16" or "bf16"
-    attention_backend: str  # what models.attention reported, e.g. "flash" or "math"
-    skipped_steps: int  # fp16 steps the GradScaler skipped for inf/nan gradients
-
-
-def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Learning rate at 0-based ``step``: linear warmup to ``lr``, cosine decay to ``min_lr``."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # in [0, 1)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
-
-
-def _resolve_device(name: str) -> torch.device:
+def _resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("TrainConfig.device='cuda' but torch.cuda.is_available() is False")
-    return torch.device(name)
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def _resolve_precision(name: str, device: torch.device) -> str:
@@ -170,6 +95,20 @@ def _make_optimizer(model: DecoderLM, cfg: TrainConfig, device: torch.device) ->
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
+@contextmanager
+def _matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
+    """TF32 for the fp32 leftovers of fp16/bf16 runs; true IEEE FP32 for fp32 runs (CUDA)."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def train_lm(
     *,
     dataset_uri: str,
@@ -177,9 +116,10 @@ def train_lm(
     model_config: LMConfig,
     train_config: TrainConfig,
     split: str = "train",
+    resume: bool | str = False,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Trains a DecoderLM on the ``input_ids`` of a records/ dataset.
+    """Trains a DecoderLM on the ``input_ids`` of a records/ dataset (one process or DDP).
 
     Args:
         dataset_uri: a dataset version folder holding ``manifest.json`` and ``split=*/``.
@@ -187,34 +127,43 @@ def train_lm(
         model_config: the architecture.
         train_config: the optimisation.
         split: which split to read.
-        on_step: called after every optimizer step with the step's metrics dict.
+        resume: False = start afresh; True = continue from ``<out_uri>/ckpt.pt`` when it
+            exists (else start afresh: safe for restarts of preempted jobs); a URI =
+            continue from that checkpoint (it must exist).
+        on_step: called on every rank after every optimizer step with the step's metrics
+            dict; it makes each step sync the device, so leave it None for speed.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
-        ValueError: bad configs, token ids outside the vocabulary, an empty split.
+        ValueError: bad configs, token ids outside the vocabulary, an empty split, a
+            checkpoint from another dataset, model or data-stream config.
         RuntimeError: a device, precision or attention kernel that cannot run.
     """
     from records.manifest import manifest_sha256
     from records.reader import RecordDataset  # imported late: records/ pulls in its codecs
 
-    source = RecordDataset(
-        dataset_uri,
-        split,
-        batch_size=train_config.batch_size,
-        shuffle=train_config.shuffle,
-        seed=train_config.seed,
-    )
-    return train_lm_on_source(
-        source,
-        out_uri=out_uri,
-        model_config=model_config,
-        train_config=train_config,
-        dataset_manifest_sha256=manifest_sha256(dataset_uri),
-        on_step=on_step,
-        run_info={"dataset_uri": dataset_uri, "split": split},
-    )
+    with distributed(_resolve_device(train_config.device).type) as info:
+        source = RecordDataset(
+            dataset_uri,
+            split,
+            batch_size=train_config.batch_size,
+            shuffle=train_config.shuffle,
+            seed=train_config.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        return train_lm_on_source(
+            source,
+            out_uri=out_uri,
+            model_config=model_config,
+            train_config=train_config,
+            dataset_manifest_sha256=manifest_sha256(dataset_uri),
+            resume=resume,
+            on_step=on_step,
+            run_info={"dataset_uri": dataset_uri, "split": split},
+        )
 
 
 def train_lm_on_source(
@@ -224,12 +173,16 @@ def train_lm_on_source(
     model_config: LMConfig,
     train_config: TrainConfig,
     dataset_manifest_sha256: str,
+    resume: bool | str = False,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     run_info: dict[str, Any] | None = None,
 ) -> TrainResult:
     """:func:`train_lm` over any :class:`~models.data.TokenBatchSource` (tests, other readers).
 
-    ``run_info`` is added to ``config.json``. Other arguments as in :func:`train_lm`.
+    Under DDP ``source`` must already be this rank's partition. Exact resume needs a
+    source with ``advance()`` (as ``RecordDataset`` has); ``num_workers > 0`` needs a
+    ``torch.utils.data.IterableDataset``. ``run_info`` is added to ``config.json``.
+    Other arguments as in :func:`train_lm`.
     """
     if not isinstance(source, TokenBatchSource):
         raise TypeError(f"source must be a TokenBatchSource, got {type(source).__name__}")
@@ -247,132 +200,218 @@ def train_lm_on_source(
         raise ValueError(
             f"eos_id {cfg.eos_id} is outside the vocabulary [0, {model_config.vocab_size})"
         )
+    if resume is not False and not callable(getattr(source, "advance", None)):
+        raise ValueError(f"{type(source).__name__} has no advance(): it cannot resume exactly")
+    if cfg.num_workers and not isinstance(source, torch.utils.data.IterableDataset):
+        raise ValueError("TrainConfig.num_workers > 0 needs a torch IterableDataset source")
+    with distributed(_resolve_device(cfg.device).type) as info:
+        device = _resolve_device(cfg.device, info.local_rank)
+        precision = _resolve_precision(cfg.precision, device)
+        ckpt = resume_checkpoint(
+            resume, out_uri, model_config=model_config, train_config=cfg,
+            dataset_manifest_sha256=dataset_manifest_sha256, world_size=info.world_size,
+            must_match=RESUME_FIELDS,
+        )
+        with _matmul_precision(device, precision):
+            return _train(source, cfg, model_config, block_size, device, precision, info, ckpt,
+                          out_uri, dataset_manifest_sha256, on_step, run_info)
 
-    device = _resolve_device(cfg.device)
-    precision = _resolve_precision(cfg.precision, device)
-    dtype = _DTYPES[precision]
+
+def _train(
+    source: TokenBatchSource, cfg: TrainConfig, model_config: LMConfig, block_size: int,
+    device: torch.device, precision: str, info: DistInfo, ckpt: dict[str, Any] | None,
+    out_uri: str, sha: str, on_step: Callable[[dict[str, Any]], None] | None,
+    run_info: dict[str, Any] | None,
+) -> TrainResult:
+    dtype = DTYPES[precision]
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (norms, loss) on tensor cores
-        torch.backends.cudnn.allow_tf32 = True
-
-    _seed_everything(cfg.seed)
-    raw_model = DecoderLM(model_config).to(device)
-    model = torch.compile(raw_model) if use_compile else raw_model
+    _seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
+    raw_model = DecoderLM(model_config)
+    optimizer_state = None
+    if ckpt is not None:
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer_state = ckpt["optimizer"]
+    raw_model.to(device)
     optimizer = _make_optimizer(raw_model, cfg, device)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    use_amp = precision != "fp32"
-    autocast = torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
-    batches = pack_documents(
-        loop_epochs(source),
+    if ckpt is not None and ckpt["scaler"]:
+        scaler.load_state_dict(ckpt["scaler"])
+    model = torch.compile(raw_model) if use_compile else raw_model
+    if info.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast(device.type, dtype=dtype) if precision != "fp32" else nullcontext()
+
+    start_step, skipped_before = 0, 0
+    if ckpt is not None:
+        mine = ckpt["data"][info.rank]
+        source.load_state_dict(mine["reader"])
+        start_step, skipped_before = ckpt["step"], int(ckpt["extra"].get("skipped_steps", 0))
+    fs, out_path = resolve(out_uri)
+    metrics_uri = posixpath.join(out_uri, "metrics.jsonl")
+    ckpt_uri = posixpath.join(out_uri, "ckpt.pt")
+    if info.is_main:
+        fs.makedirs(out_path, exist_ok=True)
+        with open_uri(posixpath.join(out_uri, "config.json"), "w") as f:
+            json.dump(
+                {
+                    "model_config": dataclasses.asdict(model_config),
+                    "train_config": dataclasses.asdict(cfg),
+                    "dataset_manifest_sha256": sha,
+                    "world_size": info.world_size,
+                    **(run_info or {}),
+                },
+                f,
+                indent=2,
+            )
+
+    loader = None
+    if cfg.num_workers:
+        loader = torch.utils.data.DataLoader(
+            source, batch_size=None, num_workers=cfg.num_workers, prefetch_factor=4,
+            persistent_workers=False,  # the reader's resume contract needs fresh workers
+            # its own generator: each iter() would otherwise draw worker seeds from the
+            # global RNG at epoch starts, shifting dropout masks after a resume
+            generator=torch.Generator().manual_seed(cfg.seed + info.rank),
+        )
+    start_epoch = int(source.state_dict().get("epoch", 0))
+    packer = DocumentPacker(
+        loop_epochs(source, start_epoch, iterable=loader),
         block_size=block_size,
         batch_size=cfg.batch_size,
         eos_id=cfg.eos_id,
         vocab_size=model_config.vocab_size,
     )
+    if ckpt is not None:
+        packer.load_state_dict(ckpt["data"][info.rank]["packer"])
 
-    fs, out_path = resolve(out_uri)
-    fs.makedirs(out_path, exist_ok=True)
-    metrics_uri = posixpath.join(out_uri, "metrics.jsonl")
-    ckpt_uri = posixpath.join(out_uri, "ckpt.pt")
-    with open_uri(posixpath.join(out_uri, "config.json"), "w") as f:
-        json.dump(
-            {
-                "model_config": dataclasses.asdict(model_config),
-                "train_config": dataclasses.asdict(cfg),
-                "dataset_manifest_sha256": dataset_manifest_sha256,
-                **(run_info or {}),
-            },
-            f,
-            indent=2,
-        )
+    def data_state() -> dict[str, Any]:  # what a checkpoint needs to continue this stream
+        return {"reader": source.state_dict(), "packer": packer.state_dict()}
 
-    tokens_per_step = cfg.grad_accum * cfg.batch_size * block_size
+    def pin(xy: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.cuda.set_device(device)  # the prefetch thread pins on this rank's GPU
+        return xy[0].pin_memory(), xy[1].pin_memory()  # lets the copies to it be async
+
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = packer
+
+    def save(step: int, final_loss: float, skipped: int) -> None:
+        mine = batches.state if isinstance(batches, Prefetcher) else data_state()
+        data = gather_objects({**mine, "rng": capture_rng_state()}, info)
+        if info.is_main:
+            save_checkpoint(
+                ckpt_uri, model=raw_model, optimizer=optimizer, step=step,
+                model_config=model_config, train_config=cfg, dataset_manifest_sha256=sha,
+                reader_state=data[0]["reader"], scaler=scaler, data_state=data,
+                extra={"final_loss": final_loss, "skipped_steps": skipped},
+            )
+        barrier(info)  # no rank runs ahead of (or returns before) the written checkpoint
+
+    tokens_per_step = cfg.grad_accum * cfg.batch_size * block_size  # per rank
+    flops_per_token = raw_model.estimate_flops_per_token(block_size)
     first_loss = final_loss = float("nan")
-    skipped = 0
+    if ckpt is not None:
+        final_loss = float(ckpt["extra"].get("final_loss", float("nan")))
+    skipped_t = torch.zeros((), device=device)  # fp16 steps skipped: counted without syncing
+    timer = IntervalTimer()
+    metrics = MetricsLog(metrics_uri, enabled=info.is_main, resume_step=start_step)
+    bar = ProgressBar(total=cfg.steps, initial=start_step,
+                      enabled=cfg.progress if info.is_main else False)
     model.train()
-    with (
-        sdpa_backend(
+    if cfg.prefetch:  # started last: nothing below may fail before the finally closes it
+        batches = Prefetcher(packer, snapshot=data_state, depth=cfg.prefetch,
+                             transform=pin if device.type == "cuda" else None)
+    try:
+        with sdpa_backend(
             device,
             dtype=dtype,
             n_head=model_config.n_head,
             head_size=model_config.head_size,
             dropout_p=model_config.dropout,
-        ) as backend,
-        open_uri(metrics_uri, "w") as metrics_file,
-    ):
-        n_params = raw_model.num_params() / 1e6
-        log.info("%.2fM params on %s, %s, attention %s", n_params, device, precision, backend)
-        for step in range(cfg.steps):
-            t0 = time.perf_counter()
-            lr = cosine_lr(
-                step,
-                lr=cfg.lr,
-                min_lr=cfg.min_lr,
-                warmup_steps=cfg.warmup_steps,
-                total_steps=cfg.steps,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for _ in range(cfg.grad_accum):
-                x, y = next(batches)  # (B, T) each
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast:
-                    _, loss = model(x, y)
-                loss = loss / cfg.grad_accum
-                scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-            scale_before = scaler.get_scale()
-            scaler.step(optimizer)  # skipped when fp16 gradients hold inf/nan
-            scaler.update()
-            if scaler.is_enabled() and scaler.get_scale() < scale_before:
-                skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+            backend=cfg.attention,
+        ) as backend:
+            n_params = raw_model.num_params() / 1e6
+            log.info("%.2fM params on %s x%d, %s, attention %s, compile %s, from step %d",
+                     n_params, device, info.world_size, precision, backend, use_compile,
+                     start_step)
+            # Set the RNGs last: probing the attention kernel with dropout draws from them.
+            if ckpt is not None:
+                restore_rng_state(ckpt["data"][info.rank]["rng"])
+            elif info.rank:
+                _seed_everything(cfg.seed + info.rank)  # distinct dropout masks per rank
+            for step in range(start_step, cfg.steps):
+                lr = cosine_lr(step, lr=cfg.lr, min_lr=cfg.min_lr,
+                               warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), device=device)
+                for micro in range(cfg.grad_accum):
+                    t_wait = time.perf_counter()
+                    x, y = next(batches)  # (B, T) each
+                    if device.type == "cuda" and not x.is_pinned():
+                        x, y = pin((x, y))
+                    timer.add_wait(time.perf_counter() - t_wait)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    last = micro == cfg.grad_accum - 1
+                    sync = model.no_sync() if info.active and not last else nullcontext()
+                    with sync:
+                        with autocast:
+                            _, loss = model(x, y)
+                        loss = loss / cfg.grad_accum
+                        scaler.scale(loss).backward()
+                    loss_sum += loss.detach()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+                if scaler.is_enabled():
+                    # GradScaler only exposes its scale through get_scale(), which syncs.
+                    scale_before = scaler._scale.clone()
+                scaler.step(optimizer)  # skipped when fp16 gradients hold inf/nan
+                scaler.update()
+                if scaler.is_enabled():
+                    skipped_t += scaler._scale < scale_before  # backoff == a skipped step
+                optimizer.zero_grad(set_to_none=True)
+                all_mean_(loss_sum, info)  # queued on the device: no host sync here
+                timer.steps += 1
 
-            loss_value = loss_sum.item()  # syncs the device, so the timing below is honest
-            dt = time.perf_counter() - t0
-            if step == 0:
-                first_loss = loss_value
-            final_loss = loss_value
-            record = {
-                "step": step + 1,
-                "loss": loss_value,
-                "lr": lr,
-                "tokens_per_s": tokens_per_step / dt if dt > 0 else float("inf"),
-                "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
-                "skipped_steps": skipped,
-            }
-            if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-            if on_step is not None:
-                on_step({**record, "steps": cfg.steps})
-
-    save_checkpoint(
-        ckpt_uri,
-        model=raw_model,
-        optimizer=optimizer,
-        step=cfg.steps,
-        model_config=model_config,
-        train_config=cfg,
-        dataset_manifest_sha256=dataset_manifest_sha256,
-        reader_state=source.state_dict(),
-        scaler=scaler,
-        extra={"final_loss": final_loss, "skipped_steps": skipped},
-    )
+                done = step + 1
+                is_log = done % cfg.log_every == 0 or step == start_step or done == cfg.steps
+                record = None
+                if is_log or on_step is not None:
+                    record = metrics_record(
+                        done, loss_sum.item(), lr, timer, tokens_per_step, info.world_size,
+                        flops_per_token, cfg.peak_flops, scaler,
+                        skipped_before + int(skipped_t.item()), raw_model,
+                    )
+                    if step == start_step:
+                        first_loss = record["loss"]
+                    final_loss = record["loss"]
+                    if is_log:
+                        metrics.write(record)
+                bar.update(record if is_log else None)
+                if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+                    save(done, final_loss, skipped_before + int(skipped_t.item()))
+                if on_step is not None:
+                    on_step({**record, "steps": cfg.steps, "rank": info.rank})
+    finally:
+        if isinstance(batches, Prefetcher):
+            batches.close()
+        metrics.close()
+        bar.close()
     return TrainResult(
         first_loss=first_loss,
         final_loss=final_loss,
-        steps=cfg.steps,
-        tokens=cfg.steps * tokens_per_step,
+        steps=max(cfg.steps, start_step),
+        tokens=max(cfg.steps, start_step) * tokens_per_step * info.world_size,
         checkpoint_uri=ckpt_uri,
         metrics_uri=metrics_uri,
         device=device.type,
         precision=precision,
         attention_backend=backend,
-        skipped_steps=skipped,
+        skipped_steps=skipped_before + int(skipped_t.item()),
+        start_step=start_step,
+        rank=info.rank,
+        world_size=info.world_size,
     )

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+import models.train as train_module
 from models.checkpoint import load_checkpoint
-from models.lm import LMConfig
+from models.lm import DecoderLM, LMConfig
 from models.train import TrainConfig, cosine_lr, train_lm_on_source
 
 V = 64
@@ -52,6 +53,11 @@ def test_cosine_lr(step, expected):
         (dict(compile="yes"), TypeError),
         (dict(block_size=0), ValueError),
         (dict(grad_clip=-1.0), ValueError),
+        (dict(ckpt_every=-1), ValueError),
+        (dict(num_workers=1.5), TypeError),
+        (dict(attention="xformers"), ValueError),
+        (dict(peak_flops=0), ValueError),
+        (dict(progress="yes"), TypeError),
     ],
 )
 def test_bad_train_config_raises(overrides, error):
@@ -59,7 +65,7 @@ def test_bad_train_config_raises(overrides, error):
         tiny_train(**overrides)
 
 
-def run(tmp_path, list_source, toy_docs, name="run", docs=None, **overrides):
+def run(tmp_path, list_source, toy_docs, name="run", docs=None, resume=False, **overrides):
     source = list_source(docs if docs is not None else toy_docs(60, V), batch_size=4, seed=0)
     steps_seen = []
     result = train_lm_on_source(
@@ -69,12 +75,13 @@ def run(tmp_path, list_source, toy_docs, name="run", docs=None, **overrides):
         train_config=tiny_train(**overrides),
         dataset_manifest_sha256=SHA,
         on_step=steps_seen.append,
+        resume=resume,
     )
     return result, steps_seen, source
 
 
 def test_training_learns_and_writes_metrics_and_checkpoint(tmp_path, list_source, toy_docs):
-    result, steps_seen, source = run(tmp_path, list_source, toy_docs, steps=30)
+    result, steps_seen, source = run(tmp_path, list_source, toy_docs, steps=30, prefetch=0)
     assert result.final_loss < 0.6 * result.first_loss, result
     assert (result.device, result.precision, result.steps) == ("cpu", "fp32", 30)
     assert result.tokens == 30 * 4 * 32
@@ -91,7 +98,7 @@ def test_training_learns_and_writes_metrics_and_checkpoint(tmp_path, list_source
     ckpt = load_checkpoint(result.checkpoint_uri)
     assert ckpt["step"] == 30 and ckpt["dataset_manifest_sha256"] == SHA
     assert ckpt["model_config"]["block_size"] == 32 and ckpt["train_config"]["steps"] == 30
-    assert ckpt["reader"] == source.state_dict()
+    assert ckpt["reader"] == source.state_dict()  # no read-ahead: the live position
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["dataset_manifest_sha256"] == SHA
 
@@ -156,3 +163,58 @@ def test_mismatched_data_or_config_raises(
             train_config=tiny_train(steps=2, **train_overrides),
             dataset_manifest_sha256=SHA,
         )
+
+
+class PartsLM(DecoderLM):
+    """A DecoderLM that reports loss parts, as models/lm.py does with extra heads on."""
+
+    def forward(self, idx, targets=None):
+        logits, loss = super().forward(idx, targets)
+        self.last_loss_parts = {"next_token": 1.5, "mtp_1": 2.5}
+        return logits, loss
+
+
+def test_metrics_hold_mfu_input_wait_and_loss_parts(tmp_path, list_source, toy_docs, monkeypatch):
+    monkeypatch.setattr(train_module, "DecoderLM", PartsLM)
+    result, _, _ = run(tmp_path, list_source, toy_docs, steps=4, log_every=2, peak_flops=1e9)
+    with open(result.metrics_uri) as f:
+        lines = [json.loads(line) for line in f]
+    assert [m["step"] for m in lines] == [1, 2, 4]
+    per_token = DecoderLM(MODEL).estimate_flops_per_token(32)
+    for m in lines:
+        assert m["mfu"] == pytest.approx(m["tokens_per_s"] * per_token / 1e9)
+        assert 0.0 <= m["input_wait"] < 1.0
+        assert m["loss_parts"] == {"next_token": 1.5, "mtp_1": 2.5}
+    assert lines[0]["elapsed_s"] < lines[1]["elapsed_s"] < lines[2]["elapsed_s"]
+
+
+def test_without_peak_flops_mfu_is_null(tmp_path, list_source, toy_docs):
+    result, steps_seen, _ = run(tmp_path, list_source, toy_docs, steps=2)
+    assert [s["mfu"] for s in steps_seen] == [None, None]
+    assert all(isinstance(v, float) for v in steps_seen[0].get("loss_parts", {}).values())
+
+
+@pytest.mark.parametrize("progress, shown", [(True, True), (False, False), (None, False)])
+def test_progress_bar_on_stderr(tmp_path, list_source, toy_docs, capsys, progress, shown):
+    run(tmp_path, list_source, toy_docs, steps=2, progress=progress)  # None: stderr is no TTY
+    assert ("2/2" in capsys.readouterr().err) == shown
+
+
+def test_math_attention_is_pinned_when_asked(tmp_path, list_source, toy_docs):
+    result, _, _ = run(tmp_path, list_source, toy_docs, steps=1, attention="math")
+    assert result.attention_backend == "math"
+
+
+def test_resume_needs_a_source_that_can_skip(tmp_path, list_source, toy_docs):
+    with pytest.raises(ValueError, match="advance"):
+        run(tmp_path, list_source, toy_docs, steps=1, resume=True)
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_prefetch_changes_nothing_but_reads_ahead(tmp_path, list_source, toy_docs, prefetch):
+    inline, _, _ = run(tmp_path, list_source, toy_docs, "inline", steps=5, prefetch=0)
+    ahead, _, source = run(tmp_path, list_source, toy_docs, "ahead", steps=5, prefetch=prefetch)
+    assert ahead.final_loss == inline.final_loss
+    saved = load_checkpoint(ahead.checkpoint_uri)
+    assert saved["reader"] == load_checkpoint(inline.checkpoint_uri)["reader"]  # consumed only
+    assert source.state_dict()["batches_read"] > saved["reader"]["batches_read"]  # read ahead

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 from models.checkpoint import load_checkpoint
 from models.lm import LMConfig
@@ -22,17 +23,22 @@ SPEC = {
 }
 
 
-@pytest.fixture
-def dataset_uri(tmp_path, toy_docs):
+def toy_dataset(tmp_path, docs: list[list[int]]) -> str:
+    """Writes ``docs`` as a records/ dataset (16 records a shard) and returns its URI."""
     uri = (tmp_path / "records" / "toy" / "v=1").as_uri()
     with DatasetWriter(
         uri=uri, dataset="toy", version="1", feature_spec=SPEC, max_records_per_shard=16
     ) as writer:
-        for i, doc in enumerate(toy_docs(60, V)):
+        for i, doc in enumerate(docs):
             writer.write(
                 "train", encode_example({"input_ids": doc, "topic": [i % 3], "length": [len(doc)]})
             )
     return uri
+
+
+@pytest.fixture
+def dataset_uri(tmp_path, toy_docs):
+    return toy_dataset(tmp_path, toy_docs(60, V))
 
 
 def test_train_lm_from_records(tmp_path, dataset_uri):
@@ -60,3 +66,127 @@ def test_train_lm_from_records(tmp_path, dataset_uri):
     assert ckpt["reader"] is not None and ckpt["step"] == 20
     metrics = (tmp_path / "models" / "lm" / "run-1-0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [1, 5, 10, 15, 20]
+
+
+class Killed(Exception):
+    """Stands in for a preempted job."""
+
+
+def resume_config(**overrides) -> TrainConfig:
+    base = dict(
+        steps=16, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=1,
+        ckpt_every=5, device="cpu", progress=False,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def losses(metrics_path) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    return [(m["step"], m["loss"]) for m in lines]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_killed_and_resumed_run_matches_the_straight_run(tmp_path, dataset_uri, num_workers):
+    # 60 documents hold ~10 steps of 4 x 33 tokens: 16 steps cross an epoch boundary.
+    # Dropout makes the result depend on the restored RNG state too.
+    model = LMConfig.preset("tiny", vocab_size=V, block_size=32, dropout=0.1)
+    cfg = resume_config(num_workers=num_workers)
+    straight = train_lm(dataset_uri=dataset_uri, out_uri=(tmp_path / "a").as_uri(),
+                        model_config=model, train_config=cfg)
+
+    def kill_at_7(record):
+        if record["step"] == 7:  # after the step-5 checkpoint, before the next one
+            raise Killed
+
+    out_b = (tmp_path / "b").as_uri()
+    with pytest.raises(Killed):
+        train_lm(dataset_uri=dataset_uri, out_uri=out_b, model_config=model, train_config=cfg,
+                 on_step=kill_at_7)
+    assert load_checkpoint(f"{out_b}/ckpt.pt")["step"] == 5
+    assert [s for s, _ in losses(tmp_path / "b" / "metrics.jsonl")] == list(range(1, 8))
+    resumed = train_lm(dataset_uri=dataset_uri, out_uri=out_b, model_config=model,
+                       train_config=cfg, resume=True)
+
+    assert resumed.start_step == 5 and resumed.steps == 16
+    assert resumed.final_loss == straight.final_loss
+    assert losses(tmp_path / "b" / "metrics.jsonl") == losses(tmp_path / "a" / "metrics.jsonl")
+    a, b = load_checkpoint(straight.checkpoint_uri), load_checkpoint(resumed.checkpoint_uri)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["reader"] == b["reader"] and a["reader"]["epoch"] >= 1  # crossed an epoch
+    assert torch.equal(a["data"][0]["packer"]["carry"], b["data"][0]["packer"]["carry"])
+    exp_avg = [s["exp_avg"] for s in a["optimizer"]["state"].values()]
+    assert all(torch.equal(x, s["exp_avg"]) for x, s in
+               zip(exp_avg, b["optimizer"]["state"].values(), strict=True))
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path, dataset_uri):
+    model = LMConfig.preset("tiny", vocab_size=V, block_size=32)
+    result = train_lm(dataset_uri=dataset_uri, out_uri=(tmp_path / "r").as_uri(),
+                      model_config=model, train_config=resume_config(steps=3), resume=True)
+    assert result.start_step == 0 and result.steps == 3
+    with pytest.raises(FileNotFoundError):
+        train_lm(dataset_uri=dataset_uri, out_uri=(tmp_path / "s").as_uri(), model_config=model,
+                 train_config=resume_config(steps=3), resume=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize(
+    "model_overrides, train_overrides, match",
+    [
+        ({}, dict(batch_size=2), "batch_size"),
+        ({}, dict(seed=1), "seed"),
+        ({}, dict(num_workers=1), "num_workers"),
+        (dict(n_layer=1), {}, "model config"),
+    ],
+)
+def test_resume_refuses_another_data_stream_or_model(
+    tmp_path, dataset_uri, model_overrides, train_overrides, match
+):
+    out = (tmp_path / "run").as_uri()
+    model = dict(vocab_size=V, block_size=32)
+    train_lm(dataset_uri=dataset_uri, out_uri=out, model_config=LMConfig.preset("tiny", **model),
+             train_config=resume_config(steps=2))
+    with pytest.raises(ValueError, match=match):
+        train_lm(dataset_uri=dataset_uri, out_uri=out,
+                 model_config=LMConfig.preset("tiny", **{**model, **model_overrides}),
+                 train_config=resume_config(steps=4, **train_overrides), resume=True)
+
+
+def counting(n_docs: int) -> list[list[int]]:
+    """Like the toy_docs fixture (which the GPU host's --noconftest runs cannot use)."""
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.randint(1, V, (n_docs,), generator=gen).tolist()
+    lengths = torch.randint(4, 40, (n_docs,), generator=gen).tolist()
+    return [[1 + (s + i - 1) % (V - 1) for i in range(n)] for s, n in zip(starts, lengths, strict=True)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_flash_compile_workers_and_resume(tmp_path, precision):
+    uri = toy_dataset(tmp_path, counting(200))
+    model = LMConfig.preset("tiny", vocab_size=V, block_size=32)
+    out = (tmp_path / "run").as_uri()
+    cfg = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=5, ckpt_every=10,
+               device="cuda", precision=precision, compile=True, num_workers=2, progress=False,
+               peak_flops=1e14)
+    first = train_lm(dataset_uri=uri, out_uri=out, model_config=model,
+                     train_config=TrainConfig(steps=20, **cfg))
+    assert (first.device, first.precision, first.attention_backend) == ("cuda", precision, "flash")
+    assert first.final_loss < 0.8 * first.first_loss
+    more = train_lm(dataset_uri=uri, out_uri=out, model_config=model,
+                    train_config=TrainConfig(steps=30, **cfg), resume=True)
+    assert more.start_step == 20 and load_checkpoint(more.checkpoint_uri)["step"] == 30
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [m["step"] for m in lines] == [1, 5, 10, 15, 20, 21, 25, 30]
+    assert all(0 <= m["input_wait"] < 1 and 0 < m["mfu"] < 1 for m in lines)
+    assert all((m["loss_scale"] is not None) == (precision == "fp16") for m in lines)
+
+
+@pytest.mark.cuda
+def test_cuda_fp32_without_math_attention_fails_loudly(tmp_path):
+    uri = toy_dataset(tmp_path, counting(40))
+    with pytest.raises(RuntimeError, match="FlashAttention cannot run"):
+        train_lm(dataset_uri=uri, out_uri=(tmp_path / "run").as_uri(),
+                 model_config=LMConfig.preset("tiny", vocab_size=V, block_size=32),
+                 train_config=TrainConfig(steps=2, batch_size=4, device="cuda", precision="fp32",
+                                          compile=False, progress=False))

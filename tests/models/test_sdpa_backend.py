@@ -30,6 +30,25 @@ def test_cpu_reports_the_backend(caplog, dtype, dropout_p, allowed):
     assert name in caplog.text
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_math_backend_is_pinned_anywhere(device):
+    with sdpa_backend(device, dtype=torch.float32, n_head=2, head_size=8, backend="math") as name:
+        assert name == "math"
+        assert torch.backends.cuda.math_sdp_enabled()  # these flags steer CPU dispatch too
+        assert not torch.backends.cuda.flash_sdp_enabled()
+        assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+        q = torch.randn(1, 2, 8, 8, device=device)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored on exit
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ValueError, match="backend"), sdpa_backend(
+        "cpu", dtype=torch.float32, n_head=2, head_size=8, backend="flash3"
+    ):
+        pass
+
+
 def test_probe_agrees_with_context_manager():
     with sdpa_backend("cpu", dtype=torch.float32, n_head=2, head_size=8) as name:
         assert name == probe_backend("cpu", dtype=torch.float32, n_head=2, head_size=8)

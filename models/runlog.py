@@ -1,0 +1,145 @@
+"""What a training run reports: ``metrics.jsonl`` lines, interval timers and a progress bar.
+
+The trainer syncs the device only on log steps, so throughput is measured per
+interval (from one metrics line to the next), never per unsynchronized step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+import torch
+
+from records.uri import open_uri, resolve
+
+__all__ = ["IntervalTimer", "MetricsLog", "ProgressBar", "metrics_record"]
+
+
+class IntervalTimer:
+    """Wall time and time blocked on the data iterator since the last :meth:`lap`."""
+
+    def __init__(self) -> None:
+        self.start = self._t0 = time.perf_counter()
+        self._wait = 0.0
+        self.steps = 0  # optimizer steps in the current interval
+
+    def add_wait(self, seconds: float) -> None:
+        self._wait += seconds
+
+    def lap(self) -> tuple[float, float]:
+        """Returns ``(interval seconds, input-wait seconds)`` and starts a new interval."""
+        now = time.perf_counter()
+        dt, wait = now - self._t0, self._wait
+        self._t0, self._wait, self.steps = now, 0.0, 0
+        return dt, wait
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the timer was created."""
+        return time.perf_counter() - self.start
+
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines after the checkpoint.
+
+    Args:
+        uri: the metrics file.
+        enabled: False on DDP ranks other than 0 (they write nothing).
+        resume_step: keep existing lines with ``step <= resume_step``; 0 starts afresh.
+    """
+
+    def __init__(self, uri: str, *, enabled: bool = True, resume_step: int = 0) -> None:
+        self.uri, self.enabled = uri, enabled
+        self._file: IO[str] | None = None
+        if not enabled:
+            return
+        kept: list[str] = []
+        fs, path = resolve(uri)
+        if resume_step > 0 and fs.exists(path):
+            with open_uri(uri, "r") as f:
+                for line in f:
+                    line = line.strip()
+                    if line and json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+        self._file = open_uri(uri, "w")
+        for line in kept:
+            self._file.write(line + "\n")
+        self._file.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ProgressBar:
+    """A tqdm bar on stderr (or nothing when disabled or tqdm is missing).
+
+    Args:
+        total: optimizer steps of the run; initial: steps already done (resume).
+        enabled: True / False, or None = only when stderr is a terminal.
+    """
+
+    def __init__(self, *, total: int, initial: int, enabled: bool | None) -> None:
+        show = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = None
+        if show:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # GPU images may lack tqdm: train without a bar
+                return
+            self._bar = tqdm(total=total, initial=initial, file=sys.stderr, unit="step",
+                             dynamic_ncols=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def update(self, record: dict[str, Any] | None = None) -> None:
+        """One step done; ``record`` (a metrics line) updates the postfix."""
+        if self._bar is None:
+            return
+        if record is not None:
+            post = {"loss": f"{record['loss']:.4f}", "tok/s": f"{record['tokens_per_s']:.0f}"}
+            if record.get("mfu") is not None:
+                post["mfu"] = f"{record['mfu']:.1%}"
+            self._bar.set_postfix(post, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def metrics_record(
+    step: int, loss: float, lr: float, timer: IntervalTimer, tokens_per_step: int,
+    world_size: int, flops_per_token: float, peak_flops: float | None,
+    scaler: torch.amp.GradScaler, skipped: int, raw_model: torch.nn.Module,
+) -> dict[str, Any]:
+    """One metrics line; throughput is over the steps since the previous line."""
+    steps = timer.steps
+    dt, wait = timer.lap()
+    per_rank = steps * tokens_per_step / dt if dt > 0 else float("inf")
+    record: dict[str, Any] = {
+        "step": step,
+        "loss": loss,
+        "lr": lr,
+        "tokens_per_s": per_rank * world_size,  # all ranks together
+        "mfu": per_rank * flops_per_token / peak_flops if peak_flops else None,
+        "input_wait": wait / dt if dt > 0 else 0.0,  # share of wall time blocked on data
+        "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
+        "skipped_steps": skipped,
+        "elapsed_s": timer.elapsed,
+    }
+    parts = getattr(raw_model, "last_loss_parts", None)
+    if parts:
+        record["loss_parts"] = {k: float(v) for k, v in parts.items()}
+    return record
