@@ -132,12 +132,15 @@ def rope_cache(
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotates channel pairs (i, i + hs/2) of ``x`` (..., T, hs) by the angles in cos/sin (T, hs/2).
 
+    cos/sin may carry extra broadcast dims, e.g. (T, 1, hs/2) for ``x`` laid out (B, T, nh, hs).
+    The rotation runs in ``x``'s dtype (cos/sin are cast, as in LLaMA): under bf16/fp16
+    autocast an fp32 upcast would double the memory traffic of this memory-bound step.
     After rotation, q_m · k_n depends on positions only through m - n.
     """
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].float(), x[..., half:].float()  # (..., T, hs/2) each
-    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.type_as(x)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]  # (..., T, hs/2) each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -160,10 +163,13 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        hs = C // self.n_head
+        # RoPE in the (B, T, nh, hs) layout the projection wrote: reads and writes stay
+        # contiguous along hs, then one transpose for attention.
+        cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, hs/2)
+        q = apply_rope(q.view(B, T, self.n_head, hs), cos, sin).transpose(1, 2)  # (B, nh, T, hs)
+        k = apply_rope(k.view(B, T, self.n_head, hs), cos, sin).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is None:
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
