@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -56,10 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="PyTorch: train a configured model on the shards")
     train.add_argument("model", nargs="?", default="lm", help="a key of `models:` in the config (default: lm)")
     train.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    report = sub.add_parser("report", parents=[common], help="print a run's summary (the latest by default)")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                       help="continue a run from its checkpoint (default: the model's latest run)")
+    validate = sub.add_parser("validate", parents=[common],
+                              help="Great Expectations gates on clean_posts and the dataset")
+    validate.add_argument("--only", choices=["clean", "dataset"], help="run one gate")
+    report = sub.add_parser("report", parents=[common],
+                            help="print a run's summary and write its report.html (latest run by default)")
     report.add_argument("--run-id", help="the run to show")
     run = sub.add_parser("run", parents=[common], help="the whole path: sample (if needed) → … → train → report")
     run.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cuda when available)")
+    submit = sub.add_parser("submit", parents=[common], help="run a Spark job through a real spark-submit")
+    submit.add_argument("engine", choices=["spark"], help="the engine to submit to")
+    submit.add_argument("job", choices=["ingest", "explode_clean"], help="the job to run")
+    submit.add_argument("--profile", choices=["local", "yarn"], default="local",
+                        help="local: spark.master; yarn: cluster mode with spark.yarn settings")
+    submit.add_argument("--dt", action="append", help="a dt partition (repeatable; default: all)")
+    submit.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     records = sub.add_parser("records", help="inspect or verify TFRecord files and datasets")
     rsub = records.add_subparsers(dest="records_command", required=True, parser_class=_Parser)
     inspect = rsub.add_parser("inspect", help="manifest, schema, counts and the first examples")
@@ -82,7 +96,8 @@ def _spark(cfg, lake):
     return build_session(cfg.spark, lake)
 
 
-def _train_with_bar(cfg, lake, model: str, *, run_id: str, device: str | None):
+def _train_with_bar(cfg, lake, model: str, *, run_id: str, device: str | None,
+                    resume: bool = False):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from shardforge import stages
@@ -92,8 +107,10 @@ def _train_with_bar(cfg, lake, model: str, *, run_id: str, device: str | None):
                   TextColumn("{task.completed}/{task.total} {task.fields[loss]}"), TimeRemainingColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task(f"train {model}", total=steps or None, loss="")
-        return stages.train(cfg, lake, model, run_id=run_id, device=device, on_step=lambda m: bar.update(
-            task, advance=1, loss=f"loss {m['loss']:.3f}" if "loss" in m else ""))
+        return stages.train(cfg, lake, model, run_id=run_id, device=device, resume=resume,
+                            on_step=lambda m: bar.update(
+                                task, completed=m.get("step", 0),
+                                loss=f"loss {m['loss']:.3f}" if "loss" in m else ""))
 
 
 def _run_all(cfg, lake, args) -> dict:
@@ -108,18 +125,34 @@ def _run_all(cfg, lake, args) -> dict:
     if "feeds" in missing:
         raise RuntimeError(f"nothing to do: the feeds corpus is missing ({missing['feeds']})")
     spark = _spark(cfg, lake)
-    reports.append(stages.ingest(cfg, lake, spark, progress=_progress))
+    reports.extend(stages.ingest(cfg, lake, spark, progress=_progress))
     reports.extend(stages.clean(cfg, lake, spark, run_id=run_id, progress=_progress))
+    # Each gate stops the run (exit 1, naming expectation and column) before bad data moves on.
+    reports.append(stages.validate(cfg, lake, run_id=run_id, what="clean", progress=_progress))
     reports.append(stages.encode(cfg, lake, progress=_progress))
+    reports.append(stages.validate(cfg, lake, run_id=run_id, what="dataset", progress=_progress))
     for model in cfg.models:
         reports.append(_train_with_bar(cfg, lake, model, run_id=run_id, device=args.device))
     extra = {
         "missing_corpora": missing,
-        "not_processed": {n: "cleaning of this corpus is not built yet (feeds only)"
-                          for n in cfg.corpora if n != "feeds" and n not in missing},
+        "not_processed": {n: "cleaning of this corpus is not built yet (feeds and articles only)"
+                          for n in cfg.corpora if n not in ("feeds", "articles") and n not in missing},
     }
     extra["summary_uri"] = write_summary(lake, run_id, reports, extra)
-    return {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports], **extra}
+    summary = {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports],
+               **extra}
+    summary["report_uri"] = _write_report(cfg, lake, summary)
+    return summary
+
+
+def _write_report(cfg, lake, summary: dict) -> str:
+    from features.spec import load_spec
+    from shardforge.report_html import write_report
+
+    name, text = load_spec(cfg.resolve_path(cfg.feature_spec)).text_feature()
+    return write_report(lake, summary, database=cfg.spark.database,
+                        dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version),
+                        text_feature=name, vocab_size=text.vocab_size)
 
 
 def _dispatch(args) -> int:
@@ -149,8 +182,9 @@ def _dispatch(args) -> int:
             _progress(f"sample: {d['posts']} posts, {d['articles']} articles, {d['images']} images, "
                       f"{len(d['dirty'])} deliberately dirty inputs → {lake.root}/raw/<corpus>/dt={cfg.sample.dt}")
     elif args.command == "ingest":
-        report = stages.ingest(cfg, lake, _spark(cfg, lake), progress=_progress)
-        _progress(f"ingest: {report.rows_in} files in, {report.rows_out} rows, {report.quarantined} quarantined")
+        for report in stages.ingest(cfg, lake, _spark(cfg, lake), progress=_progress):
+            _progress(f"{report.stage}: {report.rows_in} {report.details['unit']} in, {report.rows_out} rows, "
+                      f"{report.quarantined} quarantined")
     elif args.command == "clean":
         for report in stages.clean(cfg, lake, _spark(cfg, lake), run_id=stages.new_run_id(), progress=_progress):
             _progress(f"{report.stage}: {report.rows_in} in, {report.rows_out} out, "
@@ -159,11 +193,32 @@ def _dispatch(args) -> int:
         report = stages.encode(cfg, lake, progress=_progress)
         _progress(f"encode: {report.rows_in} rows → {report.details['records']} at {report.outputs[0]}")
     elif args.command == "train":
-        report = _train_with_bar(cfg, lake, args.model, run_id=stages.new_run_id(), device=args.device)
+        run_id = stages.new_run_id()
+        if args.resume is not None:
+            run_id = (stages.latest_model_run(lake, args.model) if args.resume == "latest"
+                      else args.resume)
+            _progress(f"train: resuming {args.model} run {run_id}")
+        report = _train_with_bar(cfg, lake, args.model, run_id=run_id, device=args.device,
+                                 resume=args.resume is not None)
         _progress(f"train: loss {report.details['first_loss']:.3f} → {report.details['final_loss']:.3f}, "
                   f"checkpoint {report.outputs[0]}")
+    elif args.command == "validate":
+        run_id = stages.new_run_id()
+        for what in [args.only] if args.only else ["clean", "dataset"]:
+            report = stages.validate(cfg, lake, run_id=run_id, what=what, progress=_progress)
+            _progress(f"{report.stage}: " + "; ".join(report.details["gates"]))
+        _progress(f"Data Docs under {lake.reports(run_id)}/data_docs")
     elif args.command == "report":
-        print_summary(latest_summary(lake, args.run_id), Console())
+        summary = latest_summary(lake, args.run_id)
+        print_summary(summary, Console())
+        _progress(f"report: {_write_report(cfg, lake, summary)}")
+    elif args.command == "submit":
+        from pipelines.spark.submit import submit
+        from shardforge.config import DEFAULT_CONFIG_PATH
+
+        return submit(cfg, job=args.job, config_path=Path(args.config or DEFAULT_CONFIG_PATH).resolve(),
+                      profile=args.profile, lake_root=lake.root, dts=args.dt, dry_run=args.dry_run,
+                      echo=lambda line: print(line, flush=True))
     elif args.command == "run":
         started = time.perf_counter()
         summary = _run_all(cfg, lake, args)

@@ -31,6 +31,7 @@ __all__ = [
     "SampleConfig",
     "ShardforgeConfig",
     "SparkConfig",
+    "YarnConfig",
     "load_config",
 ]
 
@@ -66,6 +67,19 @@ class LakeConfig(_Section):
     root: str = "./lake"  # a plain path, file://… or hdfs://namenode:8020/…
 
 
+class YarnConfig(_Section):
+    """What ``shardforge submit spark <job> --profile yarn`` adds to ``spark-submit``."""
+
+    queue: str = "default"
+    # A venv-pack archive of a virtualenv with shardforge's dependencies (not shardforge
+    # itself: that ships as a zip via --py-files). Unpacked as ./env on every container.
+    env_archive: str = "env.tar.gz"
+    driver_memory: str = "2g"
+    executor_memory: str = "4g"  # per executor; Arrow batches of the NFKC UDF live off-heap
+    executor_cores: int = Field(default=2, gt=0)
+    num_executors: int = Field(default=4, gt=0)
+
+
 class SparkConfig(_Section):
     master: str = "local[2]"  # 2 cores here; "yarn" on a cluster
     app_name: str = "shardforge"
@@ -73,6 +87,7 @@ class SparkConfig(_Section):
     # None: an embedded Derby metastore inside the lake; "thrift://host:9083" for a shared one.
     metastore_uri: str | None = None
     conf: dict[str, str] = Field(default_factory=dict)  # passed through as --conf k=v
+    yarn: YarnConfig = Field(default_factory=YarnConfig)  # the `submit --profile yarn` settings
 
 
 class BeamConfig(_Section):
@@ -124,6 +139,16 @@ class CleanConfig(_Section):
     # topic -> keywords (case-insensitive substring match); first topic that matches wins.
     topics: dict[str, list[str]] = Field(default_factory=dict)
     default_topic: str = "other"
+    # Truncation dedup joins excerpts to longer texts on their first K characters, then
+    # checks startswith; excerpts shorter than K are too short to claim identity.
+    prefix_key_chars: int = Field(default=20, gt=0)
+    # Near-duplicates: Jaccard similarity of character shingles at or above this.
+    near_dup_threshold: float = Field(default=0.9, gt=0, le=1)
+    shingle_chars: int = Field(default=4, gt=0)  # 4 chars: a one-character edit moves few shingles
+    # MinHash banding: bands x rows hashes; a pair is a candidate if one band matches in full.
+    # 4 x 6 finds a pair at Jaccard 0.9 with p~0.95 and one at 0.5 with p~0.06.
+    minhash_bands: int = Field(default=4, gt=0)
+    minhash_rows: int = Field(default=6, gt=0)
 
 
 class DatasetConfig(_Section):

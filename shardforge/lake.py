@@ -157,6 +157,10 @@ class Lake:
     def artifacts(self, dataset: str, version: str) -> str:
         return self._join("artifacts", _segment(dataset, "dataset"), f"v={_segment(version, 'version')}")
 
+    def model_runs(self, model: str) -> str:
+        """``models/<model>``: the folder holding every run of one model."""
+        return self._join("models", _segment(model, "model"))
+
     def model_run(self, model: str, run_id: str) -> str:
         return self._join("models", _segment(model, "model"), _segment(run_id, "run_id"))
 

@@ -19,7 +19,9 @@ from shardforge.lake import Lake
 
 __all__ = [
     "StageReport",
+    "article_partitions",
     "clean",
+    "corpus_partitions",
     "encode",
     "feed_partitions",
     "ingest",
@@ -48,6 +50,20 @@ class StageReport:
         return dataclasses.asdict(self)
 
 
+def latest_model_run(lake: Lake, name: str) -> str:
+    """The newest run id of model ``name`` (run ids sort by time).
+
+    Raises:
+        FileNotFoundError: the model has no runs in this lake.
+    """
+    folder = lake.fs_path(lake.model_runs(name))
+    runs = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in lake.fs.ls(folder, detail=False)
+                  ) if lake.fs.exists(folder) else []
+    if not runs:
+        raise FileNotFoundError(f"no run of model {name!r} to resume under {lake.root}/models/{name}")
+    return runs[-1]
+
+
 def new_run_id() -> str:
     return "run-" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -68,12 +84,22 @@ def missing_corpora(cfg: ShardforgeConfig, lake: Lake) -> dict[str, str]:
     return missing
 
 
-def feed_partitions(cfg: ShardforgeConfig, lake: Lake) -> list[str]:
-    """The dt partitions of the ``feeds`` corpus to process (configured, else all present)."""
-    corpus = cfg.corpora.get("feeds")
-    present = lake.raw_partitions("feeds")
+def corpus_partitions(cfg: ShardforgeConfig, lake: Lake, name: str) -> list[str]:
+    """The dt partitions of corpus ``name`` to process (configured, else all present)."""
+    corpus = cfg.corpora.get(name)
+    present = lake.raw_partitions(name)
     wanted = corpus.dt if corpus and corpus.dt else present
     return [dt for dt in wanted if dt in present]
+
+
+def feed_partitions(cfg: ShardforgeConfig, lake: Lake) -> list[str]:
+    """The dt partitions of the ``feeds`` corpus to process (configured, else all present)."""
+    return corpus_partitions(cfg, lake, "feeds")
+
+
+def article_partitions(cfg: ShardforgeConfig, lake: Lake) -> list[str]:
+    """The dt partitions of the ``articles`` corpus (none if the config does not name it)."""
+    return corpus_partitions(cfg, lake, "articles") if "articles" in cfg.corpora else []
 
 
 def sample(cfg: ShardforgeConfig, lake: Lake, *, force: bool = False) -> StageReport:
@@ -96,48 +122,86 @@ def sample(cfg: ShardforgeConfig, lake: Lake, *, force: bool = False) -> StageRe
     return report
 
 
-def ingest(cfg: ShardforgeConfig, lake: Lake, spark, *, progress: Progress = _quiet) -> StageReport:
-    """Spark: raw feed dumps → Hive ``raw_feeds`` (+ ``quarantine``), per dt."""
-    from pipelines.spark.ingest import run_ingest_feeds
+def ingest(cfg: ShardforgeConfig, lake: Lake, spark, *,
+           progress: Progress = _quiet) -> list[StageReport]:
+    """Spark: raw feed dumps → Hive ``raw_feeds``, JSONL articles → ``raw_articles`` (+ quarantine).
 
-    report = StageReport("ingest")
-    dts = feed_partitions(cfg, lake)
-    progress(f"ingest: {len(dts)} feed partition(s) → {cfg.spark.database}.raw_feeds")
-    for counts in run_ingest_feeds(spark, db=cfg.spark.database, lake=lake, partitions=dts):
-        report.rows_in += counts.rows_in
-        report.rows_out += counts.rows_out
-        report.quarantined += counts.quarantined
-    report.outputs = [lake.table(cfg.spark.database, "raw_feeds")]
-    report.details = {"dt": dts, "unit": "files"}
-    return report
+    Returns:
+        ``[ingest (unit: files), ingest articles (unit: records = JSON lines or bad files)]``.
+    """
+    from pipelines.spark.ingest import run_ingest_feeds
+    from pipelines.spark.ingest_articles import run_ingest_articles
+
+    db = cfg.spark.database
+    feeds, articles = StageReport("ingest"), StageReport("ingest articles")
+    for report, dts, table, run in (
+        (feeds, feed_partitions(cfg, lake), "raw_feeds", run_ingest_feeds),
+        (articles, article_partitions(cfg, lake), "raw_articles", run_ingest_articles),
+    ):
+        progress(f"{report.stage}: {len(dts)} partition(s) → {db}.{table}")
+        for counts in run(spark, db=db, lake=lake, partitions=dts):
+            _add(report, counts)
+        report.outputs = [lake.table(db, table)]
+        report.details = {"dt": dts, "unit": "files" if report is feeds else "records"}
+    return [feeds, articles]
+
+
+def _add(report: StageReport, counts) -> None:
+    report.rows_in += counts.rows_in
+    report.rows_out += counts.rows_out
+    report.quarantined += counts.quarantined
+    report.duplicates_dropped += counts.duplicates_dropped
+    by_kind = report.details.setdefault("duplicates_by_kind", {}) if counts.duplicates_by_kind else {}
+    for kind, n in counts.duplicates_by_kind.items():
+        by_kind[kind] = by_kind.get(kind, 0) + n
 
 
 def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
           progress: Progress = _quiet) -> list[StageReport]:
-    """Spark: ``LATERAL VIEW posexplode`` into ``posts``, then clean into ``clean_posts``."""
+    """Spark: explode (``LATERAL VIEW``) and clean posts and articles; one job_runs row per job.
+
+    Returns:
+        ``[explode, clean, explode articles, clean paragraphs]``; the clean reports carry
+        ``details["duplicates_by_kind"]`` (exact / truncation / near).
+    """
+    from pipelines.spark.articles import run_clean_paragraphs, run_explode_articles
     from pipelines.spark.clean import run_clean, run_explode
     from pipelines.spark.reconcile import JobCounts, record_job_run
 
     db = cfg.spark.database
     explode, cleaned = StageReport("explode"), StageReport("clean")
+    explode_a, cleaned_a = StageReport("explode articles"), StageReport("clean paragraphs")
     dts = feed_partitions(cfg, lake)
     for dt in dts:
         progress(f"explode: raw_feeds dt={dt} → {db}.posts (LATERAL VIEW posexplode)")
         written = run_explode(spark, db=db, dt=dt)
         record_job_run(spark, db, run_id, JobCounts("explode_posts", dt, written, written))
-        explode.rows_in += written
-        explode.rows_out += written
+        _add(explode, JobCounts("explode_posts", dt, written, written))
         progress(f"clean: posts dt={dt} → {db}.clean_posts")
         counts = run_clean(spark, db=db, dt=dt, clean=cfg.clean)
         record_job_run(spark, db, run_id, counts)
-        cleaned.rows_in += counts.rows_in
-        cleaned.rows_out += counts.rows_out
-        cleaned.quarantined += counts.quarantined
-        cleaned.duplicates_dropped += counts.duplicates_dropped
+        _add(cleaned, counts)
+    article_dts = article_partitions(cfg, lake)
+    for dt in article_dts:
+        progress(f"explode: raw_articles dt={dt} → {db}.paragraphs, {db}.article_tags (LATERAL VIEW OUTER)")
+        exploded = run_explode_articles(spark, db=db, dt=dt)
+        for job, rows in (("explode_paragraphs", exploded.paragraphs), ("explode_tags", exploded.tags)):
+            record_job_run(spark, db, run_id, JobCounts(job, dt, rows, rows))
+        _add(explode_a, JobCounts("explode_paragraphs", dt, exploded.paragraphs, exploded.paragraphs))
+        explode_a.details["tags"] = explode_a.details.get("tags", 0) + exploded.tags
+        progress(f"clean: paragraphs dt={dt} → {db}.clean_paragraphs")
+        counts = run_clean_paragraphs(spark, db=db, dt=dt, clean=cfg.clean)
+        record_job_run(spark, db, run_id, counts)
+        _add(cleaned_a, counts)
     explode.outputs = [lake.table(db, "posts")]
     cleaned.outputs = [lake.table(db, "clean_posts"), lake.table(db, "quarantine")]
-    explode.details = cleaned.details = {"dt": dts, "unit": "posts"}
-    return [explode, cleaned]
+    explode_a.outputs = [lake.table(db, "paragraphs"), lake.table(db, "article_tags")]
+    cleaned_a.outputs = [lake.table(db, "clean_paragraphs"), lake.table(db, "quarantine")]
+    for report, report_dts, unit in ((explode, dts, "posts"), (cleaned, dts, "posts"),
+                                     (explode_a, article_dts, "paragraphs"),
+                                     (cleaned_a, article_dts, "paragraphs")):
+        report.details.update(dt=report_dts, unit=unit)
+    return [explode, cleaned, explode_a, cleaned_a]
 
 
 def encode(cfg: ShardforgeConfig, lake: Lake, *, progress: Progress = _quiet) -> StageReport:
@@ -159,6 +223,45 @@ def encode(cfg: ShardforgeConfig, lake: Lake, *, progress: Progress = _quiet) ->
     )
     return StageReport("encode", rows_in=result.rows_in, rows_out=sum(result.records.values()),
                        outputs=[uri], details={"records": result.records, "shards": result.shards})
+
+
+def _data_docs_dir(lake: Lake, run_id: str) -> str | None:
+    """Where GE writes Data Docs: ``reports/<run_id>/data_docs`` on a local lake.
+
+    GE's site builder writes to a local folder; on an HDFS lake the gates still run and
+    fail the same way, and their messages carry the failures, but no HTML is kept.
+    """
+    return str(lake.local_path(lake.reports(run_id)) / "data_docs") if lake.is_local else None
+
+
+def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
+             progress: Progress = _quiet) -> StageReport:
+    """Great Expectations gate over ``clean_posts`` (``what="clean"``) or the dataset.
+
+    Raises:
+        ValidationFailed: an expectation failed; the message names it and its column.
+    """
+    from features.spec import load_spec
+    from pipelines.validate.checks import check_clean_posts, check_dataset
+
+    docs = _data_docs_dir(lake, run_id)
+    if what == "clean":
+        dts = feed_partitions(cfg, lake)
+        progress(f"validate: clean_posts ({len(dts)} dt) against the clean_posts suite")
+        topics = sorted({*cfg.clean.topics, cfg.clean.default_topic})
+        results = [check_clean_posts(
+            [lake.table(cfg.spark.database, "clean_posts", dt) for dt in dts],
+            min_chars=cfg.clean.min_chars, max_chars=cfg.clean.max_chars, topics=topics,
+            docs_dir=docs)]
+    elif what == "dataset":
+        uri = lake.records(cfg.dataset.name, cfg.dataset.version)
+        progress(f"validate: {uri} against the dataset suites")
+        results = check_dataset(uri, spec=load_spec(cfg.resolve_path(cfg.feature_spec)),
+                                docs_dir=docs)
+    else:
+        raise ValueError(f"validate: what must be 'clean' or 'dataset', got {what!r}")
+    return StageReport(f"validate {what}", outputs=[r.docs_index for r in results if r.docs_index],
+                       details={"gates": [r.summary() for r in results]})
 
 
 def model_configs(cfg: ShardforgeConfig, name: str, *, vocab_size: int, eos_id: int):
@@ -187,8 +290,12 @@ def model_configs(cfg: ShardforgeConfig, name: str, *, vocab_size: int, eos_id: 
 
 
 def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: str | None = None,
-          on_step: Callable[[dict], None] | None = None) -> StageReport:
-    """PyTorch: train ``models.<name>`` on the dataset's train split; checkpoint under ``models/``."""
+          on_step: Callable[[dict], None] | None = None, resume: bool = False) -> StageReport:
+    """PyTorch: train ``models.<name>`` on the dataset's train split; checkpoint under ``models/``.
+
+    With ``resume``, the run ``run_id`` continues from its ``ckpt.pt`` (same data order, RNG
+    and optimizer state, so the loss curve is the one the uninterrupted run would have had).
+    """
     from features.spec import RESERVED_IDS, load_spec
     from models.train import train_lm
 
@@ -199,7 +306,8 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
         train_cfg = dataclasses.replace(train_cfg, device=device)
     out = lake.model_run(name, run_id)
     result = train_lm(dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version), out_uri=out,
-                      model_config=model_cfg, train_config=train_cfg, on_step=on_step)
+                      model_config=model_cfg, train_config=train_cfg, on_step=on_step,
+                      resume=resume)
     return StageReport(
         f"train {name}", outputs=[result.checkpoint_uri],
         details={"first_loss": result.first_loss, "final_loss": result.final_loss,

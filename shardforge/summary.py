@@ -49,6 +49,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             notes = details["skipped"]
         elif "records" in details:
             notes = ", ".join(f"{s}: {n} records / {details['shards'][s]} shards" for s, n in details["records"].items())
+        elif "gates" in details:
+            notes = "; ".join(details["gates"])
         elif "final_loss" in details:
             notes = (f"loss {details['first_loss']:.3f} → {details['final_loss']:.3f} in {details['steps']} steps"
                      f" ({details['device']}, {details['precision']}, attention {details['attention']})")
@@ -67,3 +69,5 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             console.print(f"  {stage['stage']:<10} {uri}")
     if "summary_uri" in summary:
         console.print(f"  {'summary':<10} {summary['summary_uri']}")
+    if "report_uri" in summary:
+        console.print(f"  {'report':<10} {summary['report_uri']}")

@@ -21,15 +21,33 @@ from __future__ import annotations
 from pipelines.spark.reconcile import JobCounts
 from pipelines.spark.sql_files import run_sql_file
 
-__all__ = ["FOOTER_PATTERN", "build_raw_feeds", "ensure_tables", "run_ingest_feeds"]
+__all__ = [
+    "FOOTER_PATTERN",
+    "QUARANTINE_SCHEMA",
+    "build_raw_feeds",
+    "drop_partitions",
+    "ensure_tables",
+    "list_raw_files",
+    "run_ingest_feeds",
+    "spark_uri",
+]
 
-# A pagination footer: page numbers, optionally followed by a "next page" link.
-FOOTER_PATTERN = r"^\s*(\d+\s+)*\d+\s*(下一页|next|Next|›|»)?\s*$"
+QUARANTINE_SCHEMA = "source string, locator string, reason string, bytes bigint, stage string, dt string"
+
+# A pagination footer: page numbers ("1 2 3", "Page 1 of 4"), optionally between a
+# "previous page" and a "next page" link ("上一页 1 2 3 下一页", "Page 1 of 4 · Next »").
+FOOTER_PATTERN = (
+    r"^\s*(?:(?:上一页|[Pp]rev(?:ious)?|[‹«])\s*)?(?:(?:\d+\s+)*\d+|Page \d+ of \d+)\s*(?:·\s*)?"
+    r"(?:(?:下一页|[Nn]ext)\s*)?[›»]?\s*$"
+)
 
 
 def ensure_tables(spark, db: str) -> None:
-    """Create the cleaning stage's Hive tables if they do not exist."""
+    """Create the cleaning stage's Hive tables if they do not exist (and add new columns)."""
     run_sql_file(spark, "tables", db=db)
+    # Lakes made before job_runs broke duplicates down by kind get the column added.
+    if "duplicates_by_kind" not in spark.table(f"{db}.job_runs").columns:
+        spark.sql(f"ALTER TABLE {db}.job_runs ADD COLUMNS (duplicates_by_kind MAP<STRING, BIGINT>)")
 
 
 def build_raw_feeds(files):
@@ -83,64 +101,79 @@ def build_raw_feeds(files):
     return raw_feeds, quarantine
 
 
-def _drop_partitions(spark, table: str, dt: str, **extra: str) -> None:
+def drop_partitions(spark, table: str, dt: str, **extra: str) -> None:
+    """Drop one dt's partition(s) of ``table`` (``extra``: further partition columns)."""
     # Dynamic overwrite only replaces partitions that the new output has; a re-run that now
     # quarantines nothing must still remove the old quarantine rows of its dt.
     spec = ", ".join(f"{k}='{v}'" for k, v in {**extra, "dt": dt}.items())
     spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({spec})")
 
 
-def _spark_uri(column):
+def spark_uri(column):
     """Spark writes local paths as file:/x; the lake (and quarantine rows) say file:///x."""
     from pyspark.sql import functions as F
 
     return F.regexp_replace(column, r"^file:/(?!/)", "file:///")
 
 
+def list_raw_files(spark, lake, corpus: str, dt: str, *, suffix: str, stage: str):
+    """List ``raw/<corpus>/dt=<dt>/*<suffix>`` on the driver and read them as ``binaryFile``.
+
+    Spark's file sources skip empty files silently; listing them here lets an empty
+    file become a quarantine row and makes "files in" an independent count.
+
+    Returns:
+        ``(listed, files, empty)``: the listed entries (fsspec dicts), a DataFrame
+        (path, modificationTime, length, content, dt) of the files, and a quarantine
+        DataFrame of the empty files (``None`` if there are none).
+    """
+    from pyspark.sql import functions as F
+
+    uri = lake.raw(corpus, dt)
+    listed = [
+        entry for entry in lake.fs.ls(lake.fs_path(uri), detail=True)
+        if entry["type"] == "file" and entry["name"].endswith(suffix)
+    ]
+    empty = [(f"{uri}/{e['name'].rsplit('/', 1)[-1]}", "file", "empty file", 0, stage, dt)
+             for e in listed if e["size"] == 0]
+    files = (
+        spark.read.format("binaryFile")
+        .option("basePath", lake.raw(corpus))
+        .option("pathGlobFilter", f"*{suffix}")
+        .load(uri)
+        .withColumn("path", spark_uri(F.col("path")))
+        .withColumn("dt", F.lit(dt))
+    )
+    return listed, files, (spark.createDataFrame(empty, QUARANTINE_SCHEMA) if empty else None)
+
+
 def run_ingest_feeds(spark, *, db: str, lake, partitions: list[str]) -> list[JobCounts]:
     """Ingest the feed dumps of the given dt partitions into ``raw_feeds`` (+ ``quarantine``).
 
-    The input files are listed here, on the driver, because Spark's file sources skip
-    empty files silently; listing them lets an empty file become a quarantine row and
-    makes "files in" an independent count that the outputs must add up to.
+    The input files are listed on the driver (:func:`list_raw_files`), so an empty
+    file becomes a quarantine row and "files in" is a count the outputs must add up to.
 
     Returns:
         One checked :class:`JobCounts` per dt (files in = rows + quarantined files).
     """
-    from pyspark.sql import functions as F
-
     ensure_tables(spark, db)
     counts = []
     for dt in sorted(partitions):
-        uri = lake.raw("feeds", dt)
-        listed = [
-            entry for entry in lake.fs.ls(lake.fs_path(uri), detail=True)
-            if entry["type"] == "file" and entry["name"].endswith(".txt")
-        ]
-        empty = [(f"{uri}/{e['name'].rsplit('/', 1)[-1]}", "file", "empty file", 0, "ingest_feeds", dt)
-                 for e in listed if e["size"] == 0]
-        files = (
-            spark.read.format("binaryFile")
-            .option("basePath", lake.raw("feeds"))
-            .option("pathGlobFilter", "*.txt")
-            .load(uri)
-            .withColumn("path", _spark_uri(F.col("path")))
-            .withColumn("dt", F.lit(dt))
-        )
+        listed, files, empty = list_raw_files(spark, lake, "feeds", dt, suffix=".txt", stage="ingest_feeds")
+        files = files.cache()  # both outputs read it: the small files are opened once
         raw_feeds, quarantine = build_raw_feeds(files)
-        if empty:
-            schema = "source string, locator string, reason string, bytes bigint, stage string, dt string"
-            quarantine = quarantine.unionByName(spark.createDataFrame(empty, schema))
+        if empty is not None:
+            quarantine = quarantine.unionByName(empty)
         raw_feeds = raw_feeds.cache()
         quarantine = quarantine.cache()
         for table, extra in ((f"{db}.raw_feeds", {}), (f"{db}.quarantine", {"stage": "ingest_feeds"})):
-            _drop_partitions(spark, table, dt, **extra)
+            drop_partitions(spark, table, dt, **extra)
         raw_feeds.write.insertInto(f"{db}.raw_feeds", overwrite=True)
         quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
         counts.append(
             JobCounts("ingest_feeds", dt, rows_in=len(listed), rows_out=raw_feeds.count(),
                       quarantined=quarantine.count()).check()
         )
-        raw_feeds.unpersist()
-        quarantine.unpersist()
+        for frame in (files, raw_feeds, quarantine):
+            frame.unpersist()
     return counts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 __all__ = ["JobCounts", "ReconciliationError", "record_job_run"]
 
@@ -14,12 +14,19 @@ class ReconciliationError(RuntimeError):
 
 @dataclass(frozen=True)
 class JobCounts:
+    """The row accounting of one job over one dt.
+
+    ``duplicates_by_kind`` breaks ``duplicates_dropped`` down (exact / truncation / near);
+    when given, its values must add up to ``duplicates_dropped``.
+    """
+
     job: str
     dt: str
     rows_in: int
     rows_out: int
     quarantined: int = 0
     duplicates_dropped: int = 0
+    duplicates_by_kind: dict[str, int] = field(default_factory=dict)
 
     def check(self) -> JobCounts:
         """Return self, or raise :class:`ReconciliationError` if the numbers do not add up."""
@@ -29,6 +36,11 @@ class JobCounts:
                 f"{self.job} dt={self.dt}: rows in {self.rows_in} != out {self.rows_out}"
                 f" + quarantined {self.quarantined} + duplicates {self.duplicates_dropped}"
                 f" ({self.rows_in - accounted:+d} unaccounted)"
+            )
+        if self.duplicates_by_kind and sum(self.duplicates_by_kind.values()) != self.duplicates_dropped:
+            raise ReconciliationError(
+                f"{self.job} dt={self.dt}: duplicates by kind {self.duplicates_by_kind}"
+                f" do not add up to {self.duplicates_dropped}"
             )
         return self
 
@@ -40,7 +52,9 @@ def record_job_run(spark, db: str, run_id: str, counts: JobCounts) -> None:
     """Check the counts, then append them to the ``job_runs`` table (fails loudly if off)."""
     counts.check()
     row = [(run_id, counts.job, counts.rows_in, counts.rows_out, counts.quarantined,
-            counts.duplicates_dropped, _dt.datetime.now(_dt.UTC).replace(tzinfo=None), counts.dt)]
+            counts.duplicates_dropped, _dt.datetime.now(_dt.UTC).replace(tzinfo=None),
+            dict(counts.duplicates_by_kind), counts.dt)]
     schema = ("run_id string, job string, rows_in bigint, rows_out bigint, quarantined bigint,"
-              " duplicates_dropped bigint, finished_at timestamp, dt string")
+              " duplicates_dropped bigint, finished_at timestamp,"
+              " duplicates_by_kind map<string, bigint>, dt string")
     spark.createDataFrame(row, schema).write.insertInto(f"{db}.job_runs", overwrite=False)

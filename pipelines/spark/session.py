@@ -50,8 +50,14 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
     return conf
 
 
-def build_session(spark: SparkConfig, lake: Lake):
+def build_session(spark: SparkConfig, lake: Lake, *, submitted: bool = False):
     """Get or create the SparkSession for ``lake`` and make sure its database exists.
+
+    Args:
+        spark: master, database, metastore and extra conf.
+        lake: the lake whose warehouse (and local metastore) the session uses.
+        submitted: running under ``spark-submit``: its ``--master`` and Python settings
+            win, so the config's master and interpreter are not set here.
 
     Returns:
         A ``pyspark.sql.SparkSession`` with Hive support.
@@ -62,13 +68,18 @@ def build_session(spark: SparkConfig, lake: Lake):
     require("pyspark", for_what="the Spark stages")
     from pyspark.sql import SparkSession
 
-    if spark.master.startswith("local"):
+    local = spark.master.startswith("local") and not submitted
+    if local:
         # The JVM starts Python workers from its environment, inherited from ours.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(spark.app_name).master(spark.master)
+    builder = SparkSession.builder.appName(spark.app_name)
+    if not submitted:
+        builder = builder.master(spark.master)
     if lake.is_local and not spark.metastore_uri:
         lake.metastore().parent.mkdir(parents=True, exist_ok=True)
     for key, value in session_conf(spark, lake).items():
+        if submitted and key.startswith("spark.pyspark."):
+            continue
         builder = builder.config(key, value)
     session = builder.enableHiveSupport().getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

@@ -8,13 +8,14 @@ named parameters ``:name`` by Spark itself, so they are never spliced into SQL.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from importlib import resources
 from string import Template
 from typing import Any
 
 __all__ = ["SQL_DIR", "render", "run_sql_file", "statements"]
 
-SQL_DIR = Path(__file__).with_name("sql")
+# Read as package data, so the files are found inside the --py-files zip of spark-submit too.
+SQL_DIR = resources.files("pipelines.spark").joinpath("sql")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

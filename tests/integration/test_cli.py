@@ -111,6 +111,17 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
     assert {p: p.read_bytes() for p in sorted(dataset.glob("split=*/part-*.tfrecord"))} == digests
     assert len(list((lake / "models/lm").glob("run-*/ckpt.pt"))) == 2
 
+    # A run resumed with a larger step budget continues from its checkpoint's step.
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(text.replace("steps: 6", "steps: 9"), encoding="utf-8")
+    resumed = _shardforge("train", "lm", "--resume", "--config", str(longer), "--lake", str(lake),
+                          "--device", "cpu", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    latest = sorted((lake / "models/lm").glob("run-*"))[-1]
+    assert f"resuming lm run {latest.name}" in resumed.stderr
+    steps = [json.loads(line)["step"] for line in (latest / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 9 and steps == sorted(set(steps))  # one line per logged step, no repeats
+
     report = _shardforge("report", "--lake", str(lake), cwd=tmp_path)
     assert report.returncode == 0 and "encode" in report.stdout
 

@@ -7,6 +7,7 @@ import pytest
 from pipelines.spark.clean import run_clean, run_explode
 from pipelines.spark.ingest import run_ingest_feeds
 from pipelines.spark.reconcile import JobCounts, ReconciliationError
+from shardforge.sample_text import FOOTERS
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,8 @@ def test_clean_normalizes_flags_and_tags(spark, cleaned):
 
 def test_clean_counts_reconcile(spark, cleaned):
     counts = cleaned[1]
-    assert counts == JobCounts("clean_posts", DT, rows_in=4, rows_out=2, quarantined=1, duplicates_dropped=1)
+    assert counts == JobCounts("clean_posts", DT, rows_in=4, rows_out=2, quarantined=1, duplicates_dropped=1,
+                               duplicates_by_kind={"exact": 1, "truncation": 0, "near": 0})
     (short,) = _rows(spark, "quarantine", f"dt = '{DT}' AND stage = 'clean_posts'")
     assert short["locator"] == "pos 3" and short["reason"].startswith("too short")
 
@@ -115,3 +117,39 @@ def test_rerun_replaces_its_partitions_exactly(spark, spark_lake, cleaned, spark
 def test_reconciliation_fails_loudly():
     with pytest.raises(ReconciliationError, match=r"rows in 10 != out 7 \+ quarantined 1 \+ duplicates 1 \(\+1 unaccounted\)"):
         JobCounts("clean_posts", DT, rows_in=10, rows_out=7, quarantined=1, duplicates_dropped=1).check()
+
+
+def test_old_job_runs_table_gets_the_by_kind_column(spark, spark_lake):
+    from pipelines.spark.ingest import ensure_tables
+    from pipelines.spark.reconcile import record_job_run
+
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS legacy LOCATION '{spark_lake.database('legacy')}'")
+    spark.sql("CREATE TABLE legacy.job_runs (run_id STRING, job STRING, rows_in BIGINT, rows_out BIGINT,"
+              " quarantined BIGINT, duplicates_dropped BIGINT, finished_at TIMESTAMP, dt STRING)"
+              " USING parquet PARTITIONED BY (dt)")
+    ensure_tables(spark, "legacy")
+    record_job_run(spark, "legacy", "run-old", JobCounts("clean_posts", DT, 3, 1, 1, 1, {"exact": 1}))
+    (row,) = spark.table("legacy.job_runs").collect()
+    assert spark.table("legacy.job_runs").columns[-2:] == ["duplicates_by_kind", "dt"]
+    assert row.duplicates_by_kind == {"exact": 1} and row.dt == DT and row.rows_in == 3
+
+
+@pytest.mark.parametrize("footer", [*FOOTERS, "12 »"])
+def test_every_sample_pager_footer_is_split_off(spark, footer):
+    from pipelines.spark.ingest import build_raw_feeds
+
+    page = f"banner\n\nheading\n第一篇文章的摘要内容\n{footer}\n".encode()
+    files = spark.createDataFrame([("file:///f.txt", len(page), page, DT)],
+                                  "path string, length bigint, content binary, dt string")
+    (row,) = build_raw_feeds(files)[0].collect()
+    assert (row.posts, row.footer) == (["第一篇文章的摘要内容"], footer)
+
+
+def test_a_post_with_numbers_is_not_a_footer(spark):
+    from pipelines.spark.ingest import build_raw_feeds
+
+    page = "banner\n\nheading\n第一篇\n2026 年 GPU 报告 2 下一页\n".encode()
+    files = spark.createDataFrame([("file:///f.txt", len(page), page, DT)],
+                                  "path string, length bigint, content binary, dt string")
+    (row,) = build_raw_feeds(files)[0].collect()
+    assert row.footer is None and len(row.posts) == 2

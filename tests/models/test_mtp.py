@@ -6,23 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+from lm_testlib import V, make_model, periodic_batch
 
 from models.checkpoint import load_checkpoint
 from models.lm import DecoderLM, LMConfig
 from models.train import TrainConfig, train_lm_on_source
-
-V = 53
-
-
-def make_model(**overrides) -> DecoderLM:
-    torch.manual_seed(0)
-    return DecoderLM(LMConfig.preset("tiny", vocab_size=V, **overrides))
-
-
-def periodic_batch(n: int = 8, T: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    period = torch.tensor([3, 14, 15, 9, 26, 5, 35, 8, 47])
-    seqs = torch.stack([period.roll(-s).repeat(T // 9 + 2)[: T + 1] for s in range(n)])
-    return seqs[:, :-1].clone(), seqs[:, 1:].clone()  # (n, T) each
 
 
 @pytest.mark.parametrize(

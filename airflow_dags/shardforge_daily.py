@@ -1,0 +1,177 @@
+"""``shardforge_daily``: one DAG run per ``dt`` partition, raw feeds → shards → models → report.
+
+A thin schedule over the entry points the ``shardforge`` CLI calls (see ``doc_md`` below).
+Parsing imports only Airflow, the project's config module (pydantic, PyYAML) and
+:mod:`airflow_dags.tasks`, whose functions import the engines when they run.
+
+Environment read at parse time:
+    SHARDFORGE_CONFIG: the config whose ``models:`` become ``train_<model>`` tasks and the
+        default of the ``config`` param (default: the embedded ``conf/sample.yaml``).
+    SHARDFORGE_DAG_RETRIES: retries of each task (default 2; exponential backoff).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
+
+from airflow_dags import tasks
+from airflow_dags.beam_compat import BeamPythonOperator
+from shardforge.config import DEFAULT_CONFIG_PATH, load_config
+
+__all__ = ["dag"]
+
+DAG_ID = "shardforge_daily"
+PROJECT_ROOT = Path(tasks.__file__).resolve().parents[1]
+SPARK_APPLICATION = PROJECT_ROOT / "pipelines" / "spark" / "jobs.py"
+BEAM_PIPELINE = PROJECT_ROOT / "pipelines" / "beam" / "encode.py"
+CONFIG = os.environ.get("SHARDFORGE_CONFIG") or str(DEFAULT_CONFIG_PATH)
+MODELS = sorted(load_config(CONFIG).models)
+
+DOC_MD = """
+### shardforge_daily
+
+One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
+
+| task | what | where it runs |
+|---|---|---|
+| `prepare` | load the config, zip the project for `--py-files`, write Spark properties | worker |
+| `ingest`, `explode_clean` | `pipelines/spark/jobs.py` through `spark-submit` | `spark_default` |
+| `validate_clean_posts` | Great Expectations gate over `clean_posts/dt=…` | worker |
+| `encode` | `pipelines/beam/encode.py` (clean_posts → TFRecord shards) | `beam_runner` |
+| `validate_dataset` | gate over the shards: counts, then decoded examples | worker |
+| `train_<model>` | `torchrun -m airflow_dags.train_entry <model>` | pool `gpu` |
+| `report` | `reports/<run_id>/summary.json` and `report.html` | worker |
+
+A failed gate fails its task at once (no retries) with the failed expectation and its
+column; Data Docs are under `reports/<run_id>/data_docs/`. Every output is keyed by `dt`
+or by the run id `shardforge_daily-<dt>`, so re-running a date replaces its own outputs.
+
+**Connections**: `spark_default` (host `local[2]` here, `yarn` with extra
+`{"deploy-mode": "cluster", "queue": …}` in production). **Pools**: `gpu`.
+"""
+
+PARAMS = {
+    "config": Param(CONFIG, type="string", description="config YAML on the workers"),
+    "lake": Param(None, type=["null", "string"],
+                  description="lake root URI (default: lake.root of the config)"),
+    "spark_profile": Param("local", enum=["local", "yarn"],
+                           description="as `shardforge submit spark --profile`"),
+    "beam_runner": Param("DirectRunner", type="string",
+                         description="Beam runner of encode (options: beam.options of the config)"),
+    "device": Param("auto", enum=["auto", "cpu", "cuda"], description="training device"),
+    "nproc_per_node": Param(1, type="integer", minimum=1, description="torchrun processes"),
+    "models": Param(MODELS, type="array", items={"type": "string", "enum": MODELS or [""]},
+                    description="models to train (the others' tasks are skipped)"),
+}
+
+DEFAULT_ARGS = {
+    "owner": "shardforge",
+    "retries": int(os.environ.get("SHARDFORGE_DAG_RETRIES", "2")),
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(hours=1),
+}
+
+
+def _prepared(key: str) -> str:
+    """A template for one value that ``prepare`` returned."""
+    return "{{ ti.xcom_pull(task_ids='prepare')['" + key + "'] }}"
+
+
+def _spark_job(job: str) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=job,
+        conn_id="spark_default",
+        application=str(SPARK_APPLICATION),
+        py_files=_prepared("pyfiles"),
+        properties_file=_prepared("properties"),
+        name=_prepared("app_name") + f"-{job}",
+        application_args=[job, "--config", _prepared("job_config"), "--lake", _prepared("lake"),
+                          "--dt", "{{ ds }}"],
+    )
+
+
+def _train_command(model: str) -> str:
+    run = ("torchrun --standalone --nproc_per_node={{ params.nproc_per_node }}"
+           f" -m airflow_dags.train_entry {model}"
+           f" --config {_prepared('config')} --lake {_prepared('lake')}"
+           f" --run-id {_prepared('run_id')} --device {{{{ params.device }}}}")
+    skip = f"echo 'train {model}: not in params.models, skipped'; exit 99"
+    return f"{{% if '{model}' in params.models %}}{run}{{% else %}}{skip}{{% endif %}}"
+
+
+with DAG(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,  # the local profile's embedded Derby metastore takes one Spark at a time
+    params=PARAMS,
+    default_args=DEFAULT_ARGS,
+    doc_md=DOC_MD,
+    tags=["shardforge"],
+) as dag:
+
+    @task
+    def prepare() -> dict:
+        """Load the config and build what the Spark tasks ship (see ``tasks.prepare``)."""
+        ctx = get_current_context()
+        p = ctx["params"]
+        return tasks.prepare(config=p["config"], lake=p["lake"], profile=p["spark_profile"],
+                             run_id=tasks.lake_run_id(DAG_ID, ctx["ds"]))
+
+    def _gate(run):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return run()
+        except tasks.GateFailed as exc:  # bad data does not get better on a retry
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
+    def validate_clean_posts(prepared: dict) -> list[dict]:
+        """Gate: clean_posts of this dt (lengths, topics, ids) before anything is encoded."""
+        ds = get_current_context()["ds"]
+        return _gate(lambda: tasks.validate_clean_posts(
+            config=prepared["config"], lake=prepared["lake"], dt=ds, run_id=prepared["run_id"]))
+
+    @task
+    def validate_dataset(prepared: dict) -> list[dict]:
+        """Gate: the encoded shards (counts vs manifest, token ids, labels) before training."""
+        return _gate(lambda: tasks.validate_dataset(
+            config=prepared["config"], lake=prepared["lake"], run_id=prepared["run_id"]))
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def report(prepared: dict, clean_gate: list[dict], dataset_gate: list[dict]) -> dict:
+        """summary.json + report.html under reports/<run_id>/ (runs when training was skipped)."""
+        ds = get_current_context()["ds"]
+        return tasks.write_run_report(config=prepared["config"], lake=prepared["lake"], dt=ds,
+                                      run_id=prepared["run_id"], gates=clean_gate + dataset_gate)
+
+    prepared = prepare()
+    ingest, explode_clean = _spark_job("ingest"), _spark_job("explode_clean")
+    clean_gate = validate_clean_posts(prepared)
+    encode = BeamPythonOperator(
+        task_id="encode",
+        py_file=str(BEAM_PIPELINE),
+        py_interpreter=sys.executable,
+        runner="{{ params.beam_runner }}",
+        pipeline_options={"config": _prepared("config"), "lake": _prepared("lake"),
+                          "dt": "{{ ds }}"},
+    )
+    dataset_gate = validate_dataset(prepared)
+    trains = [BashOperator(task_id=f"train_{model}", pool="gpu",
+                           bash_command=_train_command(model)) for model in MODELS]
+    done = report(prepared, clean_gate, dataset_gate)
+
+    prepared >> ingest >> explode_clean >> clean_gate >> encode >> dataset_gate
+    dataset_gate >> trains >> done
+    if not trains:
+        dataset_gate >> done

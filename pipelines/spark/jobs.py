@@ -1,0 +1,61 @@
+"""The entry script ``spark-submit`` runs: ``jobs.py <job> --config FILE [--lake URI] [--dt D …]``.
+
+It is shipped as the primary resource of the command :mod:`pipelines.spark.submit`
+builds, with the project zipped on ``--py-files``; it runs the same stage functions
+as ``shardforge run`` and prints their reports as one JSON line on stdout.
+
+Jobs:
+    ingest: raw feed dumps → ``raw_feeds``, JSONL articles → ``raw_articles``.
+    explode_clean: ``LATERAL VIEW`` explodes and cleaning → ``clean_posts``,
+        ``clean_paragraphs`` (+ ``quarantine``, ``job_runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["JOBS", "main"]
+
+JOBS = ("ingest", "explode_clean")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobs.py", description="shardforge Spark jobs")
+    parser.add_argument("job", choices=JOBS)
+    parser.add_argument("--config", required=True, help="config YAML (shipped with --files on YARN)")
+    parser.add_argument("--lake", help="lake root (overrides lake.root)")
+    parser.add_argument("--dt", action="append", default=[], help="a dt to process (repeatable; default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one job on the session ``spark-submit`` started; returns the exit code."""
+    from pipelines.spark.session import build_session
+    from shardforge import stages
+    from shardforge.config import load_config
+    from shardforge.lake import Lake
+
+    args = _parser().parse_args(argv)
+    cfg = load_config(args.config, lake_root=args.lake)
+    if args.dt:
+        corpora = {name: corpus.model_copy(update={"dt": list(args.dt)})
+                   for name, corpus in cfg.corpora.items()}
+        cfg = cfg.model_copy(update={"corpora": corpora})
+    lake = Lake(cfg.lake.root)
+    spark = build_session(cfg.spark, lake, submitted=True)
+    try:
+        if args.job == "ingest":
+            reports = stages.ingest(cfg, lake, spark)
+        else:
+            reports = stages.clean(cfg, lake, spark, run_id=stages.new_run_id())
+    finally:
+        spark.stop()
+    print(json.dumps({"job": args.job, "stages": [r.as_dict() for r in reports]}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The ``shardforge_daily`` DAG: it parses, its graph and params, and real ``dag.test()`` runs.
+
+Airflow reads its settings when first imported, so nothing here imports it at module level:
+the session fixture ``airflow_env`` first points ``AIRFLOW_HOME`` and a SQLite DB at a temp
+folder, migrates it with the real ``airflow db migrate``, creates the ``gpu`` pool, and sets
+``spark_default`` to ``local[2]``. The end-to-end run (real ``spark-submit``, Beam
+DirectRunner, 3 CPU training steps) happens once per module (``daily_run``); the backfill
+and gate tests reuse its lake and skip the stages they do not test with ``dag.test``'s
+``mark_success_pattern``, so the module makes 6 ``spark-submit`` calls in all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_dags import tasks
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "airflow_dags"
+DT1, DT2, DT3 = "2026-11-01", "2026-11-02", "2026-11-03"
+BAD_DT = "2026-11-09"
+TASKS = {"prepare", "ingest", "explode_clean", "validate_clean_posts", "encode",
+         "validate_dataset", "train_lm", "report"}
+SPARK_ONLY = r"validate_.*|encode|train_.*|report"  # tasks a Spark-only backfill marks done
+
+
+def _tiny_config(lake: Path) -> str:
+    """conf/sample.yaml with a tmp lake, the feature spec made absolute and 3 training steps."""
+    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
+    text = text.replace("root: ./lake", f"root: {lake}")
+    text = text.replace("feature_spec: features/posts.yaml",
+                        f"feature_spec: {ROOT / 'conf' / 'features' / 'posts.yaml'}")
+    text = text.replace("shards: {train: 4, eval: 1}", "shards: {train: 2, eval: 1}")
+    text = text.replace("steps: 40", "steps: 3").replace("warmup_steps: 5", "warmup_steps: 1")
+    assert "steps: 3" in text and str(lake) in text  # the template still has these keys
+    return text
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    lake = tmp_path_factory.mktemp("airflow-lake")
+    config = home / "shardforge.yaml"
+    config.write_text(_tiny_config(lake), encoding="utf-8")
+    bin_dir = str(Path(sys.executable).parent)  # spark-submit, torchrun, airflow
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "SHARDFORGE_CONFIG": str(config),
+        "SHARDFORGE_DAG_RETRIES": "0",  # a failing task must fail the test, not wait minutes
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    airflow = str(Path(bin_dir) / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
+    subprocess.run([airflow, "pools", "set", "gpu", "1", "GPU slots for train_* tasks"],
+                   check=True, capture_output=True)
+    yield SimpleNamespace(home=home, lake=lake, config=str(config))
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def dag(airflow_env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.get_dag("shardforge_daily")
+
+
+def _run(dag, airflow_env, dt: str, **kwargs):
+    """One ``dag.test()`` run for ``dt``; returns ``(dag_run, {task_id: state})``."""
+    run = dag.test(logical_date=datetime.fromisoformat(dt).replace(tzinfo=UTC),
+                   run_conf={"config": airflow_env.config, "device": "cpu"}, **kwargs)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _write_sample(airflow_env, dt: str, seed: int, posts: int = 200) -> None:
+    from shardforge.lake import Lake
+    from shardforge.sample import write_sample_corpus
+
+    lake = Lake(str(airflow_env.lake))
+    write_sample_corpus(lambda corpus: lake.fs_path(lake.raw(corpus, dt)), fs=lake.fs,
+                        posts=posts, images=6, seed=seed)
+
+
+def _partitions(lake: Path, table: str) -> set[str]:
+    folder = lake / "warehouse" / "shardforge.db" / table
+    return {p.name.removeprefix("dt=") for p in folder.glob("dt=*")}
+
+
+def test_dagbag_has_only_the_daily_dag_and_no_import_errors(airflow_env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["shardforge_daily"]  # helpers are in .airflowignore
+
+
+def test_parsing_imports_no_engine(airflow_env):
+    probe = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
+             "print(sorted(m for m in ('pyspark', 'apache_beam', 'torch', 'great_expectations')"
+             " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe, str(DAGS / "shardforge_daily.py")],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_task_graph(dag):
+    downstream = {task_id: dag.task_dict[task_id].downstream_task_ids for task_id in TASKS}
+    assert downstream == {
+        "prepare": {"ingest", "validate_clean_posts", "validate_dataset", "report"},
+        "ingest": {"explode_clean"},
+        "explode_clean": {"validate_clean_posts"},
+        "validate_clean_posts": {"encode", "report"},
+        "encode": {"validate_dataset"},
+        "validate_dataset": {"train_lm", "report"},
+        "train_lm": {"report"},
+        "report": set(),
+    }
+    assert dag.task_dict["report"].trigger_rule == "none_failed"
+
+
+def test_operators_call_the_cli_entry_points(dag):
+    ingest, encode, train = (dag.task_dict[t] for t in ("ingest", "encode", "train_lm"))
+    assert type(ingest).__name__ == "SparkSubmitOperator"
+    assert ingest.application == str(ROOT / "pipelines" / "spark" / "jobs.py")
+    assert ingest._conn_id == "spark_default"
+    assert ingest.application_args[0] == "ingest" and ingest.application_args[-2:] == [
+        "--dt", "{{ ds }}"]
+    from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+
+    assert isinstance(encode, BeamRunPythonPipelineOperator)
+    assert encode.py_file == str(ROOT / "pipelines" / "beam" / "encode.py")
+    assert encode.runner == "{{ params.beam_runner }}"
+    assert set(encode.pipeline_options) == {"config", "lake", "dt"}
+    assert type(train).__name__ == "BashOperator" and train.pool == "gpu"
+    assert "torchrun --standalone" in train.bash_command
+    assert "-m airflow_dags.train_entry lm" in train.bash_command
+    for task in dag.tasks:
+        assert task.retry_exponential_backoff, task.task_id
+    assert "validate_clean_posts" in dag.doc_md
+
+
+def test_params(dag, airflow_env):
+    params = dag.params.dump()
+    assert params == {"config": airflow_env.config, "lake": None, "spark_profile": "local",
+                      "beam_runner": "DirectRunner", "device": "auto", "nproc_per_node": 1,
+                      "models": ["lm"]}
+    assert all(dag.params.get_param(name).description for name in params)
+
+
+def test_prepare_ships_what_shardforge_submit_ships(tmp_path):
+    conf = tmp_path / "prod.yaml"
+    conf.write_text(
+        'lake: {root: "hdfs://nn:8020/lake"}\n'
+        "spark:\n  master: yarn\n  conf: {spark.sql.shuffle.partitions: \"64\"}\n"
+        "  yarn: {queue: etl, env_archive: \"hdfs://nn:8020/envs/env.tar.gz\", driver_memory: 3g,\n"
+        "         executor_memory: 8g, executor_cores: 4, num_executors: 10}\n")
+    out = tasks.prepare(config=str(conf), lake=None, profile="yarn", run_id="r1",
+                        workdir=str(tmp_path / "work"))
+    assert out["job_config"] == "prod.yaml" and out["lake"] == "hdfs://nn:8020/lake"
+    lines = Path(out["properties"]).read_text().splitlines()
+    assert lines == [
+        "spark.driver.memory 3g", "spark.executor.cores 4", "spark.executor.instances 10",
+        "spark.executor.memory 8g", "spark.executorEnv.PYSPARK_PYTHON ./env/bin/python",
+        "spark.sql.shuffle.partitions 64", "spark.yarn.appMasterEnv.PYSPARK_PYTHON ./env/bin/python",
+        "spark.yarn.dist.archives hdfs://nn:8020/envs/env.tar.gz#env",
+        f"spark.yarn.dist.files {conf}", "spark.yarn.queue etl",
+    ]
+    assert "pipelines/spark/jobs.py" in __import__("zipfile").ZipFile(out["pyfiles"]).namelist()
+
+
+def test_unknown_spark_flag_is_a_value_error():
+    with pytest.raises(ValueError, match="--supervise has no Spark property"):
+        tasks.spark_properties(["spark-submit", "--supervise", "x", "jobs.py"], "jobs.py")
+
+
+@pytest.fixture(scope="module")
+def daily_run(airflow_env, dag):
+    _write_sample(airflow_env, DT1, seed=0)
+    return _run(dag, airflow_env, DT1)
+
+
+@pytest.mark.slow
+def test_dag_runs_end_to_end(daily_run, airflow_env):
+    run, states = daily_run
+    assert states == dict.fromkeys(TASKS, "success")
+    assert run.state == "success"
+    lake = airflow_env.lake
+    dataset = lake / "records" / "posts" / "v=1"
+    assert (dataset / "_SUCCESS").exists()
+    assert len(list(dataset.glob("split=*/part-*.tfrecord"))) == 3
+    run_id = tasks.lake_run_id("shardforge_daily", DT1)
+    assert (lake / "models" / "lm" / run_id / "ckpt.pt").stat().st_size > 0
+    reports = lake / "reports" / run_id
+    docs = sorted(p.relative_to(reports).parts[:2] for p in reports.glob("data_docs/*/**/index.html"))
+    assert {d[1] for d in docs} == {"clean_posts", "dataset_shards", "dataset_examples"}
+    assert "shardforge run" in (reports / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((reports / "summary.json").read_text(encoding="utf-8"))
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert stages["train lm"]["details"]["steps"] == 3
+    assert stages["encode"]["rows_out"] == stages["clean_posts"]["rows_out"] > 0
+    assert summary["dt"] == DT1 and all(g["success"] for g in summary["gates"])
+
+
+@pytest.mark.slow
+def test_backfill_of_three_dates_gives_three_partitions(daily_run, dag, airflow_env):
+    for seed, dt in enumerate((DT2, DT3), start=1):
+        _write_sample(airflow_env, dt, seed=seed, posts=20)
+        run, states = _run(dag, airflow_env, dt, mark_success_pattern=SPARK_ONLY)
+        assert run.state == "success" and states["explode_clean"] == "success", states
+    assert _partitions(airflow_env.lake, "raw_feeds") == {DT1, DT2, DT3}
+    assert _partitions(airflow_env.lake, "clean_posts") >= {DT1, DT2, DT3}
+    assert _partitions(airflow_env.lake, "job_runs") >= {DT1, DT2, DT3}  # explode_clean ran
+
+
+@pytest.mark.slow
+def test_bad_topic_stops_the_dag_at_the_clean_posts_gate(daily_run, dag, airflow_env):
+    import pyarrow.parquet as pq
+
+    table_dir = airflow_env.lake / "warehouse" / "shardforge.db" / "clean_posts"
+    bad = table_dir / f"dt={BAD_DT}"
+    shutil.copytree(table_dir / f"dt={DT1}", bad)
+    part = sorted(bad.glob("*.parquet"))[0]
+    rows = pq.read_table(part)
+    topics = rows["topic"].to_pylist()
+    topics[0] = "gossip"
+    pq.write_table(rows.set_column(rows.schema.get_field_index("topic"), "topic",
+                                   __import__("pyarrow").array(topics)), part)
+
+    run, states = _run(dag, airflow_env, BAD_DT, mark_success_pattern="ingest|explode_clean")
+    assert run.state == "failed"
+    assert states["validate_clean_posts"] == "failed"
+    assert {states[t] for t in ("encode", "validate_dataset", "train_lm", "report")} == {
+        "upstream_failed"}
+    # The reason the task failed with: the expectation, the column and the bad value.
+    with pytest.raises(tasks.GateFailed) as failed:
+        tasks.validate_clean_posts(config=airflow_env.config, lake=str(airflow_env.lake),
+                                   dt=BAD_DT, run_id="gate-check")
+    message = str(failed.value)
+    assert "ExpectColumnValuesToBeInSet" in message or "in_set" in message
+    assert "topic" in message and "gossip" in message
