@@ -270,8 +270,15 @@ def _train(
 
     loader = None
     if cfg.num_workers:
+        # Workers come from a forkserver, not fork(): the trainer runs a read-ahead thread and
+        # often shares its process with other threaded runtimes (a Spark JVM gateway, Airflow),
+        # and forking a multi-threaded process can deadlock a child on a lock held by a thread
+        # that does not exist in it. The server preloads torch and the reader: forks stay cheap.
+        context = torch.multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "records.reader"])
         loader = torch.utils.data.DataLoader(
             source, batch_size=None, num_workers=cfg.num_workers, prefetch_factor=4,
+            multiprocessing_context=context,
             persistent_workers=False,  # the reader's resume contract needs fresh workers
             # its own generator: each iter() would otherwise draw worker seeds from the
             # global RNG at epoch starts, shifting dropout masks after a resume

@@ -10,6 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+# DataLoader workers start from a forkserver: this process also hosts a Spark JVM gateway,
+# Airflow and Great Expectations threads, and fork() of a multi-threaded process can leave a
+# child blocked on a lock whose owner thread does not exist in it (seen as a hung suite).
+torch.multiprocessing.set_start_method("forkserver", force=True)
+torch.multiprocessing.set_forkserver_preload(["torch", "records.reader"])
+
 # shardforge.config (pydantic) is imported inside the fixtures: the GPU host that runs
 # `pytest -m cuda tests/models tests/records` has torch and numpy but no pydantic.
 
