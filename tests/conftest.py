@@ -55,3 +55,15 @@ def pytest_collection_modifyitems(config, items):
     if gpu_only:
         config.hook.pytest_deselected(items=gpu_only)
         items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+
+
+@pytest.fixture(scope="session")
+def write_raw(spark_lake):
+    """``write_raw(corpus, dt, {name: bytes})`` drops files into ``raw/<corpus>/dt=<dt>/``."""
+    def write(corpus: str, dt: str, files: dict[str, bytes]) -> None:
+        folder = spark_lake.local_path(spark_lake.raw(corpus, dt))
+        folder.mkdir(parents=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+    return write

@@ -37,9 +37,9 @@ def check_clean_posts(partition_uris: list[str], *, min_chars: int, max_chars: i
         if not fs.exists(path):
             raise FileNotFoundError(f"clean_posts partition {uri} does not exist")
         tables.append(pq.read_table(path, columns=CLEAN_POSTS_COLUMNS, filesystem=fs))
-    frame = pa.concat_tables(tables).to_pandas() if tables else None
-    if frame is None:
+    if not tables:
         raise FileNotFoundError("clean_posts: no partitions to validate")
+    frame = pa.concat_tables(tables).to_pandas()
     suite = clean_posts_suite(min_chars=min_chars, max_chars=max_chars, topics=topics)
     return run_gate(frame, suite, docs_dir=_sub(docs_dir, suite.name))
 

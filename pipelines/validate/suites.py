@@ -102,8 +102,7 @@ def example_frame(uri: str, *, split: str, text_feature: str, labels: list[str],
     rows.update({name: [] for name in labels})
     for batch in RecordDataset(uri, split, batch_size=min(sample, 512)):
         ids, lengths = batch[text_feature], batch[f"{text_feature}_lengths"]
-        valid = ids.new_ones(ids.shape, dtype=bool) & (
-            ids.new_tensor(range(ids.shape[1]))[None, :] < lengths[:, None])
+        valid = ids.new_tensor(range(ids.shape[1]))[None, :] < lengths[:, None]  # (B, L)
         big = ids.masked_fill(~valid, -1).amax(dim=1)
         small = ids.masked_fill(~valid, 2**62).amin(dim=1)
         rows["max_token_id"] += big.tolist()

@@ -37,11 +37,8 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def ingested(spark, spark_lake):
-    folder = spark_lake.local_path(spark_lake.raw("articles", DT))
-    folder.mkdir(parents=True)
-    for name, data in FILES.items():
-        (folder / name).write_bytes(data)
+def ingested(spark, spark_lake, write_raw):
+    write_raw("articles", DT, FILES)
     return run_ingest_articles(spark, db=DB, lake=spark_lake, partitions=[DT])
 
 

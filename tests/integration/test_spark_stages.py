@@ -33,11 +33,8 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def ingested(spark, spark_lake):
-    folder = spark_lake.local_path(spark_lake.raw("feeds", DT))
-    folder.mkdir(parents=True)
-    for name, data in FILES.items():
-        (folder / name).write_bytes(data)
+def ingested(spark, spark_lake, write_raw):
+    write_raw("feeds", DT, FILES)
     counts = run_ingest_feeds(spark, db=DB, lake=spark_lake, partitions=[DT])
     return counts
 

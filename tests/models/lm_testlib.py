@@ -20,3 +20,17 @@ def periodic_batch(n: int = 8, T: int = 32) -> tuple[torch.Tensor, torch.Tensor]
     period = torch.tensor([3, 14, 15, 9, 26, 5, 35, 8, 47])
     seqs = torch.stack([period.roll(-s).repeat(T // 9 + 2)[: T + 1] for s in range(n)])
     return seqs[:, :-1].clone(), seqs[:, 1:].clone()  # (n, T) each
+
+
+def train_on_periodic_batch(model: DecoderLM, steps: int = 30) -> tuple[dict, dict]:
+    """AdamW on :func:`periodic_batch`; returns the model's loss parts at the first and last step."""
+    x, y = periodic_batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(steps):
+        _, loss = model(x, y)
+        first = first or model.loss_parts()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return first, model.loss_parts()

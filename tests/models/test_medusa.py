@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lm_testlib import V, make_model, periodic_batch
+from lm_testlib import V, make_model, periodic_batch, train_on_periodic_batch
 
 from models.lm import LMConfig
 from models.medusa import freeze_backbone
@@ -69,16 +69,7 @@ def test_medusa_head_k_targets_token_k_plus_one_ahead():
 @pytest.mark.parametrize("own_head", [False, True])
 def test_medusa_learns_a_repetitive_corpus(own_head):
     model = make_model(medusa_heads=3, medusa_own_head=own_head)
-    x, y = periodic_batch()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(30):
-        _, loss = model(x, y)
-        first = first or model.loss_parts()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    last = model.loss_parts()
+    first, last = train_on_periodic_batch(model)
     for part in ("medusa_1", "medusa_2", "medusa_3"):
         assert last[part] < 0.3 * first[part], (part, first[part], last[part])
     assert last["main"] < first["main"]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from lm_testlib import V, make_model, periodic_batch
+from lm_testlib import V, make_model, periodic_batch, train_on_periodic_batch
 
 from models.checkpoint import load_checkpoint
 from models.lm import DecoderLM, LMConfig
@@ -76,16 +76,7 @@ def test_mtp_depth_k_sees_tokens_up_to_i_plus_k_only():
 
 def test_mtp_learns_a_repetitive_corpus():
     model = make_model(mtp_depth=2)
-    x, y = periodic_batch()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(30):
-        _, loss = model(x, y)
-        first = first or model.loss_parts()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    last = model.loss_parts()
+    first, last = train_on_periodic_batch(model)
     for part in ("mtp_1", "mtp_2", "main"):
         assert last[part] < 0.3 * first[part], (part, first[part], last[part])
 
