@@ -175,8 +175,9 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
     for dt in dts:
         progress(f"explode: raw_feeds dt={dt} → {db}.posts (LATERAL VIEW posexplode)")
         written = run_explode(spark, db=db, dt=dt)
-        record_job_run(spark, db, run_id, JobCounts("explode_posts", dt, written, written))
-        _add(explode, JobCounts("explode_posts", dt, written, written))
+        counts = JobCounts("explode_posts", dt, written, written)
+        record_job_run(spark, db, run_id, counts)
+        _add(explode, counts)
         progress(f"clean: posts dt={dt} → {db}.clean_posts")
         counts = run_clean(spark, db=db, dt=dt, clean=cfg.clean)
         record_job_run(spark, db, run_id, counts)
