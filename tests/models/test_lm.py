@@ -68,6 +68,8 @@ def test_forward_shapes_and_loss(model):
     assert abs(loss.item() - torch.log(torch.tensor(float(V))).item()) < 1.0  # ~uniform at init
     logits_only, no_loss = model(idx)
     assert no_loss is None and torch.equal(logits_only, logits)
+    no_logits, same_loss = model(idx, targets, return_logits=False)  # what training asks for
+    assert no_logits is None and torch.equal(same_loss, loss)
 
 
 @pytest.mark.parametrize(

@@ -168,8 +168,8 @@ def test_mismatched_data_or_config_raises(
 class PartsLM(DecoderLM):
     """A DecoderLM that reports loss parts, as models/lm.py does with extra heads on."""
 
-    def forward(self, idx, targets=None):
-        logits, loss = super().forward(idx, targets)
+    def forward(self, idx, targets=None, **kwargs):
+        logits, loss = super().forward(idx, targets, **kwargs)
         self.last_loss_parts = {"next_token": 1.5, "mtp_1": 2.5}
         return logits, loss
 

@@ -69,3 +69,25 @@ def test_cuda_fp32_cannot_use_flash_and_says_so():
         sdpa_backend("cuda", dtype=torch.float32, n_head=4, head_size=64),
     ):
         pass
+
+
+def test_cudnn_is_refused_off_cuda_with_a_clear_error():
+    with (
+        pytest.raises(RuntimeError, match="cuDNN attention cannot run on cpu"),
+        sdpa_backend("cpu", dtype=torch.bfloat16, n_head=2, head_size=8, backend="cudnn"),
+    ):
+        pass
+
+
+@cuda
+def test_cuda_pins_cudnn_when_asked_and_matches_flash():
+    q, k, v = torch.randn(3, 2, 4, 128, 64, device="cuda", dtype=torch.bfloat16)
+    outputs = {}
+    for backend in ("auto", "cudnn"):
+        with sdpa_backend("cuda", dtype=torch.bfloat16, n_head=4, head_size=64,
+                          backend=backend) as name:
+            outputs[name] = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True)
+            assert torch.backends.cuda.flash_sdp_enabled() == (name == "flash")
+    assert set(outputs) == {"flash", "cudnn"}
+    torch.testing.assert_close(outputs["cudnn"], outputs["flash"], rtol=2e-2, atol=2e-2)
