@@ -33,8 +33,11 @@ SPARK_APPLICATION = PROJECT_ROOT / "pipelines" / "spark" / "jobs.py"
 BEAM_PIPELINE = PROJECT_ROOT / "pipelines" / "beam" / "encode.py"
 BEAM_IMAGES = PROJECT_ROOT / "pipelines" / "beam" / "images.py"
 CONFIG = os.environ.get("SHARDFORGE_CONFIG") or str(DEFAULT_CONFIG_PATH)
-MODEL_KINDS = {name: entry.kind for name, entry in load_config(CONFIG).models.items()}
+_CONFIG = load_config(CONFIG)
+MODEL_KINDS = {name: entry.kind for name, entry in _CONFIG.models.items()}
 MODELS = sorted(MODEL_KINDS)
+# model -> the model its train.init_from names (Medusa-1 heads on a trained lm): trains after it
+INIT_FROM = {name: _CONFIG.init_from_model(name) for name in MODELS if _CONFIG.init_from_model(name)}
 
 DOC_MD = """
 ### shardforge_daily
@@ -51,7 +54,7 @@ One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
 | `encode_images` | `pipelines/beam/encode.py --dataset images` (clean_images → image shards) | `beam_runner` |
 | `encode` | `pipelines/beam/encode.py` (clean_posts → TFRecord shards) | `beam_runner` |
 | `validate_dataset` | gate over the shards: counts, then decoded examples | worker |
-| `train_<model>` | `torchrun -m airflow_dags.train_entry <model>` | pool `gpu` |
+| `train_<model>` | `torchrun -m airflow_dags.train_entry <model>`; after the model its `init_from` names | pool `gpu` |
 | `report` | `reports/<run_id>/summary.json` and `report.html` | worker |
 
 A failed gate fails its task at once (no retries) with the failed expectation and its
@@ -189,8 +192,13 @@ with DAG(
     images_gate = validate_clean_images(prepared)
     encode_images = _beam_pipeline("encode_images", BEAM_PIPELINE, dataset="images")
     dataset_gate = validate_dataset(prepared)
+    # A model that starts from another's checkpoint runs when that task succeeded or was
+    # skipped (not in params.models: it then starts from that model's latest run).
     trains = {model: BashOperator(task_id=f"train_{model}", pool="gpu",
-                                  bash_command=_train_command(model)) for model in MODELS}
+                                  bash_command=_train_command(model),
+                                  trigger_rule=(TriggerRule.NONE_FAILED if model in INIT_FROM
+                                                else TriggerRule.ALL_SUCCESS))
+              for model in MODELS}
     done = report(prepared, clean_gate, images_gate, dataset_gate)
 
     prepared >> ingest >> explode_clean >> clean_gate >> encode >> dataset_gate
@@ -199,3 +207,5 @@ with DAG(
     for model, train in trains.items():
         # The LM trains on the posts dataset, the vision models on the image dataset.
         (encode_images if MODEL_KINDS[model] != "lm" else dataset_gate) >> train >> done
+    for model, parent in INIT_FROM.items():
+        trains[parent] >> trains[model]  # same run id: it starts from this run's checkpoint

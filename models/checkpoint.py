@@ -41,7 +41,9 @@ from records.uri import open_uri, resolve
 __all__ = [
     "FORMAT_VERSION",
     "capture_rng_state",
+    "checkpoint_file",
     "load_checkpoint",
+    "load_model_weights",
     "restore_rng_state",
     "resume_checkpoint",
     "save_checkpoint",
@@ -202,6 +204,72 @@ def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> di
     if version != FORMAT_VERSION:
         raise ValueError(f"{uri}: checkpoint format_version {version!r}, expected {FORMAT_VERSION}")
     return ckpt
+
+
+def checkpoint_file(uri: str) -> str:
+    """``uri`` when it is a file, ``<uri>/ckpt.pt`` when it is a run folder.
+
+    Raises:
+        FileNotFoundError: neither a file nor a folder holding ``ckpt.pt``.
+    """
+    fs, path = resolve(uri)
+    if fs.isdir(path):
+        uri = posixpath.join(uri.rstrip("/"), "ckpt.pt")
+        fs, path = resolve(uri)
+    if not fs.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {uri}")
+    return uri
+
+
+def load_model_weights(
+    model: nn.Module, uri: str, *, may_miss: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Copies the model weights of checkpoint ``uri`` into ``model``; nothing else of it.
+
+    Every tensor of ``model``'s state dict must come from the checkpoint with the same
+    shape, except those whose names start with a prefix in ``may_miss``: absent from the
+    checkpoint, they keep their current values. Checkpoint tensors ``model`` has no place
+    for are left out and listed. Nothing is copied when a check fails.
+
+    Args:
+        model: the model (a ``torch.compile`` wrapper is unwrapped).
+        uri: a checkpoint written by :func:`save_checkpoint`, or its run folder.
+        may_miss: name prefixes of tensors the checkpoint may lack (e.g. new heads).
+
+    Returns:
+        ``{"checkpoint": file URI, "loaded": [...], "missing": [...], "unused": [...],
+        "model_config": the checkpoint's model config dict}``; the lists hold tensor names.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``uri``.
+        ValueError: a tensor of another shape or a missing one (the message names it), or
+            another ``format_version``.
+    """
+    uri = checkpoint_file(uri)
+    source = load_checkpoint(uri)
+    weights = source["model"]
+    raw_model = getattr(model, "_orig_mod", model)
+    target = raw_model.state_dict()
+    for name, tensor in target.items():
+        if name in weights and weights[name].shape != tensor.shape:
+            raise ValueError(
+                f"{uri}: {name} has shape {tuple(weights[name].shape)} there but "
+                f"{tuple(tensor.shape)} in this model"
+            )
+    missing = [name for name in target if name not in weights]
+    required = [name for name in missing if not name.startswith(tuple(may_miss))]
+    if required:
+        more = f" (and {len(required) - 1} more)" if len(required) > 1 else ""
+        raise ValueError(f"{uri} lacks {required[0]}{more}, which this model needs")
+    loaded = [name for name in target if name in weights]
+    raw_model.load_state_dict({name: weights[name] for name in loaded}, strict=False)
+    return {
+        "checkpoint": uri,
+        "loaded": loaded,
+        "missing": missing,
+        "unused": [name for name in weights if name not in target],
+        "model_config": source["model_config"],
+    }
 
 
 def resume_checkpoint(

@@ -10,7 +10,9 @@ predicts. ``Head_k`` is the LM's own output head (shared, the default) or a head
 own (``LMConfig.medusa_own_head``) initialised as a copy of the LM head.
 
 Training: jointly with the backbone (the loss adds ``medusa_weight * sum_k decay^k CE_k``),
-or Medusa-1 style with :func:`freeze_backbone`, which leaves only the heads trainable.
+or Medusa-1 style with :func:`freeze_backbone`, which leaves only the heads trainable (the
+trainer does it for ``TrainConfig(init_from=..., freeze_backbone=True)``, see
+:mod:`models.warm_start`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ One function, no trainer class hierarchy::
     SDPA through models.attention, DDP under torchrun, metrics.jsonl,
     ckpt.pt with the manifest's sha256 and everything needed to resume exactly.
 
+Warm start and Medusa-1: ``TrainConfig.init_from`` takes another run's model weights as
+the start of a new run; with ``freeze_backbone`` only the Medusa heads train on top of
+them (see :mod:`models.warm_start`).
+
 Resume: ``ckpt.pt`` holds model, optimizer, GradScaler, step (the LR schedule is a
 function of it), and per rank the reader position, the packer's carried-over
 tokens and the RNG states (python, numpy, torch CPU and CUDA). A run killed after
@@ -55,6 +59,7 @@ from models.distributed import DistInfo, all_mean_, barrier, distributed, gather
 from models.lm import DecoderLM, LMConfig
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, metrics_record
 from models.train_config import DTYPES, RESUME_FIELDS, TrainConfig, TrainResult, cosine_lr
+from models.warm_start import check_run, medusa1_train_mode, resumed_config, start_weights
 from records.uri import open_uri, resolve
 
 __all__ = ["TrainConfig", "TrainResult", "cosine_lr", "train_lm", "train_lm_on_source"]
@@ -138,7 +143,9 @@ def train_lm(
 
     Raises:
         ValueError: bad configs, token ids outside the vocabulary, an empty split, a
-            checkpoint from another dataset, model or data-stream config.
+            checkpoint from another dataset, model or data-stream config, an ``init_from``
+            checkpoint whose tensors do not fit the model (the message names the tensor).
+        FileNotFoundError: an ``init_from`` or explicit ``resume`` checkpoint that is missing.
         RuntimeError: a device, precision or attention kernel that cannot run.
     """
     from records.manifest import manifest_sha256
@@ -200,6 +207,7 @@ def train_lm_on_source(
         raise ValueError(
             f"eos_id {cfg.eos_id} is outside the vocabulary [0, {model_config.vocab_size})"
         )
+    check_run(model_config, cfg, block_size)
     if resume is not False and not callable(getattr(source, "advance", None)):
         raise ValueError(f"{type(source).__name__} has no advance(): it cannot resume exactly")
     if cfg.num_workers and not isinstance(source, torch.utils.data.IterableDataset):
@@ -212,6 +220,8 @@ def train_lm_on_source(
             dataset_manifest_sha256=dataset_manifest_sha256, world_size=info.world_size,
             must_match=RESUME_FIELDS,
         )
+        if ckpt is not None:
+            cfg = resumed_config(cfg, ckpt)  # its own weights win over init_from
         with _matmul_precision(device, precision):
             return _train(source, cfg, model_config, block_size, device, precision, info, ckpt,
                           out_uri, dataset_manifest_sha256, on_step, run_info)
@@ -227,10 +237,8 @@ def _train(
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     _seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     raw_model = DecoderLM(model_config)
-    optimizer_state = None
-    if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer_state = ckpt["optimizer"]
+    n_trainable = start_weights(raw_model, cfg, ckpt)  # resume, else init_from; Medusa-1 freezes
+    optimizer_state = ckpt["optimizer"] if ckpt is not None else None
     raw_model.to(device)
     optimizer = _make_optimizer(raw_model, cfg, device)
     if optimizer_state is not None:
@@ -262,6 +270,7 @@ def _train(
                     "train_config": dataclasses.asdict(cfg),
                     "dataset_manifest_sha256": sha,
                     "world_size": info.world_size,
+                    "trainable_params": n_trainable,
                     **(run_info or {}),
                 },
                 f,
@@ -327,6 +336,8 @@ def _train(
     bar = ProgressBar(total=cfg.steps, initial=start_step,
                       enabled=cfg.progress if info.is_main else False)
     model.train()
+    if cfg.freeze_backbone:
+        medusa1_train_mode(raw_model)
     if cfg.prefetch:  # started last: nothing below may fail before the finally closes it
         batches = Prefetcher(packer, snapshot=data_state, depth=cfg.prefetch,
                              transform=pin if device.type == "cuda" else None)
@@ -365,10 +376,15 @@ def _train(
                     sync = model.no_sync() if info.active and not last else nullcontext()
                     with sync:
                         with autocast:
-                            _, loss = model(x, y)
+                            # No logits back: the compiled graph need not hand them out.
+                            _, loss = model(x, y, return_logits=False)
+                        # Medusa-1 logs what trains: the heads' loss (the frozen backbone's
+                        # next-token loss is a constant of the batch, kept in loss_parts).
+                        logged = (raw_model.last_loss_parts["medusa"] * model_config.medusa_weight
+                                  if cfg.freeze_backbone else loss.detach())
                         loss = loss / cfg.grad_accum
                         scaler.scale(loss).backward()
-                    loss_sum += loss.detach()
+                    loss_sum += logged / cfg.grad_accum
                 if cfg.grad_clip > 0:
                     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                     torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)

@@ -47,12 +47,23 @@ class TrainConfig:
     # step, so the step never waits on packing; 0 = pack inline in the training loop
     prefetch: int = 2
     # "auto" = flash pinned on CUDA (raises if it cannot run), PyTorch's pick on CPU;
-    # "math" = the reference kernel anywhere (the fp32 baseline in benchmarks/train_lm.py)
+    # "math" = the reference kernel anywhere (the fp32 baseline in benchmarks/train_lm.py);
+    # "cudnn" = cuDNN's fused attention, CUDA only, opt-in (raises if it cannot run)
     attention: str = "auto"
     # peak FLOP/s of ONE device for MFU (H100 SXM bf16 dense: 989e12, or a measured
     # matmul peak); None = MFU is null in metrics.jsonl
     peak_flops: float | None = None
     progress: bool | None = None  # tqdm bar on stderr; None = only when stderr is a TTY
+    # Warm start: a checkpoint (ckpt.pt) or run folder whose *model* weights initialise this
+    # run (its optimizer, scaler and reader state are not taken: this is a new run). Keys in
+    # both must agree in shape; Medusa heads the source lacks keep their fresh init. On
+    # resume the run's own ckpt.pt wins. None = random init.
+    init_from: str | None = None
+    # Medusa-1: train only the Medusa heads (LMConfig.medusa_heads > 0) on a frozen backbone
+    # taken from init_from (required: heads on a random frozen backbone learn nothing useful).
+    # The logged loss is then the heads' objective, medusa_weight * sum_k decay**k CE_k; the
+    # frozen model's next-token loss stays in loss_parts["main"].
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "log_every")
@@ -105,6 +116,19 @@ class TrainConfig:
             )
         if self.progress not in (True, False, None):
             raise TypeError(f"TrainConfig.progress must be a bool or None, got {self.progress!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise TypeError(f"TrainConfig.init_from must be a string or None, got {self.init_from!r}")
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError("TrainConfig.init_from must be a checkpoint URI or run folder, got ''")
+        if not isinstance(self.freeze_backbone, bool):
+            raise TypeError(
+                f"TrainConfig.freeze_backbone must be a bool, got {self.freeze_backbone!r}"
+            )
+        if self.freeze_backbone and self.init_from is None:
+            raise ValueError(
+                "TrainConfig.freeze_backbone needs init_from (the trained LM whose weights "
+                "stay fixed): heads trained on a random frozen backbone are meaningless"
+            )
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def _run_all(cfg, lake, args) -> dict:
         reports.append(stages.validate(cfg, lake, run_id=run_id, what="images", progress=_progress))
     reports.append(stages.encode(cfg, lake, progress=_progress))
     reports.append(stages.validate(cfg, lake, run_id=run_id, what="dataset", progress=_progress))
-    for model in cfg.models:
+    for model in cfg.train_order():  # a model trains after the one its init_from names
         reports.append(_train_with_bar(cfg, lake, model, run_id=run_id, device=args.device))
     extra = {
         "missing_corpora": missing,
@@ -226,6 +226,9 @@ def _dispatch(args) -> int:
                                  resume=args.resume is not None)
         _progress(f"train: loss {report.details['first_loss']:.3f} → {report.details['final_loss']:.3f}, "
                   f"checkpoint {report.outputs[0]}")
+        if report.details.get("init_from"):
+            frozen = " (backbone frozen: Medusa-1)" if report.details.get("freeze_backbone") else ""
+            _progress(f"train: {args.model} started from {report.details['init_from']}{frozen}")
     elif args.command == "tokens":
         run_id = args.run_id or stages.latest_model_run(lake, args.model)
         report = stages.export_tokens(cfg, lake, args.model, run_id=run_id, device=args.device)

@@ -251,7 +251,8 @@ class ModelEntry(_Section):
     # that override the preset.
     model: dict[str, Any] = Field(default_factory=dict)
     # Fields of the trainer's config (TrainConfig, or VisionTrainConfig for the vision
-    # kinds); checked against it by name and type.
+    # kinds); checked against it by name and type. An lm's `init_from` may name another
+    # lm entry: it starts from that model's checkpoint (and trains after it).
     train: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -271,10 +272,55 @@ class ShardforgeConfig(_Section):
     # Where the file came from, so relative paths in it resolve; not a YAML key.
     source: str = Field(default="", exclude=True)
 
+    @field_validator("models")
+    @classmethod
+    def _init_from_names_another_lm(cls, models: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
+        for name in models:
+            parent = _init_from_model(models, name)
+            if parent is None:
+                continue
+            for model in (name, parent):
+                if models[model].kind != "lm":
+                    raise ValueError(f"{name}.train.init_from: {model!r} is a {models[model].kind} "
+                                     f"model; only an lm starts from another lm")
+            seen = [name]
+            while parent is not None:  # each model names one parent: a walk finds any cycle
+                if parent in seen:
+                    raise ValueError(f"{name}.train.init_from: a cycle "
+                                     f"{' -> '.join([*seen, parent])}")
+                seen.append(parent)
+                parent = _init_from_model(models, parent)
+        return models
+
+    def init_from_model(self, name: str) -> str | None:
+        """The model entry that ``models.<name>.train.init_from`` names, if it names one."""
+        return _init_from_model(self.models, name)
+
+    def train_order(self) -> list[str]:
+        """The models in file order, except that each follows the model its ``init_from`` names."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            if name not in order:
+                parent = self.init_from_model(name)
+                if parent is not None:
+                    visit(parent)
+                order.append(name)
+
+        for name in self.models:
+            visit(name)
+        return order
+
     def resolve_path(self, relative: str) -> Path:
         """Resolve a path written in the config file against the file's folder."""
         base = Path(self.source).parent if self.source else Path.cwd()
         return (base / relative).resolve()
+
+
+def _init_from_model(models: dict[str, ModelEntry], name: str) -> str | None:
+    """The key of ``models`` that ``models[name].train.init_from`` names (else a URI or None)."""
+    ref = models[name].train.get("init_from")
+    return ref if isinstance(ref, str) and ref in models else None
 
 
 def _format_error(path: str, err: ValidationError) -> str:

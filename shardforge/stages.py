@@ -28,6 +28,7 @@ __all__ = [
     "image_dataset_uri",
     "image_partitions",
     "images",
+    "init_from_checkpoint",
     "ingest",
     "missing_corpora",
     "new_run_id",
@@ -428,6 +429,36 @@ def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
                        outputs=[out], details={"records": records})
 
 
+def init_from_checkpoint(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str) -> str | None:
+    """The checkpoint ``models.<name>.train.init_from`` means, for the run ``run_id``.
+
+    A model entry's name means that model's checkpoint of the same run id when there is one
+    (``shardforge run`` and the DAG train both models under one run id, parent first), else
+    of its latest run. Anything else is a checkpoint URI or run folder, returned as written.
+
+    Raises:
+        FileNotFoundError: the named model has no run, or its run no ``ckpt.pt``, yet.
+    """
+    ref = cfg.models[name].train.get("init_from") if name in cfg.models else None
+    parent = cfg.init_from_model(name)
+    if parent is None:
+        return ref
+    same_run = f"{lake.model_run(parent, run_id)}/ckpt.pt"
+    if lake.fs.exists(lake.fs_path(same_run)):
+        return same_run
+    try:
+        latest = latest_model_run(lake, parent)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"models.{name}.train.init_from: model {parent!r} has no run yet "
+                                f"under {lake.model_runs(parent)}; train it first "
+                                f"(shardforge train {parent})") from None
+    uri = f"{lake.model_run(parent, latest)}/ckpt.pt"
+    if not lake.fs.exists(lake.fs_path(uri)):
+        raise FileNotFoundError(f"models.{name}.train.init_from: the latest run of {parent!r} "
+                                f"has no checkpoint ({uri}); did it finish?")
+    return uri
+
+
 def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: str | None = None,
           on_step: Callable[[dict], None] | None = None, resume: bool = False) -> StageReport:
     """PyTorch: train ``models.<name>`` on its dataset's train split; checkpoint under ``models/``.
@@ -435,7 +466,9 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     ``lm`` models train on the posts dataset, ``vqvae`` and ``efficientnet`` models on the
     image dataset. With ``resume``, the run ``run_id`` continues from its ``ckpt.pt`` (same
     data order, RNG and optimizer state, so the loss curve is the one the uninterrupted run
-    would have had).
+    would have had). An lm whose ``train.init_from`` names another model entry starts from
+    that model's checkpoint (see :func:`init_from_checkpoint`), e.g. Medusa-1 heads trained
+    on a frozen ``lm`` (``freeze_backbone: true``).
     """
     from features.spec import RESERVED_IDS, load_spec
     from models.train import train_lm
@@ -449,6 +482,9 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     model_cfg, train_cfg = model_configs(cfg, name, vocab_size=text.vocab_size, eos_id=RESERVED_IDS["eos"])
     if device is not None:
         train_cfg = dataclasses.replace(train_cfg, device=device)
+    if train_cfg.init_from is not None:  # the run records the checkpoint, not the model name
+        train_cfg = dataclasses.replace(
+            train_cfg, init_from=init_from_checkpoint(cfg, lake, name, run_id=run_id))
     out = lake.model_run(name, run_id)
     result = train_lm(dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version), out_uri=out,
                       model_config=model_cfg, train_config=train_cfg, on_step=on_step,
@@ -457,5 +493,6 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
         f"train {name}", outputs=[result.checkpoint_uri],
         details={"first_loss": result.first_loss, "final_loss": result.final_loss,
                  "steps": result.steps, "tokens": result.tokens, "device": result.device,
-                 "precision": result.precision, "attention": result.attention_backend},
+                 "precision": result.precision, "attention": result.attention_backend,
+                 "init_from": train_cfg.init_from, "freeze_backbone": train_cfg.freeze_backbone},
     )

@@ -32,12 +32,12 @@ DT1, DT2, DT3 = "2026-11-01", "2026-11-02", "2026-11-03"
 BAD_DT = "2026-11-09"
 TASKS = {"prepare", "ingest", "explode_clean", "validate_clean_posts", "images",
          "validate_clean_images", "encode_images", "encode", "validate_dataset", "train_lm",
-         "report"}
+         "train_medusa", "report"}
 SPARK_ONLY = r"validate_.*|images|encode.*|train_.*|report"  # tasks a Spark-only backfill marks done
 
 
 def _tiny_config(lake: Path) -> str:
-    """conf/sample.yaml with a tmp lake, the feature specs made absolute and 3 training steps."""
+    """conf/sample.yaml with a tmp lake, the feature specs made absolute and 2-3 training steps."""
     text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
     text = text.replace("root: ./lake", f"root: {lake}")
     text = text.replace("feature_spec: features/posts.yaml",
@@ -46,7 +46,8 @@ def _tiny_config(lake: Path) -> str:
                         f"spec: {ROOT / 'conf' / 'features' / 'images.yaml'}")
     text = text.replace("shards: {train: 4, eval: 1}", "shards: {train: 2, eval: 1}")
     text = text.replace("steps: 40", "steps: 3").replace("warmup_steps: 5", "warmup_steps: 1")
-    assert "steps: 3" in text and str(lake) in text  # the template still has these keys
+    text = text.replace("steps: 20", "steps: 2")  # the Medusa-1 heads on top of lm
+    assert "steps: 3" in text and "steps: 2" in text and str(lake) in text  # keys still there
     return text
 
 
@@ -140,11 +141,15 @@ def test_task_graph(dag):
         "validate_clean_images": {"encode_images", "report"},
         "encode_images": {"report"},
         "encode": {"validate_dataset"},
-        "validate_dataset": {"train_lm", "report"},
-        "train_lm": {"report"},
+        "validate_dataset": {"train_lm", "train_medusa", "report"},
+        "train_lm": {"train_medusa", "report"},  # medusa's init_from: lm
+        "train_medusa": {"report"},
         "report": set(),
     }
     assert dag.task_dict["report"].trigger_rule == "none_failed"
+    # Medusa-1 also runs when train_lm is skipped (params.models): then on lm's latest run.
+    assert dag.task_dict["train_medusa"].trigger_rule == "none_failed"
+    assert dag.task_dict["train_lm"].trigger_rule == "all_success"
 
 
 def test_operators_call_the_cli_entry_points(dag):
@@ -176,7 +181,7 @@ def test_params(dag, airflow_env):
     params = dag.params.dump()
     assert params == {"config": airflow_env.config, "lake": None, "spark_profile": "local",
                       "beam_runner": "DirectRunner", "device": "auto", "nproc_per_node": 1,
-                      "models": ["lm"]}
+                      "models": ["lm", "medusa"]}
     assert all(dag.params.get_param(name).description for name in params)
 
 
@@ -233,6 +238,9 @@ def test_dag_runs_end_to_end(daily_run, airflow_env):
     summary = json.loads((reports / "summary.json").read_text(encoding="utf-8"))
     stages = {s["stage"]: s for s in summary["stages"]}
     assert stages["train lm"]["details"]["steps"] == 3
+    medusa = stages["train medusa"]["details"]  # Medusa-1 on this run's lm checkpoint
+    assert medusa["steps"] == 2 and medusa["freeze_backbone"] is True
+    assert medusa["init_from"].endswith(f"/models/lm/{run_id}/ckpt.pt")
     assert stages["encode"]["rows_out"] == stages["clean_posts"]["rows_out"] > 0
     assert summary["dt"] == DT1 and all(g["success"] for g in summary["gates"])
 
@@ -265,7 +273,8 @@ def test_bad_topic_stops_the_dag_at_the_clean_posts_gate(daily_run, dag, airflow
     run, states = _run(dag, airflow_env, BAD_DT, mark_success_pattern="ingest|explode_clean|images|validate_clean_images|encode_images")
     assert run.state == "failed"
     assert states["validate_clean_posts"] == "failed"
-    assert {states[t] for t in ("encode", "validate_dataset", "train_lm", "report")} == {
+    assert {states[t] for t in ("encode", "validate_dataset", "train_lm", "train_medusa",
+                                "report")} == {
         "upstream_failed"}
     # The reason the task failed with: the expectation, the column and the bad value.
     with pytest.raises(tasks.GateFailed) as failed:

@@ -45,6 +45,50 @@ def test_unknown_model_is_a_config_error(tmp_path, capsys):
     assert "models.gpt5: no such model" in capsys.readouterr().err.replace("\n", "")
 
 
+MEDUSA1_CONFIG = """
+lake: {{root: "{lake}"}}
+feature_spec: "{spec}"
+models:
+  medusa:                      # listed first: init_from, not file order, decides what comes first
+    model: {{medusa_heads: 2}}
+    train: {{init_from: lm, freeze_backbone: true, steps: 2, batch_size: 4, warmup_steps: 1}}
+  lm:
+    train: {{steps: 3, batch_size: 4, warmup_steps: 1}}
+"""
+
+
+def test_medusa1_model_starts_from_the_latest_run_of_the_model_it_names(tmp_path, capsys):
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from records.example_codec import encode_example
+    from records.spec import VarLenFeature
+    from records.writer import DatasetWriter
+
+    lake = tmp_path / "lake"
+    config = tmp_path / "medusa1.yaml"
+    config.write_text(MEDUSA1_CONFIG.format(lake=lake, spec=ROOT / "conf/features/posts.yaml"))
+    # The posts dataset without Spark and Beam: byte-token documents (ids 3.. as the spec's).
+    with DatasetWriter(uri=(lake / "records/posts/v=1").as_uri(), dataset="posts", version="1",
+                       feature_spec={"input_ids": VarLenFeature("int64")}) as writer:
+        for i in range(40):
+            doc = [3 + (i + j) % 200 for j in range(20 + i % 30)]
+            writer.write("train", encode_example({"input_ids": doc}))
+    common = ["--config", str(config), "--device", "cpu"]
+
+    assert main(["train", "medusa", *common]) == 1  # its lm has not been trained yet
+    assert "model 'lm' has no run yet" in capsys.readouterr().err.replace("\n", "")
+    assert main(["train", "lm", *common]) == 0
+    assert main(["train", "medusa", *common]) == 0
+    assert "medusa started from file://" in capsys.readouterr().err.replace("\n", "")
+    [lm_ckpt] = (lake / "models/lm").glob("run-*/ckpt.pt")
+    [medusa_ckpt] = (lake / "models/medusa").glob("run-*/ckpt.pt")
+    lm, medusa = load_checkpoint(str(lm_ckpt)), load_checkpoint(str(medusa_ckpt))
+    assert medusa["train_config"]["init_from"] == lm_ckpt.as_uri()  # the resolved checkpoint
+    assert medusa["train_config"]["freeze_backbone"] is True
+    assert all(torch.equal(medusa["model"][k], v) for k, v in lm["model"].items())
+
+
 def test_every_subcommand_has_help():
     for command in ("sample", "ingest", "clean", "encode", "train", "report", "run"):
         out = subprocess.run([sys.executable, "-m", "shardforge.cli", command, "--help"],

@@ -1,10 +1,16 @@
-"""Helpers shared by the MTP and Medusa tests (a module, not conftest, so imports are plain)."""
+"""Helpers shared by the LM tests (a module, not conftest, so imports are plain and the GPU
+host's ``--noconftest`` runs can use them too)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from models.lm import DecoderLM, LMConfig
+from records.example_codec import encode_example
+from records.spec import FixedLenFeature, VarLenFeature
+from records.writer import DatasetWriter
 
 V = 53  # a small vocabulary that is not a power of two
 
@@ -34,3 +40,35 @@ def train_on_periodic_batch(model: DecoderLM, steps: int = 30) -> tuple[dict, di
         loss.backward()
         opt.step()
     return first, model.loss_parts()
+
+
+RECORDS_SPEC = {
+    "input_ids": VarLenFeature("int64"),
+    "topic": FixedLenFeature((1,), "int64"),
+    "length": FixedLenFeature((1,), "int64"),
+}
+
+
+def toy_dataset(tmp_path: Path, docs: list[list[int]]) -> str:
+    """Writes ``docs`` as a records/ dataset under ``tmp_path`` (16 records a shard); its URI."""
+    uri = (tmp_path / "records" / "toy" / "v=1").as_uri()
+    with DatasetWriter(
+        uri=uri, dataset="toy", version="1", feature_spec=RECORDS_SPEC, max_records_per_shard=16
+    ) as writer:
+        for i, doc in enumerate(docs):
+            writer.write(
+                "train", encode_example({"input_ids": doc, "topic": [i % 3], "length": [len(doc)]})
+            )
+    return uri
+
+
+def counting(n_docs: int, vocab_size: int) -> list[list[int]]:
+    """Documents that count upwards (mod vocab, skipping eos 0): next token = this + 1.
+
+    Like conftest's ``toy_docs`` fixture, which ``--noconftest`` runs cannot use.
+    """
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.randint(1, vocab_size, (n_docs,), generator=gen).tolist()
+    lengths = torch.randint(4, 40, (n_docs,), generator=gen).tolist()
+    return [[1 + (s + i - 1) % (vocab_size - 1) for i in range(n)]
+            for s, n in zip(starts, lengths, strict=True)]

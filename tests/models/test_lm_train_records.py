@@ -7,33 +7,14 @@ import json
 
 import pytest
 import torch
+from lm_testlib import counting as _counting
+from lm_testlib import toy_dataset
 
 from models.checkpoint import load_checkpoint
 from models.lm import LMConfig
 from models.train import TrainConfig, train_lm
-from records.example_codec import encode_example
-from records.spec import FixedLenFeature, VarLenFeature
-from records.writer import DatasetWriter
 
 V = 64
-SPEC = {
-    "input_ids": VarLenFeature("int64"),
-    "topic": FixedLenFeature((1,), "int64"),
-    "length": FixedLenFeature((1,), "int64"),
-}
-
-
-def toy_dataset(tmp_path, docs: list[list[int]]) -> str:
-    """Writes ``docs`` as a records/ dataset (16 records a shard) and returns its URI."""
-    uri = (tmp_path / "records" / "toy" / "v=1").as_uri()
-    with DatasetWriter(
-        uri=uri, dataset="toy", version="1", feature_spec=SPEC, max_records_per_shard=16
-    ) as writer:
-        for i, doc in enumerate(docs):
-            writer.write(
-                "train", encode_example({"input_ids": doc, "topic": [i % 3], "length": [len(doc)]})
-            )
-    return uri
 
 
 @pytest.fixture
@@ -153,11 +134,7 @@ def test_resume_refuses_another_data_stream_or_model(
 
 
 def counting(n_docs: int) -> list[list[int]]:
-    """Like the toy_docs fixture (which the GPU host's --noconftest runs cannot use)."""
-    gen = torch.Generator().manual_seed(0)
-    starts = torch.randint(1, V, (n_docs,), generator=gen).tolist()
-    lengths = torch.randint(4, 40, (n_docs,), generator=gen).tolist()
-    return [[1 + (s + i - 1) % (V - 1) for i in range(n)] for s, n in zip(starts, lengths, strict=True)]
+    return _counting(n_docs, V)
 
 
 @pytest.mark.cuda

@@ -35,6 +35,13 @@ def test_lake_override_replaces_root_only(tmp_path):
         ("lake: [1, 2]\n", "lake"),
         ("- just a list\n", "expected a mapping"),
         ("spark: {master: [unclosed\n", "not valid YAML"),
+        ("models:\n  a: {train: {init_from: a}}\n", "models: Value error, a.train.init_from: a cycle a -> a"),
+        ("models:\n  a: {train: {init_from: b}}\n  b: {train: {init_from: a}}\n",
+         "a cycle a -> b -> a"),
+        ("models:\n  vq: {kind: vqvae}\n  m: {train: {init_from: vq}}\n",
+         "m.train.init_from: 'vq' is a vqvae model"),
+        ("models:\n  vq: {kind: vqvae, train: {init_from: m}}\n  m: {}\n",
+         "vq.train.init_from: 'vq' is a vqvae model"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path, yaml_text, expected):
@@ -58,3 +65,36 @@ def test_unquoted_yaml_dates_are_partitions(tmp_path):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_models_train_after_the_model_their_init_from_names(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("models:\n  heads: {train: {init_from: lm}}\n  other: {}\n"
+                    "  lm: {}\n  warm: {train: {init_from: /ckpts/run-1}}\n")
+    cfg = load_config(conf)
+    assert cfg.train_order() == ["lm", "heads", "other", "warm"]
+    assert [cfg.init_from_model(m) for m in cfg.models] == ["lm", None, None, None]
+    assert load_config().train_order() == ["lm", "medusa"]  # the sample's Medusa-1 entry
+
+
+def test_init_from_a_model_means_its_run_of_this_run_id_else_its_latest(tmp_path):
+    from shardforge.lake import Lake
+    from shardforge.stages import init_from_checkpoint
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("models:\n  lm: {}\n  heads: {train: {init_from: lm}}\n"
+                    "  warm: {train: {init_from: /ckpts/run-1}}\n")
+    cfg, lake = load_config(conf), Lake(str(tmp_path / "lake"))
+    with pytest.raises(FileNotFoundError, match="model 'lm' has no run yet"):
+        init_from_checkpoint(cfg, lake, "heads", run_id="run-b")
+    for run in ("run-a", "run-b", "run-c"):
+        path = lake.local_path(lake.model_run("lm", run)) / "ckpt.pt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    assert init_from_checkpoint(cfg, lake, "heads", run_id="run-b").endswith("/lm/run-b/ckpt.pt")
+    assert init_from_checkpoint(cfg, lake, "heads", run_id="run-x").endswith("/lm/run-c/ckpt.pt")
+    assert init_from_checkpoint(cfg, lake, "warm", run_id="run-x") == "/ckpts/run-1"  # as written
+    assert init_from_checkpoint(cfg, lake, "lm", run_id="run-x") is None
+    (lake.local_path(lake.model_run("lm", "run-d"))).mkdir()  # a run that died before saving
+    with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+        init_from_checkpoint(cfg, lake, "heads", run_id="run-x")
