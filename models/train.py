@@ -38,13 +38,11 @@ import dataclasses
 import json
 import logging
 import posixpath
-import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.attention import sdpa_backend
@@ -58,6 +56,13 @@ from models.data import DocumentPacker, Prefetcher, TokenBatchSource, loop_epoch
 from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
 from models.lm import DecoderLM, LMConfig
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, metrics_record
+from models.train_common import (
+    make_optimizer,
+    matmul_precision,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from models.train_config import DTYPES, RESUME_FIELDS, TrainConfig, TrainResult, cosine_lr
 from models.warm_start import check_run, medusa1_train_mode, resumed_config, start_weights
 from records.uri import open_uri, resolve
@@ -65,54 +70,6 @@ from records.uri import open_uri, resolve
 __all__ = ["TrainConfig", "TrainResult", "cosine_lr", "train_lm", "train_lm_on_source"]
 
 log = logging.getLogger(__name__)
-
-def _resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("TrainConfig.device='cuda' but torch.cuda.is_available() is False")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-
-
-def _resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise RuntimeError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}")
-    return name
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _make_optimizer(model: DecoderLM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]  # matmul weights and the (tied) embedding
-    no_decay = [p for p in params if p.dim() < 2]  # norm gains and biases
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda"  # one kernel for all parameters
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-
-
-@contextmanager
-def _matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
-    """TF32 for the fp32 leftovers of fp16/bf16 runs; true IEEE FP32 for fp32 runs (CUDA)."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
 
 def train_lm(
     *,
@@ -151,7 +108,7 @@ def train_lm(
     from records.manifest import manifest_sha256
     from records.reader import RecordDataset  # imported late: records/ pulls in its codecs
 
-    with distributed(_resolve_device(train_config.device).type) as info:
+    with distributed(resolve_device(train_config.device).type) as info:
         source = RecordDataset(
             dataset_uri,
             split,
@@ -212,9 +169,9 @@ def train_lm_on_source(
         raise ValueError(f"{type(source).__name__} has no advance(): it cannot resume exactly")
     if cfg.num_workers and not isinstance(source, torch.utils.data.IterableDataset):
         raise ValueError("TrainConfig.num_workers > 0 needs a torch IterableDataset source")
-    with distributed(_resolve_device(cfg.device).type) as info:
-        device = _resolve_device(cfg.device, info.local_rank)
-        precision = _resolve_precision(cfg.precision, device)
+    with distributed(resolve_device(cfg.device).type) as info:
+        device = resolve_device(cfg.device, info.local_rank)
+        precision = resolve_precision(cfg.precision, device)
         ckpt = resume_checkpoint(
             resume, out_uri, model_config=model_config, train_config=cfg,
             dataset_manifest_sha256=dataset_manifest_sha256, world_size=info.world_size,
@@ -222,7 +179,7 @@ def train_lm_on_source(
         )
         if ckpt is not None:
             cfg = resumed_config(cfg, ckpt)  # its own weights win over init_from
-        with _matmul_precision(device, precision):
+        with matmul_precision(device, precision):
             return _train(source, cfg, model_config, block_size, device, precision, info, ckpt,
                           out_uri, dataset_manifest_sha256, on_step, run_info)
 
@@ -235,12 +192,12 @@ def _train(
 ) -> TrainResult:
     dtype = DTYPES[precision]
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    _seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
+    seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     raw_model = DecoderLM(model_config)
     n_trainable = start_weights(raw_model, cfg, ckpt)  # resume, else init_from; Medusa-1 freezes
     optimizer_state = ckpt["optimizer"] if ckpt is not None else None
     raw_model.to(device)
-    optimizer = _make_optimizer(raw_model, cfg, device)
+    optimizer = make_optimizer(raw_model, cfg, device)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -358,7 +315,7 @@ def _train(
             if ckpt is not None:
                 restore_rng_state(ckpt["data"][info.rank]["rng"])
             elif info.rank:
-                _seed_everything(cfg.seed + info.rank)  # distinct dropout masks per rank
+                seed_everything(cfg.seed + info.rank)  # distinct dropout masks per rank
             for step in range(start_step, cfg.steps):
                 lr = cosine_lr(step, lr=cfg.lr, min_lr=cfg.min_lr,
                                warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)

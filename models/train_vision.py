@@ -50,12 +50,12 @@ from models.checkpoint import (
 from models.data import Prefetcher, loop_epochs
 from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, images_record
-from models.train import (  # the LM trainer's helpers: one device/precision/optimizer policy
-    _make_optimizer,
-    _matmul_precision,
-    _resolve_device,
-    _resolve_precision,
-    _seed_everything,
+from models.train_common import (
+    make_optimizer,
+    matmul_precision,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
 )
 from models.train_config import DTYPES, cosine_lr
 from models.vision_config import VISION_RESUME_FIELDS, VisionTrainConfig, VisionTrainResult
@@ -104,7 +104,7 @@ def train_vision(
 
     task = get_task(kind)
     cfg = train_config
-    with distributed(_resolve_device(cfg.device).type) as info:
+    with distributed(resolve_device(cfg.device).type) as info:
         spec = image_spec(labels=task.labels)
         common = dict(feature_spec=spec, rank=info.rank, world_size=info.world_size,
                       bytes_as="uint8")
@@ -147,9 +147,9 @@ def train_vision_on_source(
         raise ValueError(f"{type(source).__name__} has no advance(): it cannot resume exactly")
     if cfg.num_workers and not isinstance(source, torch.utils.data.IterableDataset):
         raise ValueError("VisionTrainConfig.num_workers > 0 needs a torch IterableDataset source")
-    with distributed(_resolve_device(cfg.device).type) as info:
-        device = _resolve_device(cfg.device, info.local_rank)
-        precision = _resolve_precision(cfg.precision, device)
+    with distributed(resolve_device(cfg.device).type) as info:
+        device = resolve_device(cfg.device, info.local_rank)
+        precision = resolve_precision(cfg.precision, device)
         ckpt = resume_checkpoint(
             resume, out_uri, model_config=model_config, train_config=cfg,
             dataset_manifest_sha256=dataset_manifest_sha256, world_size=info.world_size,
@@ -158,7 +158,7 @@ def train_vision_on_source(
         if ckpt is not None and ckpt["extra"].get("kind") != task.name:
             raise ValueError(f"cannot resume: the checkpoint holds a {ckpt['extra'].get('kind')!r}"
                              f" model, not {task.name!r}")
-        with _matmul_precision(device, precision), _cudnn_tf32(device, precision):
+        with matmul_precision(device, precision), _cudnn_tf32(device, precision):
             return _train(task, source, eval_source, cfg, model_config, device, precision, info,
                           ckpt, out_uri, dataset_manifest_sha256, on_step, run_info)
 
@@ -207,12 +207,12 @@ def _train(task: VisionTask, source: Any, eval_source: Iterable[dict] | None,
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     image_size = cfg.image_size or task.image_size(model_config)
     mean, std = task.normalization(model_config)
-    _seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
+    seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     raw_model = task.build(model_config)
     if ckpt is not None:
         raw_model.load_state_dict(ckpt["model"])
     raw_model.to(device, memory_format=memory_format)
-    optimizer = _make_optimizer(raw_model, cfg, device)
+    optimizer = make_optimizer(raw_model, cfg, device)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -311,7 +311,7 @@ def _train(task: VisionTask, source: Any, eval_source: Iterable[dict] | None,
         if ckpt is not None:  # the RNGs last: nothing above may draw from them after this
             restore_rng_state(ckpt["data"][info.rank]["rng"])
         elif info.rank:
-            _seed_everything(cfg.seed + info.rank)  # distinct dropout / drop-path masks per rank
+            seed_everything(cfg.seed + info.rank)  # distinct dropout / drop-path masks per rank
         for step in range(start_step, cfg.steps):
             lr = cosine_lr(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
                            total_steps=cfg.steps)
