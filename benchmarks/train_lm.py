@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.lm import DecoderLM, LMConfig  # noqa: E402
+from models.runlog import throughput_after  # noqa: E402
 from models.train import TrainConfig, train_lm  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
 from records.manifest import load_manifest  # noqa: E402
@@ -110,33 +111,6 @@ def bf16_matmul_peak(device: torch.device, n: int, iters: int = 30) -> float | N
     return best
 
 
-def summarize(metrics_path: str, *, warmup: int, tokens_per_step: int) -> dict:
-    """Throughput and input wait over the steps after ``warmup``, from metrics.jsonl."""
-    with open(metrics_path) as f:
-        lines = [json.loads(line) for line in f]
-    by_step = {m["step"]: m for m in lines}
-    end = lines[-1]
-    mark = by_step[warmup]
-    timed_steps = end["step"] - warmup
-    seconds = end["elapsed_s"] - mark["elapsed_s"]
-    wait, prev = 0.0, mark["elapsed_s"]
-    for m in lines:
-        if m["step"] > warmup:
-            wait += m["input_wait"] * (m["elapsed_s"] - prev)
-            prev = m["elapsed_s"]
-    return {
-        "timed_steps": timed_steps,
-        "timed_s": seconds,
-        "tokens_per_s": timed_steps * tokens_per_step / seconds,
-        "step_ms": 1e3 * seconds / timed_steps,
-        "input_wait": wait / seconds,
-        "first_step_s": by_step[1]["elapsed_s"],
-        "warmup_s": mark["elapsed_s"],
-        "final_loss": end["loss"],
-        "skipped_steps": end["skipped_steps"],
-    }
-
-
 def run_config(name: str, args, dataset_uri: str, model_config: LMConfig,
                device: torch.device, peak: float | None) -> dict:
     precision, attention, compile_ = CONFIGS[name]
@@ -158,8 +132,8 @@ def run_config(name: str, args, dataset_uri: str, model_config: LMConfig,
                       train_config=cfg)
     wall = time.perf_counter() - t0
     tokens_per_step = args.batch_size * model_config.block_size
-    row = summarize(result.metrics_uri[len("file://"):], warmup=args.warmup,
-                    tokens_per_step=tokens_per_step)
+    row = throughput_after(result.metrics_uri, warmup=args.warmup, items_per_step=tokens_per_step,
+                           unit="tokens")
     row.update(
         precision=result.precision, attention=result.attention_backend, compile=compile_,
         wall_s=wall, mfu=(row["tokens_per_s"] * args.flops_per_token / peak) if peak else None,

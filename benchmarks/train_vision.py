@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.efficientnet import EfficientNetConfig  # noqa: E402
+from models.runlog import throughput_after  # noqa: E402
 from models.train_vision import VisionTrainConfig, train_vision  # noqa: E402
 from models.vqvae import VQVAEConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
@@ -112,28 +113,6 @@ def write_dataset(out: str, *, size: int, count: int, eval_count: int, seed: int
     return uri
 
 
-def summarize(metrics_path: str, *, warmup: int, images_per_step: int) -> dict:
-    """Throughput and input wait over the steps after ``warmup``, from metrics.jsonl."""
-    with open(metrics_path) as f:
-        lines = [json.loads(line) for line in f]
-    by_step = {m["step"]: m for m in lines}
-    end, mark = lines[-1], by_step[warmup]
-    timed_steps = end["step"] - warmup
-    seconds = end["elapsed_s"] - mark["elapsed_s"]
-    wait, prev = 0.0, mark["elapsed_s"]
-    for m in lines:
-        if m["step"] > warmup:
-            wait += m["input_wait"] * (m["elapsed_s"] - prev)
-            prev = m["elapsed_s"]
-    return {
-        "timed_steps": timed_steps, "timed_s": seconds,
-        "images_per_s": timed_steps * images_per_step / seconds,
-        "step_ms": 1e3 * seconds / timed_steps, "input_wait": wait / seconds,
-        "first_step_s": by_step[1]["elapsed_s"], "warmup_s": mark["elapsed_s"],
-        "final_loss": end["loss"], "skipped_steps": end["skipped_steps"],
-    }
-
-
 def run_config(kind: str, name: str, args, dataset_uri: str, model_config, steps: int,
                device: torch.device) -> dict:
     precision, compile_, channels_last = CONFIGS[name]
@@ -153,8 +132,8 @@ def run_config(kind: str, name: str, args, dataset_uri: str, model_config, steps
     result = train_vision(kind=kind, dataset_uri=dataset_uri, model_config=model_config,
                           out_uri=f"file://{os.path.abspath(args.out)}/runs/{kind}-{name}",
                           train_config=cfg)
-    row = summarize(result.metrics_uri[len("file://"):], warmup=args.warmup,
-                    images_per_step=args.batch_size)
+    row = throughput_after(result.metrics_uri, warmup=args.warmup, items_per_step=args.batch_size,
+                           unit="images")
     row.update(precision=result.precision, compile=cfg.compile, channels_last=cfg.channels_last,
                steps=steps, wall_s=time.perf_counter() - t0, eval=result.eval_metrics,
                max_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None)

@@ -15,7 +15,8 @@ import torch
 
 from records.uri import open_uri, resolve
 
-__all__ = ["IntervalTimer", "MetricsLog", "ProgressBar", "images_record", "metrics_record"]
+__all__ = ["IntervalTimer", "MetricsLog", "ProgressBar", "images_record", "metrics_record",
+           "throughput_after"]
 
 
 class IntervalTimer:
@@ -167,4 +168,36 @@ def images_record(
         "skipped_steps": skipped,
         "elapsed_s": timer.elapsed,
         **metrics,  # the model's own: psnr, perplexity, accuracy...
+    }
+
+
+def throughput_after(metrics_uri: str, *, warmup: int, items_per_step: int, unit: str) -> dict[str, Any]:
+    """Throughput and input wait of a finished run over its steps after ``warmup``.
+
+    Reads ``metrics.jsonl``; the run must have logged step ``warmup`` and step 1
+    (``log_every`` dividing ``warmup`` does it). Input wait is the time-weighted mean of
+    the logged intervals' ``input_wait`` shares.
+
+    Returns:
+        ``timed_steps``, ``timed_s``, ``<unit>_per_s`` (``items_per_step`` items per step),
+        ``step_ms``, ``input_wait`` (a share), ``first_step_s`` (compile included),
+        ``warmup_s``, ``final_loss`` and ``skipped_steps``.
+    """
+    with open_uri(metrics_uri, "r") as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    by_step = {m["step"]: m for m in lines}
+    end, mark = lines[-1], by_step[warmup]
+    timed_steps = end["step"] - warmup
+    seconds = end["elapsed_s"] - mark["elapsed_s"]
+    wait, prev = 0.0, mark["elapsed_s"]
+    for m in lines:
+        if m["step"] > warmup:
+            wait += m["input_wait"] * (m["elapsed_s"] - prev)
+            prev = m["elapsed_s"]
+    return {
+        "timed_steps": timed_steps, "timed_s": seconds,
+        f"{unit}_per_s": timed_steps * items_per_step / seconds,
+        "step_ms": 1e3 * seconds / timed_steps, "input_wait": wait / seconds,
+        "first_step_s": by_step[1]["elapsed_s"], "warmup_s": mark["elapsed_s"],
+        "final_loss": end["loss"], "skipped_steps": end["skipped_steps"],
     }
