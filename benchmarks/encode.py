@@ -128,7 +128,7 @@ def bench_beam(args, spec, inputs: list[str], work: Path) -> None:
 
     from pipelines.beam.encode import _beam_path, pipeline_options, run_encode
     from pipelines.beam.encode_fns import AnalyzeFn
-    from pipelines.beam.encode_shards import analysis_columns
+    from pipelines.encode.shards import analysis_columns
     from shardforge.lake import Lake
 
     options = {"direct_num_workers": args.beam_workers,

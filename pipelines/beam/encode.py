@@ -17,9 +17,9 @@ Splits and shards come from a stable hash of the key column (:mod:`features.spli
 are ordered by key inside a shard, and every worker writes under an attempt-unique name in
 a staging folder; the driver keeps the one attempt per shard Beam reports, reconciles rows
 in = rows encoded + rows quarantined, saves the artifacts and commits the version folder
-atomically (:mod:`pipelines.beam.encode_commit`). The Spark job
+atomically (:mod:`pipelines.encode.commit`). The Spark job
 (:mod:`pipelines.spark.encode`) runs the same worker code
-(:mod:`pipelines.beam.encode_shards`), so the same input gives the same bytes from both
+(:mod:`pipelines.encode.shards`), so the same input gives the same bytes from both
 engines, on any runner, worker count or input order.
 
 Runners: ``--runner`` and any ``--key=value`` flag to :func:`run` (or ``beam.runner`` and
@@ -39,8 +39,8 @@ import sys
 
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
-from pipelines.beam.encode_commit import EncodeResult, commit_encoded, count_rows, discard
-from pipelines.beam.encode_shards import ShardPlan, analysis_columns, input_columns
+from pipelines.encode.commit import EncodeResult, commit_encoded, count_rows, discard
+from pipelines.encode.shards import ShardPlan, analysis_columns, input_columns
 from records.uri import join, resolve
 from shardforge.engines import require
 
@@ -53,7 +53,7 @@ class EncodedPCollections:
     """The outputs of :func:`build_encode`.
 
     Attributes:
-        results: JSON lines, one per file written (``encode_shards.RESULT_FIELDS``).
+        results: JSON lines, one per file written (``pipelines.encode.shards.RESULT_FIELDS``).
         artifacts: a singleton PCollection holding the :class:`~features.artifacts.Artifacts`.
     """
 

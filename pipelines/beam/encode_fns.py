@@ -2,7 +2,7 @@
 
 Imported by :mod:`pipelines.beam.encode` once Beam is known to be installed. Each is a thin
 adapter: the feature logic is :class:`features.analyzers.SpecAnalyzer` and the shard logic
-:mod:`pipelines.beam.encode_shards`, the same code the Spark job runs.
+:mod:`pipelines.encode.shards`, the same code the Spark job runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow as pa
 from features.analyzers import SpecAnalyzer
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
-from pipelines.beam.encode_shards import (
+from pipelines.encode.shards import (
     QUARANTINE,
     ShardPlan,
     route,
@@ -67,7 +67,7 @@ class AnalyzeFn(beam.CombineFn):
 
 
 class EncodeBatchesFn(beam.DoFn):
-    """Route each input table's batches (:func:`encode_shards.route`).
+    """Route each input table's batches (:func:`pipelines.encode.shards.route`).
 
     Main output: ``(gid, payload batch)``, one element per shard a batch touches (not one
     per row: the shuffle moves Arrow batches). Tagged ``quarantine``: quarantined batches.

@@ -1,6 +1,6 @@
 """Spark job: clean rows (Parquet) → analyze (train) → feature transform → TFRecord shards.
 
-The same worker code as the Beam pipeline (:mod:`pipelines.beam.encode_shards`), moved by
+The same worker code as the Beam pipeline (:mod:`pipelines.encode.shards`), moved by
 Spark, so the same spec on the same input gives the same bytes from both engines:
 
 1. **Analyze** (:func:`analyze`): ``mapInArrow`` runs
@@ -13,7 +13,7 @@ Spark, so the same spec on the same input gives the same bytes from both engines
    ``repartition(gid)`` + ``sortWithinPartitions(gid, key, payload)`` and a second
    ``mapInArrow`` writes each gid's run of rows as one shard file (gid -1: the quarantine
    part), streaming, and yields one result row per file.
-3. **Commit** (driver, :func:`pipelines.beam.encode_commit.commit_encoded`).
+3. **Commit** (driver, :func:`pipelines.encode.commit.commit_encoded`).
 
 Task-atomic output: a write task names every file it writes with a fresh attempt id
 (``split=train/shard-00003-<attempt>.tfrecord``), so a retried, failed or speculative
@@ -36,8 +36,8 @@ import pyarrow as pa
 from features.analyzers import SpecAnalyzer
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
-from pipelines.beam.encode_commit import EncodeResult, commit_encoded, count_rows, discard
-from pipelines.beam.encode_shards import (
+from pipelines.encode.commit import EncodeResult, commit_encoded, count_rows, discard
+from pipelines.encode.shards import (
     PAYLOAD_SCHEMA,
     QUARANTINE,
     RESULT_FIELDS,

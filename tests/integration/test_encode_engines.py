@@ -233,4 +233,4 @@ def test_submit_builds_the_encode_jobs_with_features_and_records_shipped(tmp_pat
         assert command[-6:-4] == [str(ENTRY_SCRIPT), job]
     names = zipfile.ZipFile(build_pyfiles_zip(tmp_path / "sf.zip")).namelist()
     assert {"features/transform.py", "records/writer.py", "pipelines/spark/encode.py",
-            "pipelines/beam/encode_shards.py"} <= set(names)
+            "pipelines/encode/shards.py"} <= set(names)

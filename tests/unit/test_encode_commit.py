@@ -16,8 +16,8 @@ import pytest
 from features.artifacts import static_artifacts
 from features.spec import load_spec
 from features.split import assign
-from pipelines.beam.encode_commit import commit_encoded, discard
-from pipelines.beam.encode_shards import (
+from pipelines.encode.commit import commit_encoded, discard
+from pipelines.encode.shards import (
     ShardPlan,
     route,
     split_by_gid,

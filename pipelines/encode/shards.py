@@ -16,7 +16,7 @@ the same bytes. Three steps:
    under an *attempt-unique* name in the staging folder and returns a result row
    (:data:`RESULT_FIELDS`). A retried or speculative attempt writes a second file under
    another name; the driver keeps the one attempt per shard the engine reported back
-   (:mod:`pipelines.beam.encode_commit`), so retries can neither duplicate nor lose rows.
+   (:mod:`pipelines.encode.commit`), so retries can neither duplicate nor lose rows.
 """
 
 from __future__ import annotations

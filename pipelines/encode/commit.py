@@ -1,6 +1,6 @@
 """The driver half of encode, shared by the Beam pipeline and the Spark job: check, then commit.
 
-Engine-neutral (no Beam, no Spark). After the engine ran :mod:`pipelines.beam.encode_shards`
+Engine-neutral (no Beam, no Spark). After the engine ran :mod:`pipelines.encode.shards`
 on its workers, the driver holds one result per file the *successful* attempts wrote (Beam's
 exactly-once output, Spark's collected task results). :func:`commit_encoded` then:
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from features.artifacts import Artifacts, save_artifacts
 from features.spec import FeatureSpec
-from pipelines.beam.encode_shards import QUARANTINE_DIR, ShardPlan
+from pipelines.encode.shards import QUARANTINE_DIR, ShardPlan
 from pipelines.spark.reconcile import ReconciliationError
 from records.manifest import Manifest, ShardInfo, write_manifest
 from records.uri import join, resolve, to_uri
@@ -148,7 +148,7 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
         lake: a :class:`shardforge.lake.Lake` (artifacts and the final folder live there).
         staging_uri: where the workers wrote (:func:`records.writer.staging_uri_for`).
         plan: the splits and shards the workers used.
-        results: one dict per file of the chosen attempts (``encode_shards.RESULT_FIELDS``).
+        results: one dict per file of the chosen attempts (``pipelines.encode.shards.RESULT_FIELDS``).
         rows_in: input rows, counted on the driver.
 
     Raises:
