@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.spark.clean import write_cleaned
-from pipelines.spark.dedup import deduplicate
+from pipelines.spark.clean import split_cleaned, write_cleaned
 from pipelines.spark.ingest import drop_partitions, ensure_tables
-from pipelines.spark.normalize import normalize, quarantine_rows
+from pipelines.spark.normalize import normalize
 from pipelines.spark.reconcile import JobCounts
 from pipelines.spark.sql_files import run_sql_file
 from shardforge.config import CleanConfig
@@ -76,15 +75,12 @@ def build_clean_paragraphs(paragraphs, clean: CleanConfig):
     """
     from pyspark.sql import functions as F
 
-    staged = normalize(paragraphs, clean).cache()  # read by all three outputs
     where = F.concat(
         F.lit("section "), F.coalesce(F.col("section_pos").cast("string"), F.lit("-")),
         F.lit(" paragraph "), F.coalesce(F.col("para_pos").cast("string"), F.lit("-")))
-    quarantine = quarantine_rows(staged, stage="clean_paragraphs", source=F.col("article_id"),
-                                 locator=where)
-    good = staged.where(F.col("reason").isNull()).drop("reason")
-    kept, duplicates = deduplicate(good, clean, order=["article_id", "section_pos", "para_pos"])
-    return kept.select(*CLEAN_PARAGRAPHS_COLUMNS), quarantine, duplicates
+    return split_cleaned(normalize(paragraphs, clean), clean, order=["article_id", "section_pos", "para_pos"],
+                         columns=CLEAN_PARAGRAPHS_COLUMNS, stage="clean_paragraphs",
+                         source=F.col("article_id"), locator=where)
 
 
 def run_clean_paragraphs(spark, *, db: str, dt: str, clean: CleanConfig) -> JobCounts:

@@ -3,13 +3,14 @@
 ``run_explode`` runs ``sql/explode_posts.sql`` (``LATERAL VIEW posexplode``).
 ``build_clean_posts`` normalizes each post with :func:`pipelines.spark.normalize.normalize`
 (NFKC, placeholders, whitespace, truncation flag, language, length bounds, topic, doc_id)
-and drops duplicates with :func:`pipelines.spark.dedup.deduplicate` (exact, truncation,
-near), keeping the first copy by (feed_id, pos).
+and marks duplicates with :func:`pipelines.spark.dedup.mark_duplicates` (exact, truncation,
+near), keeping the first copy by (feed_id, pos); :func:`split_cleaned` splits the one marked
+DataFrame into kept rows, quarantine and duplicates.
 """
 
 from __future__ import annotations
 
-from pipelines.spark.dedup import KINDS, deduplicate
+from pipelines.spark.dedup import KINDS, mark_duplicates
 from pipelines.spark.ingest import drop_partitions, ensure_tables
 from pipelines.spark.normalize import TRUNCATION_MARKER, normalize, quarantine_rows
 from pipelines.spark.reconcile import JobCounts
@@ -22,6 +23,7 @@ __all__ = [
     "count_by_kind",
     "run_clean",
     "run_explode",
+    "split_cleaned",
     "write_cleaned",
 ]
 
@@ -37,14 +39,35 @@ def build_clean_posts(posts, clean: CleanConfig):
     """
     from pyspark.sql import functions as F
 
-    # Cached: the quarantine, the kept rows and the duplicates all read it (NFKC runs once).
-    staged = normalize(posts, clean).cache()
-    quarantine = quarantine_rows(
-        staged, stage="clean_posts", source=F.col("feed_id"),
+    return split_cleaned(
+        normalize(posts, clean), clean, order=["feed_id", "pos"], columns=CLEAN_POSTS_COLUMNS,
+        stage="clean_posts", source=F.col("feed_id"),
         locator=F.concat(F.lit("pos "), F.col("pos").cast("string")))
-    good = staged.where(F.col("reason").isNull()).drop("reason")
-    kept, duplicates = deduplicate(good, clean, order=["feed_id", "pos"])
-    return kept.select(*CLEAN_POSTS_COLUMNS), quarantine, duplicates
+
+
+def split_cleaned(staged, clean: CleanConfig, *, order: list[str], columns, stage: str, source, locator):
+    """Deduplicate a :func:`~pipelines.spark.normalize.normalize` output and split it three ways.
+
+    Args:
+        staged: normalized rows, the quarantined ones (non-null ``reason``) included: one
+            pass (:func:`pipelines.spark.dedup.mark_duplicates`) decides every row.
+        clean: the dedup settings.
+        order: columns that decide which of several exact copies is kept (first wins).
+        columns: the kept rows' columns, in their table's order.
+        stage, source, locator: the quarantine rows' stage and where a row came from.
+
+    Returns:
+        ``(kept, quarantine, duplicates)``; ``duplicates`` has the columns of the good rows
+        plus ``kind``.
+    """
+    from pyspark.sql import functions as F
+
+    marked = mark_duplicates(staged, clean, order=order)
+    good = F.col("reason").isNull()
+    quarantine = quarantine_rows(marked, stage=stage, source=source, locator=locator)
+    kept = marked.where(good & F.col("kind").isNull()).select(*columns)
+    duplicates = marked.where(good & F.col("kind").isNotNull()).drop("reason")
+    return kept, quarantine, duplicates
 
 
 def count_by_kind(duplicates) -> dict[str, int]:
@@ -69,12 +92,11 @@ def run_explode(spark, *, db: str, dt: str) -> int:
 def write_cleaned(spark, *, db: str, dt: str, table: str, kept, quarantine, duplicates,
                   rows_in: int) -> JobCounts:
     """Replace ``table``'s and its quarantine's dt partitions; return the checked counts."""
-    kept = kept.cache()
-    quarantine = quarantine.cache()
     drop_partitions(spark, f"{db}.{table}", dt)
     drop_partitions(spark, f"{db}.quarantine", dt, stage=table)
-    # Sorted by doc_id so a re-run writes the same rows in the same order.
-    kept.orderBy("doc_id").write.insertInto(f"{db}.{table}", overwrite=True)
+    # No global sort: mark_duplicates partitions by text and sorts each partition by
+    # doc_id, so a re-run writes the same rows in the same order.
+    kept.write.insertInto(f"{db}.{table}", overwrite=True)
     quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
     by_kind = count_by_kind(duplicates)
     counts = JobCounts(

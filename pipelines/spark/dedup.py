@@ -1,21 +1,26 @@
-"""Three kinds of duplicates, each found with joins on keys (no row-at-a-time UDF, no cross join).
+"""Three kinds of duplicates: two decided in one shuffle, the third by banded MinHash.
 
 1. **exact**: the same ``doc_id`` (hash of the normalized text). The complete version
    wins over a truncated one, then the first by the caller's order.
 2. **truncation**: a truncated excerpt whose text (marker removed) is a strict prefix of
    a longer text is a copy of it, cut shorter in another crawl; the longest version is
-   kept. Candidates are joined on their first ``prefix_key_chars`` characters, then
-   checked with ``startswith``: a group holds only texts with the same opening, never
-   all pairs. Excerpts shorter than the key are too short to claim identity and stay.
+   kept. Excerpts shorter than ``prefix_key_chars`` are too short to claim identity and stay.
 3. **near**: Jaccard similarity of character ``shingle_chars``-grams at or above
-   ``near_dup_threshold``. :mod:`pipelines.spark.minhash` hashes the shingle sets and
-   computes ``minhash_bands`` band keys of ``minhash_rows`` MinHashes each, vectorized
-   over Arrow batches in ``mapInArrow``. Two texts are candidates only if a whole band
+   ``near_dup_threshold``. :mod:`pipelines.spark.minhash` computes ``minhash_bands`` band
+   keys of ``minhash_rows`` MinHashes each. Two texts are candidates only if a whole band
    matches (Spark ML's ``MinHashLSH`` join matches on any single hash, which on templated
-   crawls makes most pairs candidates, and its per-row vector UDFs were the slowest part
-   of the job). Every candidate pair is then checked with the exact Jaccard of its
-   shingle sets, so the threshold is exact and only recall is probabilistic. Of a pair,
-   the longer text wins (then the smaller doc_id).
+   crawls makes most pairs candidates). Every candidate pair is then checked with the
+   exact Jaccard of its shingle sets, so the threshold is exact and only recall is
+   probabilistic. Of a pair, the longer text wins (then the smaller doc_id).
+
+How: the rows are repartitioned once by their first ``prefix_key_chars`` characters
+(exact copies share it, and so does an excerpt of at least that length with the text it
+was cut from); :func:`pipelines.spark.dedup_batches.mark_partition` decides exact and
+truncation duplicates per partition in ``mapInArrow`` and the same pass computes the band
+keys of the rows it keeps. Only the candidate pairs' texts travel through the joins of
+the near check (shingle sets are recomputed per pair batch: a text is ~7x smaller than
+its set of 64-bit hashes). A 64-bit doc_id collision between texts with different
+openings would now keep both (odds ~n²/2⁶⁵).
 
 Two different posts that share a long opening and then diverge are neither: the
 shorter is not a truncated excerpt of the other, and their shingle sets differ.
@@ -23,102 +28,157 @@ shorter is not a truncated excerpt of the other, and their shingle sets differ.
 
 from __future__ import annotations
 
+from functools import partial
+
 from shardforge.config import CleanConfig
 
-__all__ = ["KINDS", "deduplicate", "exact_duplicates", "near_duplicates", "truncation_duplicates"]
+__all__ = ["KINDS", "deduplicate", "mark_duplicates", "near_duplicates"]
 
 KINDS = ("exact", "truncation", "near")
+_OUT_BATCH_ROWS = 10_000  # rows per Arrow batch handed back to the JVM (Spark's default size)
 
 
-def exact_duplicates(df, *, order: list[str]):
-    """Split ``df`` (doc_id, text, truncated, …) into ``(kept, dropped)`` by doc_id."""
-    from pyspark.sql import Window
+def _mark_batches(batches, *, clean: CleanConfig, order: list[str]):
+    """``mapInArrow`` body: one whole partition in, its rows with ``kind`` and ``_bands`` out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.spark.dedup_batches import mark_partition
+    from pipelines.spark.minhash import band_keys
+
+    batches = list(batches)  # the decision needs every row of the prefix-key partition
+    if not batches:
+        return
+    marked = mark_partition(pa.Table.from_batches(batches), key_chars=clean.prefix_key_chars, order=order)
+    for batch in marked.to_batches(max_chunksize=_OUT_BATCH_ROWS):
+        kept = batch.column("kind").is_null()
+        if "reason" in batch.schema.names:
+            kept = pc.and_(kept, batch.column("reason").is_null())
+        # Only kept rows are signed: the others get "" (no shingles, so null band keys).
+        texts = pc.if_else(kept, batch.column("text"), pa.scalar("", pa.string()))
+        bands = band_keys(texts, k=clean.shingle_chars, bands=clean.minhash_bands, rows=clean.minhash_rows)
+        yield pa.RecordBatch.from_arrays([*batch.columns, bands], names=[*batch.schema.names, "_bands"])
+
+
+def _mark_exact_and_truncation(df, clean: CleanConfig, *, order: list[str]):
+    """``df`` plus ``kind`` (exact / truncation / null) and ``_bands`` (MinHash band keys of
+    the rows still kept, else null): one shuffle by prefix key, one ``mapInArrow``."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, LongType, StringType, StructField, StructType
+
+    # A new StructType: StructType.add would change df.schema in place.
+    schema = StructType([*df.schema.fields, StructField("kind", StringType()),
+                         StructField("_bands", ArrayType(LongType()))])
+    # Texts shorter than the key are keyed by themselves; no-text rows all share the null key.
+    keyed = df.repartition(F.substring("text", 1, clean.prefix_key_chars))
+    return keyed.mapInArrow(partial(_mark_batches, clean=clean.model_copy(), order=list(order)), schema)
+
+
+def _hint_if_small(cached, limit: int):
+    """``cached`` (a cached DataFrame, filled here) with a broadcast hint if it has at most ``limit`` rows."""
     from pyspark.sql import functions as F
 
-    first = Window.partitionBy("doc_id").orderBy(F.col("truncated").asc(), *order)
-    # Cached: the kept rows, the dropped rows and their count all read the one ranking.
-    ranked = df.withColumn("_rank", F.row_number().over(first)).cache()
-    return (ranked.where(F.col("_rank") == 1).drop("_rank"),
-            ranked.where(F.col("_rank") > 1).drop("_rank"))
+    return F.broadcast(cached) if cached.count() <= limit else cached
 
 
-def truncation_duplicates(df, *, key_chars: int):
-    """Split ``df`` (unique doc_id, text, truncated, length, …) into ``(kept, dropped)``."""
+def _group_batches(batches, *, clean: CleanConfig):
+    """``mapInArrow`` body: whole band groups in, the doc_ids that lose a similar pair out."""
+    import pyarrow as pa
+
+    from pipelines.spark.minhash import group_losers
+
+    batches = list(batches)  # a group's pairs need all of its rows
+    if batches:
+        losers = group_losers(pa.Table.from_batches(batches), k=clean.shingle_chars,
+                              threshold=clean.near_dup_threshold)
+        yield pa.RecordBatch.from_arrays([losers], names=["doc_id"])
+
+
+def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_000):
+    """The doc_ids that lose a near-duplicate pair, among ``signed`` (doc_id, length, text, _bands).
+
+    Rows with null ``_bands`` (no shingles) are never candidates. Most band keys belong to
+    one text only, so the steps shrink the data before texts move:
+
+    1. count the texts per band key (a hash aggregate of longs) and keep the shared keys;
+    2. join the candidates' texts (only theirs) onto their (band, doc_id) rows;
+    3. per band group, :func:`~pipelines.spark.minhash.group_losers` shingles each text
+       once and checks the exact Jaccard of every pair of the group in ``mapInArrow``.
+       Texts travel once per shared band key, not once per candidate pair (two million
+       pairs among 180k candidates in a 1M-post crawl).
+
+    Sets of at most ``broadcast_limit`` rows (shared keys, candidate ids) are broadcast,
+    so the other texts never leave their partitions.
+
+    Returns:
+        A cached DataFrame of distinct ``doc_id``, already computed.
+    """
     from pyspark.sql import functions as F
 
-    keyed = df.select("doc_id", "text", "length", "truncated",
-                      F.substring("text", 1, key_chars).alias("_key"))
-    short = keyed.where(F.col("truncated") & (F.col("length") >= key_chars)).select(
-        F.col("_key"), F.col("doc_id").alias("_short_id"), F.col("text").alias("_short"),
-        F.col("length").alias("_short_len"))
-    longer = keyed.select("_key", F.col("text").alias("_long"), F.col("length").alias("_long_len"))
-    cut = (
-        short.join(longer, "_key")
-        .where((F.col("_long_len") > F.col("_short_len")) & F.col("_long").startswith(F.col("_short")))
-        .select(F.col("_short_id").alias("doc_id"))
+    signed = signed.where(F.col("_bands").isNotNull())
+    banded = signed.select("doc_id", F.explode("_bands").alias("_band"))
+    shared = banded.groupBy("_band").count().where(F.col("count") > 1).select("_band").cache()
+    members = banded.join(_hint_if_small(shared, broadcast_limit), "_band", "left_semi")
+    ids = members.select("doc_id").distinct().cache()
+    texts = signed.join(_hint_if_small(ids, broadcast_limit), "doc_id", "left_semi").select(
+        "doc_id", F.col("length").cast("int").alias("length"), "text")
+    id_type = signed.schema["doc_id"].dataType.simpleString()
+    losers = (
+        members.join(texts, "doc_id").select("_band", "doc_id", "length", "text")
+        .repartition("_band")
+        .mapInArrow(partial(_group_batches, clean=clean.model_copy()), f"doc_id {id_type}")
         .distinct()
-        .cache()  # small; read by both outputs, so the join runs once
+        .cache()  # few rows, and counted: the join that marks them can broadcast it
     )
-    return df.join(cut, "doc_id", "left_anti"), df.join(cut, "doc_id", "left_semi")
+    losers.count()
+    for frame in (shared, ids):
+        frame.unpersist()
+    return losers
 
 
-def near_duplicates(df, clean: CleanConfig):
-    """Split ``df`` (unique doc_id, text, length, …) into ``(kept, dropped)`` by banded MinHash."""
-    from functools import partial
-
-    from pyspark.sql import functions as F
-
-    from pipelines.spark.minhash import sign_batch
-
-    n, bands, rows = clean.shingle_chars, clean.minhash_bands, clean.minhash_rows
-    sign = partial(sign_batch, k=n, bands=bands, rows=rows)
-    id_type = df.select("doc_id").schema.fields[0].dataType.simpleString()
-    schema = f"doc_id {id_type}, length int, shingles array<bigint>, bands array<bigint>"
-    # Texts shorter than one shingle have no shingles: sign_batch leaves them out.
-    signed = (
-        df.select("doc_id", F.col("length").cast("int").alias("length"), "text")
-        .mapInArrow(lambda batches: (sign(batch) for batch in batches), schema)
-        .cache()  # read by the band join and by both sides of the Jaccard check
-    )
-    banded = signed.select("doc_id", F.explode("bands").alias("_band"))
-    pairs = (
-        banded.alias("a").join(banded.alias("b"), "_band")
-        .where(F.col("a.doc_id") < F.col("b.doc_id"))
-        .select(F.col("a.doc_id").alias("a_id"), F.col("b.doc_id").alias("b_id"))
-        .distinct()
-    )
-    a = signed.select(F.col("doc_id").alias("a_id"), F.col("length").alias("a_len"), F.col("shingles").alias("a_set"))
-    b = signed.select(F.col("doc_id").alias("b_id"), F.col("length").alias("b_len"), F.col("shingles").alias("b_set"))
-    common = F.size(F.array_intersect("a_set", "b_set"))
-    jaccard = common / (F.size("a_set") + F.size("b_set") - common)
-    similar = pairs.join(a, "a_id").join(b, "b_id").where(jaccard >= F.lit(clean.near_dup_threshold))
-    # a_id < b_id, so on equal lengths the larger doc_id (b) loses.
-    loser = F.when(F.col("a_len") > F.col("b_len"), F.col("b_id")).when(
-        F.col("b_len") > F.col("a_len"), F.col("a_id")).otherwise(F.col("b_id"))
-    lost = similar.select(loser.alias("doc_id")).distinct().cache()  # small; read twice
-    return df.join(lost, "doc_id", "left_anti"), df.join(lost, "doc_id", "left_semi")
-
-
-def deduplicate(df, clean: CleanConfig, *, order: list[str]):
-    """Drop the three kinds of duplicates from cleaned rows, in order: exact, truncation, near.
+def mark_duplicates(df, clean: CleanConfig, *, order: list[str]):
+    """``df`` with a ``kind`` column: the duplicate kind of each row, null if it is kept.
 
     Args:
-        df: cleaned rows (doc_id, text, truncated, length, …) without a quarantine reason.
+        df: cleaned rows (doc_id, text, truncated, length, …). Rows with a non-null
+            ``reason`` column (if there is one) are quarantined: they pass through with
+            a null ``kind`` and are never compared.
         clean: the dedup settings (prefix key, shingles, threshold, bands).
         order: columns that decide which of several exact copies is kept (first wins).
 
     Returns:
-        ``(kept, dropped)``: ``kept`` has the columns of ``df``; ``dropped`` has them plus
-        ``kind`` (one of :data:`KINDS`). Every input row is in exactly one of them.
-        Intermediate steps are cached; ``spark.catalog.clearCache()`` frees them.
+        A DataFrame with the columns of ``df`` plus ``kind``. Within each partition the
+        rows come sorted by doc_id, and the partitioning depends only on the texts, so a
+        re-run writes the same rows in the same order. The decided rows are cached;
+        ``spark.catalog.clearCache()`` frees them.
     """
     from pyspark.sql import functions as F
 
-    # Each step reads its input several times (joins against itself): cache between steps.
-    kept, exact = exact_duplicates(df, order=order)
-    kept, truncation = truncation_duplicates(kept.cache(), key_chars=clean.prefix_key_chars)
-    kept, near = near_duplicates(kept.cache(), clean)
-    dropped = (exact.withColumn("kind", F.lit("exact"))
-               .unionByName(truncation.withColumn("kind", F.lit("truncation")))
-               .unionByName(near.withColumn("kind", F.lit("near"))))
-    return kept, dropped
+    # Cached: the near check, the kept rows, the duplicates and the quarantine all read it.
+    decided = _mark_exact_and_truncation(df, clean, order=order).cache()
+    # Filled now, before the near check: that query's stages run concurrently, and each
+    # would otherwise wait for (or recompute) the partitions it reads.
+    decided.count()
+    still_kept = decided.where(F.col("kind").isNull())
+    if "reason" in df.columns:
+        still_kept = still_kept.where(F.col("reason").isNull())
+    losers = near_duplicates(still_kept, clean).withColumn("_near", F.lit(True))
+    near = F.col("kind").isNull() & F.col("_near").isNotNull()
+    if "reason" in df.columns:
+        near = near & F.col("reason").isNull()
+    return (decided.join(losers, "doc_id", "left")
+            .withColumn("kind", F.when(near, F.lit("near")).otherwise(F.col("kind")))
+            .select(*df.columns, "kind"))
+
+
+def deduplicate(df, clean: CleanConfig, *, order: list[str]):
+    """Drop the three kinds of duplicates from cleaned rows (see :func:`mark_duplicates`).
+
+    Returns:
+        ``(kept, dropped)``: ``kept`` has the columns of ``df``; ``dropped`` has them plus
+        ``kind`` (one of :data:`KINDS`). Every input row is in exactly one of them.
+    """
+    from pyspark.sql import functions as F
+
+    marked = mark_duplicates(df, clean, order=order)
+    return marked.where(F.col("kind").isNull()).drop("kind"), marked.where(F.col("kind").isNotNull())

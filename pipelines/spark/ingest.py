@@ -28,8 +28,10 @@ __all__ = [
     "drop_partitions",
     "ensure_tables",
     "list_raw_files",
+    "parse_feeds",
     "run_ingest_feeds",
     "spark_uri",
+    "split_feeds",
 ]
 
 QUARANTINE_SCHEMA = "source string, locator string, reason string, bytes bigint, stage string, dt string"
@@ -50,20 +52,21 @@ def ensure_tables(spark, db: str) -> None:
         spark.sql(f"ALTER TABLE {db}.job_runs ADD COLUMNS (duplicates_by_kind MAP<STRING, BIGINT>)")
 
 
-def build_raw_feeds(files):
-    """Parse a ``binaryFile`` DataFrame (path, length, content, dt) of feed dumps.
+def parse_feeds(files):
+    """Parse a ``binaryFile`` DataFrame (path, length, content, dt) of feed dumps, every file once.
 
     Returns:
-        ``(raw_feeds, quarantine)`` DataFrames in the column order of their tables.
+        One row per file: the ``raw_feeds`` columns plus ``reason`` (null when the file
+        parsed, else why it goes to quarantine). :func:`split_feeds` splits it in two.
     """
     from pyspark.sql import functions as F
 
     text = F.col("content").cast("string")
-    lines = F.split(text, r"\r?\n")
+    # Split on \r?\n as a plain "\n" after removing each \r that ends a line: the same lines,
+    # without compiling a Java regex for every file (String.split's slow path).
+    lines = F.split(F.replace(text, F.lit("\r\n"), F.lit("\n")), "\n")
     # Posts are the non-blank lines after the heading.
-    body = F.filter(F.slice(lines, 4, 1_000_000), lambda line: F.trim(line) != F.lit(""))
-    last = F.element_at(body, -1)
-    has_footer = (F.size(body) > 1) & last.rlike(FOOTER_PATTERN)
+    body = F.filter(F.slice("lines", 4, 1_000_000), lambda line: F.trim(line) != F.lit(""))
     parsed = (
         files.withColumn("lines", lines)
         .withColumn("body", body)
@@ -78,8 +81,10 @@ def build_raw_feeds(files):
             .when(F.size("body") == 0, F.lit("unparseable: no posts after the heading")),
         )
     )
-    good = parsed.where(F.col("reason").isNull())
-    raw_feeds = good.select(
+    # Column references, not the expressions again: each array is built once per file.
+    last = F.element_at("body", -1)
+    has_footer = (F.size("body") > 1) & last.rlike(FOOTER_PATTERN)
+    return parsed.select(
         F.regexp_extract("path", r"([^/]+?)(\.[^./]*)?$", 1).alias("feed_id"),
         F.col("path").alias("source_path"),
         F.trim(F.element_at("lines", 1)).alias("banner"),
@@ -89,16 +94,33 @@ def build_raw_feeds(files):
         F.col("length").alias("bytes"),
         F.array().cast("array<string>").alias("ingest_errors"),
         F.col("dt"),
+        F.col("reason"),
     )
+
+
+def split_feeds(parsed):
+    """Split a :func:`parse_feeds` output into ``(raw_feeds, quarantine)``, in their tables' column order."""
+    from pyspark.sql import functions as F
+
+    raw_feeds = parsed.where(F.col("reason").isNull()).drop("reason")
     quarantine = parsed.where(F.col("reason").isNotNull()).select(
-        F.col("path").alias("source"),
+        F.col("source_path").alias("source"),
         F.lit("file").alias("locator"),
         F.col("reason"),
-        F.col("length").alias("bytes"),
+        F.col("bytes"),
         F.lit("ingest_feeds").alias("stage"),
         F.col("dt"),
     )
     return raw_feeds, quarantine
+
+
+def build_raw_feeds(files):
+    """Parse a ``binaryFile`` DataFrame (path, length, content, dt) of feed dumps.
+
+    Returns:
+        ``(raw_feeds, quarantine)`` DataFrames in the column order of their tables.
+    """
+    return split_feeds(parse_feeds(files))
 
 
 def drop_partitions(spark, table: str, dt: str, **extra: str) -> None:
@@ -160,20 +182,21 @@ def run_ingest_feeds(spark, *, db: str, lake, partitions: list[str]) -> list[Job
     counts = []
     for dt in sorted(partitions):
         listed, files, empty = list_raw_files(spark, lake, "feeds", dt, suffix=".txt", stage="ingest_feeds")
-        files = files.cache()  # both outputs read it: the small files are opened once
-        raw_feeds, quarantine = build_raw_feeds(files)
+        # Cached without the file contents: both outputs read it, so the small files are
+        # opened and parsed once.
+        parsed = parse_feeds(files).cache()
+        raw_feeds, quarantine = split_feeds(parsed)
         if empty is not None:
             quarantine = quarantine.unionByName(empty)
-        raw_feeds = raw_feeds.cache()
-        quarantine = quarantine.cache()
         for table, extra in ((f"{db}.raw_feeds", {}), (f"{db}.quarantine", {"stage": "ingest_feeds"})):
             drop_partitions(spark, table, dt, **extra)
         raw_feeds.write.insertInto(f"{db}.raw_feeds", overwrite=True)
         quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
+        # rows out: read back from the table just written (Parquet footers), not from the cache.
+        written = spark.table(f"{db}.raw_feeds").where(f"dt = '{dt}'").count()
         counts.append(
-            JobCounts("ingest_feeds", dt, rows_in=len(listed), rows_out=raw_feeds.count(),
+            JobCounts("ingest_feeds", dt, rows_in=len(listed), rows_out=written,
                       quarantined=quarantine.count()).check()
         )
-        for frame in (files, raw_feeds, quarantine):
-            frame.unpersist()
+        parsed.unpersist()
     return counts

@@ -17,6 +17,7 @@ than the rest of the job together):
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -41,6 +42,53 @@ def _topic_patterns(clean: CleanConfig) -> list[tuple[str, str]]:
             for topic, keywords in clean.topics.items() if keywords]
 
 
+@functools.cache
+def _han_table() -> np.ndarray:
+    """``table[cp]``: is code point ``cp`` in RE2's ``\\p{Han}``? (bool, 0x110000 entries).
+
+    Built once per Python worker by asking RE2 about every code point from U+0800 (Han has
+    none in 1- or 2-byte UTF-8) to U+3FFFF (Unicode assigns no Han beyond plane 3), so it
+    agrees with the regex.
+    """
+    points = np.concatenate([np.arange(0x800, 0xD800), np.arange(0xE000, 0x40000)])
+    encoded = "".join(map(chr, points.tolist())).encode("utf-8")
+    widths = np.where(points < 0x10000, 3, 4)
+    offsets = np.zeros(len(points) + 1, dtype=np.int32)
+    np.cumsum(widths, out=offsets[1:])
+    chars = pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(encoded))
+    table = np.zeros(0x110000, dtype=bool)
+    table[points] = pc.match_substring_regex(chars, r"\p{Han}").to_numpy(zero_copy_only=False)
+    return table
+
+
+def _per_row(positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """How many of the sorted byte ``positions`` fall in each row's ``[offsets[i], offsets[i + 1])``."""
+    return np.diff(np.searchsorted(positions, offsets))
+
+
+def _han_and_latin_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: characters in ``\\p{Han}`` and in ``[A-Za-z]`` (0 for null rows).
+
+    Counted on the UTF-8 bytes with numpy (Latin letters are single bytes; a Han character
+    is decoded from its 3- or 4-byte sequence): ``count_substring_regex`` costs ~20x more.
+    """
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    data = text.buffers()[2]
+    b = (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
+    b, offsets = b[offsets[0]:offsets[-1]], offsets - offsets[0]  # a sliced array starts later
+    han = np.zeros(len(offsets) - 1, dtype=np.int64)
+    for lead_min, lead_max, width in ((0xE0, 0xF0, 3), (0xF0, 0xF8, 4)):
+        at = np.flatnonzero((b >= lead_min) & (b < lead_max))
+        # Valid UTF-8 (Arrow strings are): a lead byte's continuation bytes are all there.
+        point = (b[at] & (0x0F if width == 3 else 0x07)).astype(np.int32)
+        for i in range(1, width):
+            point = (point << 6) | (b[at + i] & 0x3F)
+        han += _per_row(at[_han_table()[point]], offsets)
+    latin = np.subtract(b | 0x20, ord("a"), dtype=np.uint8) < 26  # A-Z, a-z and nothing else
+    return han, _per_row(np.flatnonzero(latin), offsets)
+
+
 def normalize_batch(batch: pa.RecordBatch, clean: CleanConfig) -> pa.RecordBatch:
     """Normalize ``batch.text`` and add the cleaned columns.
 
@@ -58,13 +106,14 @@ def normalize_batch(batch: pa.RecordBatch, clean: CleanConfig) -> pa.RecordBatch
     text = pc.utf8_normalize(batch.column("text").cast(pa.string()), "NFKC")
     if clean.placeholders:
         text = pc.replace_substring_regex(text, "|".join(re.escape(t) for t in clean.placeholders), " ")
-    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
+    # Same result as replacing every run of \s+ with " ", but a lone space (most matches of
+    # \s+) is left alone: RE2's replace costs per match, so this is ~8x faster.
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s\s+|[\t\n\f\r]", " "))
     truncated = pc.match_substring_regex(text, TRUNCATION_MARKER)
     text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, TRUNCATION_MARKER, ""))
 
-    han = pc.count_substring_regex(text, r"\p{Han}").to_numpy(zero_copy_only=False)
-    latin = pc.count_substring_regex(text, "[A-Za-z]").to_numpy(zero_copy_only=False)
-    share = np.nan_to_num(han / np.maximum(han + latin, 1), nan=0.0)
+    han, latin = _han_and_latin_counts(text)
+    share = han / np.maximum(han + latin, 1)
     lang = np.where(share >= 0.8, "zh", np.where(share <= 0.2, "en", "mixed")).astype(object)
 
     lowered = pc.utf8_lower(text)

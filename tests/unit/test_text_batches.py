@@ -7,7 +7,7 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from pipelines.spark.minhash import shingle_sets, sign_batch
+from pipelines.spark.minhash import band_keys, shingle_sets
 from pipelines.spark.normalize import normalize_batch
 from shardforge.config import CleanConfig
 
@@ -61,17 +61,16 @@ def test_shingle_sets_match_python_sets():
         assert len(a & b) == len(sa & sb)
 
 
-def test_sign_batch_bands_match_only_for_near_copies_and_drop_short_texts():
+def test_band_keys_match_only_for_near_copies_and_are_null_for_short_texts():
     base = "Spark jobs on YARN read Hive tables and write Parquet partitions every day."
     near = base.replace("every day", "every  day")
     other = "A completely different sentence about GPUs, kernels and mixed precision."
-    batch = pa.RecordBatch.from_pydict({"doc_id": ["a", "b", "c", "d"], "length": [1, 2, 3, 4],
-                                        "text": [base, near, other, "ab"]})
-    out = sign_batch(batch, k=4, bands=10, rows=12).to_pydict()
-    assert out["doc_id"] == ["a", "b", "c"]  # "ab" has no 4-shingle
-    assert out["length"] == [1, 2, 3]
-    bands = [set(b) for b in out["bands"]]
+    texts = pa.array([base, near, other, "ab"])
+    keys = band_keys(texts, k=4, bands=10, rows=12).to_pylist()
+    assert keys[3] is None  # "ab" has no 4-shingle
+    bands = [set(b) for b in keys[:3]]
+    assert all(len(b) == 10 for b in bands)
     assert bands[0] & bands[1]
     assert not bands[0] & bands[2]
     # Same input, same keys: a re-run finds the same candidate pairs.
-    assert sign_batch(batch, k=4, bands=10, rows=12).to_pydict()["bands"] == out["bands"]
+    assert band_keys(texts, k=4, bands=10, rows=12).to_pylist() == keys
