@@ -22,6 +22,11 @@ the near check (shingle sets are recomputed per pair batch: a text is ~7x smalle
 its set of 64-bit hashes). A 64-bit doc_id collision between texts with different
 openings would now keep both (odds ~n²/2⁶⁵).
 
+Both ``mapInArrow`` passes hold one whole shuffle partition (a prefix-key partition, a
+band-key partition) in one Python worker's memory: on larger data, raise
+``spark.sql.shuffle.partitions`` with it (a templated prefix shared by millions of posts
+is the case to watch: a single prefix key cannot be split).
+
 Two different posts that share a long opening and then diverge are neither: the
 shorter is not a truncated excerpt of the other, and their shingle sets differ.
 """

@@ -3,9 +3,9 @@
 The near-duplicate step (:func:`pipelines.spark.dedup.near_duplicates`) uses two batch
 functions inside ``mapInArrow``: :func:`band_keys` gives every kept text one key per
 LSH band (in the same pass that decides exact and truncation duplicates), and
-:func:`near_losers` checks candidate pairs with the exact Jaccard of their shingle sets,
-recomputed from the two texts (a text is ~7x smaller than its set of 64-bit hashes, so
-texts, not sets, travel through the joins).
+:func:`group_losers` checks every candidate pair of a band group with the exact Jaccard
+of their shingle sets, each text shingled once per group (a text is ~7x smaller than its
+set of 64-bit hashes, so texts, not sets, travel through the joins).
 
 How a batch is vectorized:
 
