@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from torchrun_testlib import run_two_ranks
 
 from models.checkpoint import load_checkpoint
 from records.example_codec import encode_example
 from records.spec import FixedLenFeature, VarLenFeature
 from records.writer import DatasetWriter
 
-ROOT = Path(__file__).resolve().parents[2]
 V = 64
 STEPS = 3
 
@@ -71,19 +66,7 @@ def test_torchrun_two_ranks_split_the_data_and_agree_on_weights(tmp_path, toy_do
     report = tmp_path / "report"
     report.mkdir()
     out_uri = (tmp_path / "run").as_uri()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(script), dataset_uri, out_uri, str(report)]  # standalone: picks a free port
-    # Its own process group, so a hung job is killed with both of its ranks.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, stderr[-3000:]
+    run_two_ranks(script, dataset_uri, out_uri, str(report), timeout=120)
 
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]  # both ranks ran, in one job

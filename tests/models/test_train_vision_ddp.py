@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torchrun_testlib import run_two_ranks
 from vision_testlib import write_images
 
 from models.checkpoint import load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Runs on each rank: trains one kind (one process group per process, as under a real
 # torchrun job: a second init_process_group in the same process can read the first group's
@@ -54,19 +49,8 @@ def test_torchrun_two_ranks_keep_one_codebook_and_one_evaluation(tmp_path):
     report = tmp_path / "report"
     report.mkdir()
     out_uri = (tmp_path / "run").as_uri()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for kind in ("vqvae", "efficientnet"):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", str(script), dataset_uri, out_uri, str(report), kind]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=ROOT, start_new_session=True)
-        try:
-            _, stderr = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        assert proc.returncode == 0, stderr[-3000:]
+        run_two_ranks(script, dataset_uri, out_uri, str(report), kind, timeout=180)
 
     for kind in ("vqvae", "efficientnet"):
         ranks = [json.loads((report / f"{kind}-rank{r}.json").read_text()) for r in range(2)]
