@@ -28,7 +28,7 @@ __all__ = [
     "image_dataset_uri",
     "image_partitions",
     "images",
-    "init_from_checkpoint",
+    "resolve_init_from",
     "ingest",
     "missing_corpora",
     "new_run_id",
@@ -429,7 +429,7 @@ def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
                        outputs=[out], details={"records": records})
 
 
-def init_from_checkpoint(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str) -> str | None:
+def resolve_init_from(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str) -> str | None:
     """The checkpoint ``models.<name>.train.init_from`` means, for the run ``run_id``.
 
     A model entry's name means that model's checkpoint of the same run id when there is one
@@ -467,7 +467,7 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     image dataset. With ``resume``, the run ``run_id`` continues from its ``ckpt.pt`` (same
     data order, RNG and optimizer state, so the loss curve is the one the uninterrupted run
     would have had). An lm whose ``train.init_from`` names another model entry starts from
-    that model's checkpoint (see :func:`init_from_checkpoint`), e.g. Medusa-1 heads trained
+    that model's checkpoint (see :func:`resolve_init_from`), e.g. Medusa-1 heads trained
     on a frozen ``lm`` (``freeze_backbone: true``).
     """
     from features.spec import RESERVED_IDS, load_spec
@@ -484,7 +484,7 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
         train_cfg = dataclasses.replace(train_cfg, device=device)
     if train_cfg.init_from is not None:  # the run records the checkpoint, not the model name
         train_cfg = dataclasses.replace(
-            train_cfg, init_from=init_from_checkpoint(cfg, lake, name, run_id=run_id))
+            train_cfg, init_from=resolve_init_from(cfg, lake, name, run_id=run_id))
     out = lake.model_run(name, run_id)
     result = train_lm(dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version), out_uri=out,
                       model_config=model_cfg, train_config=train_cfg, on_step=on_step,

@@ -29,19 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.spark.arrow_text import utf8_buffers
+
 __all__ = ["KIND_FIELD", "mark_partition", "prefix_of_next"]
 
 KIND_FIELD = pa.field("kind", pa.string())  # null: not a duplicate (kept, or quarantined)
-
-
-def _string_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(byte offsets of length n+1, UTF-8 data) of a string array, zero-copy."""
-    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    offsets = np.frombuffer(texts.buffers()[1], dtype=offset_type)[texts.offset:texts.offset + len(texts) + 1]
-    data = texts.buffers()[2]
-    return offsets.astype(np.int64), (np.frombuffer(data, dtype=np.uint8) if data is not None
-                                      else np.zeros(0, dtype=np.uint8))
 
 
 def prefix_of_next(texts: pa.Array, candidates: np.ndarray) -> np.ndarray:
@@ -55,7 +47,7 @@ def prefix_of_next(texts: pa.Array, candidates: np.ndarray) -> np.ndarray:
         A bool array of ``len(texts)``. Compares bytes, all rows at once: the work is
         the total length of the candidates.
     """
-    offsets, data = _string_buffers(texts)
+    offsets, data = utf8_buffers(texts)
     nbytes = np.diff(offsets)
     found = np.zeros(len(nbytes), dtype=bool)
     if len(nbytes) < 2:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.spark.arrow_text import utf8_buffers
 from shardforge.config import CleanConfig
 
 __all__ = ["CLEAN_COLUMNS", "TRUNCATION_MARKER", "normalize", "normalize_batch", "quarantine_rows"]
@@ -72,10 +73,7 @@ def _han_and_latin_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     Counted on the UTF-8 bytes with numpy (Latin letters are single bytes; a Han character
     is decoded from its 3- or 4-byte sequence): ``count_substring_regex`` costs ~20x more.
     """
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
-    data = text.buffers()[2]
-    b = (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
+    offsets, b = utf8_buffers(text)
     b, offsets = b[offsets[0]:offsets[-1]], offsets - offsets[0]  # a sliced array starts later
     han = np.zeros(len(offsets) - 1, dtype=np.int64)
     for lead_min, lead_max, width in ((0xE0, 0xF0, 3), (0xF0, 0xF8, 4)):

@@ -79,22 +79,22 @@ def test_models_train_after_the_model_their_init_from_names(tmp_path):
 
 def test_init_from_a_model_means_its_run_of_this_run_id_else_its_latest(tmp_path):
     from shardforge.lake import Lake
-    from shardforge.stages import init_from_checkpoint
+    from shardforge.stages import resolve_init_from
 
     conf = tmp_path / "c.yaml"
     conf.write_text("models:\n  lm: {}\n  heads: {train: {init_from: lm}}\n"
                     "  warm: {train: {init_from: /ckpts/run-1}}\n")
     cfg, lake = load_config(conf), Lake(str(tmp_path / "lake"))
     with pytest.raises(FileNotFoundError, match="model 'lm' has no run yet"):
-        init_from_checkpoint(cfg, lake, "heads", run_id="run-b")
+        resolve_init_from(cfg, lake, "heads", run_id="run-b")
     for run in ("run-a", "run-b", "run-c"):
         path = lake.local_path(lake.model_run("lm", run)) / "ckpt.pt"
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
-    assert init_from_checkpoint(cfg, lake, "heads", run_id="run-b").endswith("/lm/run-b/ckpt.pt")
-    assert init_from_checkpoint(cfg, lake, "heads", run_id="run-x").endswith("/lm/run-c/ckpt.pt")
-    assert init_from_checkpoint(cfg, lake, "warm", run_id="run-x") == "/ckpts/run-1"  # as written
-    assert init_from_checkpoint(cfg, lake, "lm", run_id="run-x") is None
+    assert resolve_init_from(cfg, lake, "heads", run_id="run-b").endswith("/lm/run-b/ckpt.pt")
+    assert resolve_init_from(cfg, lake, "heads", run_id="run-x").endswith("/lm/run-c/ckpt.pt")
+    assert resolve_init_from(cfg, lake, "warm", run_id="run-x") == "/ckpts/run-1"  # as written
+    assert resolve_init_from(cfg, lake, "lm", run_id="run-x") is None
     (lake.local_path(lake.model_run("lm", "run-d"))).mkdir()  # a run that died before saving
     with pytest.raises(FileNotFoundError, match="has no checkpoint"):
-        init_from_checkpoint(cfg, lake, "heads", run_id="run-x")
+        resolve_init_from(cfg, lake, "heads", run_id="run-x")
