@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--shuffle-partitions", default="8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark conf for both runs (repeatable)")
     args = parser.parse_args()
 
     from pipelines.spark.clean import run_clean, run_explode
@@ -95,7 +97,7 @@ def main() -> None:
     spark_cfg = cfg.spark.model_copy(update={
         "master": args.master,
         "conf": {**cfg.spark.conf, "spark.sql.shuffle.partitions": args.shuffle_partitions,
-                 "spark.driver.memory": "4g"}})
+                 "spark.driver.memory": "4g", **dict(kv.split("=", 1) for kv in args.conf)}})
     lake = Lake(cfg.lake.root)
     started = time.perf_counter()
     lines, raw_bytes = _generate(lake, args.posts, args.seed)

@@ -65,6 +65,16 @@ def _mark_batches(batches, *, clean: CleanConfig, order: list[str]):
         yield pa.RecordBatch.from_arrays([*batch.columns, bands], names=[*batch.schema.names, "_bands"])
 
 
+def _repartition_fixed(df, *columns):
+    """``df.repartition`` by ``columns`` into exactly ``spark.sql.shuffle.partitions`` partitions.
+
+    With a number given, adaptive execution does not coalesce the partitions: the
+    ``mapInArrow`` passes after these shuffles cost CPU per row, not per byte, and a
+    small shuffle coalesced into 3 partitions on 2 cores left one core idle half the time.
+    """
+    return df.repartition(int(df.sparkSession.conf.get("spark.sql.shuffle.partitions")), *columns)
+
+
 def _mark_exact_and_truncation(df, clean: CleanConfig, *, order: list[str]):
     """``df`` plus ``kind`` (exact / truncation / null) and ``_bands`` (MinHash band keys of
     the rows still kept, else null): one shuffle by prefix key, one ``mapInArrow``."""
@@ -75,7 +85,7 @@ def _mark_exact_and_truncation(df, clean: CleanConfig, *, order: list[str]):
     schema = StructType([*df.schema.fields, StructField("kind", StringType()),
                          StructField("_bands", ArrayType(LongType()))])
     # Texts shorter than the key are keyed by themselves; no-text rows all share the null key.
-    keyed = df.repartition(F.substring("text", 1, clean.prefix_key_chars))
+    keyed = _repartition_fixed(df, F.substring("text", 1, clean.prefix_key_chars))
     return keyed.mapInArrow(partial(_mark_batches, clean=clean.model_copy(), order=list(order)), schema)
 
 
@@ -123,20 +133,21 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
     signed = signed.where(F.col("_bands").isNotNull())
     banded = signed.select("doc_id", F.explode("_bands").alias("_band"))
     shared = banded.groupBy("_band").count().where(F.col("count") > 1).select("_band").cache()
-    members = banded.join(_hint_if_small(shared, broadcast_limit), "_band", "left_semi")
+    # Cached: the candidate ids and the final join both read it, and recomputing it means
+    # exploding every text's bands again (that cost more than the pair checks).
+    members = banded.join(_hint_if_small(shared, broadcast_limit), "_band", "left_semi").cache()
     ids = members.select("doc_id").distinct().cache()
     texts = signed.join(_hint_if_small(ids, broadcast_limit), "doc_id", "left_semi").select(
         "doc_id", F.col("length").cast("int").alias("length"), "text")
     id_type = signed.schema["doc_id"].dataType.simpleString()
     losers = (
-        members.join(texts, "doc_id").select("_band", "doc_id", "length", "text")
-        .repartition("_band")
+        _repartition_fixed(members.join(texts, "doc_id").select("_band", "doc_id", "length", "text"), "_band")
         .mapInArrow(partial(_group_batches, clean=clean.model_copy()), f"doc_id {id_type}")
         .distinct()
         .cache()  # few rows, and counted: the join that marks them can broadcast it
     )
     losers.count()
-    for frame in (shared, ids):
+    for frame in (shared, members, ids):
         frame.unpersist()
     return losers
 

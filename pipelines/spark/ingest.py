@@ -138,6 +138,21 @@ def spark_uri(column):
     return F.regexp_replace(column, r"^file:/(?!/)", "file:///")
 
 
+def _read_binary(spark, lake, corpus: str, dt: str, paths, *, suffix: str):
+    """``binaryFile`` rows (path as the lake writes URIs, modificationTime, length, content, dt)
+    of ``paths``: a folder URI or a list of file URIs under ``raw/<corpus>``."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.read.format("binaryFile")
+        .option("basePath", lake.raw(corpus))
+        .option("pathGlobFilter", f"*{suffix}")
+        .load(paths)
+        .withColumn("path", spark_uri(F.col("path")))
+        .withColumn("dt", F.lit(dt))
+    )
+
+
 def list_raw_files(spark, lake, corpus: str, dt: str, *, suffix: str, stage: str):
     """List ``raw/<corpus>/dt=<dt>/*<suffix>`` on the driver and read them as ``binaryFile``.
 
@@ -145,28 +160,43 @@ def list_raw_files(spark, lake, corpus: str, dt: str, *, suffix: str, stage: str
     file become a quarantine row and makes "files in" an independent count.
 
     Returns:
-        ``(listed, files, empty)``: the listed entries (fsspec dicts), a DataFrame
-        (path, modificationTime, length, content, dt) of the files, and a quarantine
-        DataFrame of the empty files (``None`` if there are none).
+        ``(listed, files, empty)``: the listed entries (fsspec dicts, each with ``uri``
+        added: the file's URI as the ``path`` column and the quarantine say it), a
+        DataFrame (path, modificationTime, length, content, dt) of the files, and a
+        quarantine DataFrame of the empty files (``None`` if there are none).
     """
-    from pyspark.sql import functions as F
-
     uri = lake.raw(corpus, dt)
     listed = [
-        entry for entry in lake.fs.ls(lake.fs_path(uri), detail=True)
+        {**entry, "uri": f"{uri}/{entry['name'].rsplit('/', 1)[-1]}"}
+        for entry in lake.fs.ls(lake.fs_path(uri), detail=True)
         if entry["type"] == "file" and entry["name"].endswith(suffix)
     ]
-    empty = [(f"{uri}/{e['name'].rsplit('/', 1)[-1]}", "file", "empty file", 0, stage, dt)
-             for e in listed if e["size"] == 0]
-    files = (
-        spark.read.format("binaryFile")
-        .option("basePath", lake.raw(corpus))
-        .option("pathGlobFilter", f"*{suffix}")
-        .load(uri)
-        .withColumn("path", spark_uri(F.col("path")))
-        .withColumn("dt", F.lit(dt))
-    )
+    empty = [(e["uri"], "file", "empty file", 0, stage, dt) for e in listed if e["size"] == 0]
+    files = _read_binary(spark, lake, corpus, dt, uri, suffix=suffix)
     return listed, files, (spark.createDataFrame(empty, QUARANTINE_SCHEMA) if empty else None)
+
+
+def _rejected_feeds(spark, lake, dt: str, listed: list[dict], landed: set[str], empty):
+    """Quarantine rows of the listed feed dumps that are not in ``landed`` (raw_feeds' source paths).
+
+    Only those files are read and parsed again, to say why; an empty file already has its
+    row in ``empty``. A listed file that is neither landed nor given a reason here leaves
+    the counts short, and the job's reconciliation fails.
+    """
+    listed_uris = {e["uri"] for e in listed}
+    if stray := landed - listed_uris:
+        # Also guards the comparison below: URIs spelled unlike the listing's would mark
+        # every file rejected, and the counts would still add up.
+        raise RuntimeError(f"raw_feeds dt={dt} holds {len(stray)} source paths that were not "
+                           f"listed, e.g. {min(stray)!r}; listed e.g. {min(listed_uris, default=None)!r}")
+    rejected = [e["uri"] for e in listed if e["uri"] not in landed and e["size"] > 0]
+    quarantine = None
+    if rejected:
+        files = _read_binary(spark, lake, "feeds", dt, rejected, suffix=".txt")
+        quarantine = split_feeds(parse_feeds(files))[1]
+    if empty is not None:
+        quarantine = empty if quarantine is None else quarantine.unionByName(empty)
+    return quarantine if quarantine is not None else spark.createDataFrame([], QUARANTINE_SCHEMA)
 
 
 def run_ingest_feeds(spark, *, db: str, lake, partitions: list[str]) -> list[JobCounts]:
@@ -174,29 +204,32 @@ def run_ingest_feeds(spark, *, db: str, lake, partitions: list[str]) -> list[Job
 
     The input files are listed on the driver (:func:`list_raw_files`), so an empty
     file becomes a quarantine row and "files in" is a count the outputs must add up to.
+    The files are read and parsed once, straight into ``raw_feeds``; only the listed
+    files that did not land there (a handful: bad dumps) are read again, for their
+    quarantine reason. (Caching the parsed posts for both outputs cost more than the
+    parse itself.)
 
     Returns:
         One checked :class:`JobCounts` per dt (files in = rows + quarantined files).
     """
+    from pyspark.sql import functions as F
+
     ensure_tables(spark, db)
     counts = []
     for dt in sorted(partitions):
         listed, files, empty = list_raw_files(spark, lake, "feeds", dt, suffix=".txt", stage="ingest_feeds")
-        # Cached without the file contents: both outputs read it, so the small files are
-        # opened and parsed once.
-        parsed = parse_feeds(files).cache()
-        raw_feeds, quarantine = split_feeds(parsed)
-        if empty is not None:
-            quarantine = quarantine.unionByName(empty)
+        raw_feeds, _ = split_feeds(parse_feeds(files))
         for table, extra in ((f"{db}.raw_feeds", {}), (f"{db}.quarantine", {"stage": "ingest_feeds"})):
             drop_partitions(spark, table, dt, **extra)
         raw_feeds.write.insertInto(f"{db}.raw_feeds", overwrite=True)
+        # rows out: read back from the table just written, not from the parse.
+        landed = [row[0] for row in spark.table(f"{db}.raw_feeds").where(F.col("dt") == dt)
+                  .select("source_path").collect()]
+        quarantine = _rejected_feeds(spark, lake, dt, listed, set(landed), empty).cache()
         quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
-        # rows out: read back from the table just written (Parquet footers), not from the cache.
-        written = spark.table(f"{db}.raw_feeds").where(f"dt = '{dt}'").count()
         counts.append(
-            JobCounts("ingest_feeds", dt, rows_in=len(listed), rows_out=written,
+            JobCounts("ingest_feeds", dt, rows_in=len(listed), rows_out=len(landed),
                       quarantined=quarantine.count()).check()
         )
-        parsed.unpersist()
+        quarantine.unpersist()
     return counts
