@@ -92,6 +92,8 @@ def run_explode(spark, *, db: str, dt: str) -> int:
 def write_cleaned(spark, *, db: str, dt: str, table: str, kept, quarantine, duplicates,
                   rows_in: int) -> JobCounts:
     """Replace ``table``'s and its quarantine's dt partitions; return the checked counts."""
+    from pyspark.sql import functions as F
+
     drop_partitions(spark, f"{db}.{table}", dt)
     drop_partitions(spark, f"{db}.quarantine", dt, stage=table)
     # No global sort: mark_duplicates partitions by text and sorts each partition by
@@ -99,10 +101,13 @@ def write_cleaned(spark, *, db: str, dt: str, table: str, kept, quarantine, dupl
     kept.write.insertInto(f"{db}.{table}", overwrite=True)
     quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
     by_kind = count_by_kind(duplicates)
+    # rows out and quarantined: read back from the partitions just written (Parquet
+    # footers), which also spares two more passes over the marked rows.
+    written = spark.table(f"{db}.{table}").where(F.col("dt") == dt).count()
+    quarantined = spark.table(f"{db}.quarantine").where((F.col("stage") == table) & (F.col("dt") == dt)).count()
     counts = JobCounts(
-        table, dt, rows_in=rows_in, rows_out=spark.table(f"{db}.{table}").where(f"dt = '{dt}'").count(),
-        quarantined=quarantine.count(), duplicates_dropped=sum(by_kind.values()),
-        duplicates_by_kind=by_kind,
+        table, dt, rows_in=rows_in, rows_out=written, quarantined=quarantined,
+        duplicates_dropped=sum(by_kind.values()), duplicates_by_kind=by_kind,
     ).check()
     spark.catalog.clearCache()
     return counts

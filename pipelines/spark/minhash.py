@@ -17,8 +17,9 @@ How a batch is computed (whole batches, in compiled loops of
    fixed random constants) the minimum over a row's windows is taken (a repeated
    shingle does not change a minimum), and each band's ``rows`` minima are folded into
    one key;
-3. shingle sets (for Jaccard): each row's window hashes sorted and de-duplicated; the
-   intersection of a pair of sets is counted by merging the two sorted rows.
+3. shingle sets (for Jaccard): each row's window hashes sorted and de-duplicated; a
+   candidate pair is decided by merging its two sorted rows, which stops as soon as the
+   pair cannot share the shingles the threshold needs (:func:`min_common_for_jaccard`).
 
 The same text always gets the same hashes and keys (fixed seeds, no Python ``hash``),
 so a re-run finds the same pairs. Texts with fewer than ``k`` characters have no
@@ -36,11 +37,12 @@ from pipelines.spark.minhash_kernels import (
     band_minima_keys,
     finalize,
     pair_common_counts,
+    pairs_reaching,
     sort_distinct_rows,
     window_hashes,
 )
 
-__all__ = ["band_keys", "group_losers", "jaccard", "pair_jaccard", "shingle_sets"]
+__all__ = ["band_keys", "group_losers", "jaccard", "min_common_for_jaccard", "pair_jaccard", "shingle_sets"]
 
 _SEED = 7  # fixed: band keys must be the same on every run and every executor
 
@@ -114,6 +116,32 @@ def jaccard(a: pa.Array, b: pa.Array, k: int) -> np.ndarray:
     return pair_jaccard(offsets, hashes, np.arange(len(a)), np.arange(len(a), 2 * len(a)))
 
 
+def min_common_for_jaccard(sizes_a: np.ndarray, sizes_b: np.ndarray, threshold: float) -> np.ndarray:
+    """The least ``c`` with ``c / (a + b - c) >= threshold``, per pair of set sizes ``(a, b)``.
+
+    Two sets of sizes ``a`` and ``b`` reach the Jaccard ``threshold`` iff they share at
+    least ``c`` elements (the ratio grows with ``c``). ``c`` is found with the float
+    division :func:`pair_jaccard` uses, so the two always agree; ``c > min(a, b)`` means the
+    pair can never reach it (sizes too different, ``J <= min / max``, or both sets empty).
+    """
+    total = np.asarray(sizes_a, dtype=np.int64) + np.asarray(sizes_b, dtype=np.int64)
+    # An estimate from below (the closed form, less a margin for its rounding), then up.
+    needed = np.maximum(np.floor(threshold * total / (1 + threshold)).astype(np.int64) - 2, 0)
+    while True:
+        union = total - needed
+        short = (union > 0) & (np.divide(needed, union, out=np.ones(len(union)), where=union > 0) < threshold)
+        if not short.any():
+            # Two empty sets have similarity 0 (as in pair_jaccard): they can never reach it.
+            return np.where(total == 0, 1, needed)
+        needed += short
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by a sort and a neighbour compare (numpy's hash-based unique cost 10x more here)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if values.size else values
+
+
 def _group_pairs(group_starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every pair ``(i, j)``, ``i < j``, of rows in one group; groups are the runs that
     start at ``group_starts`` (sorted, the first 0) and end at the next start or ``n``."""
@@ -156,20 +184,18 @@ def group_losers(table: pa.Table, *, k: int, threshold: float) -> pa.Array:
     left, right = _group_pairs(starts, band.size)
     left, right = text_of[left], text_of[right]  # left <= right: groups are sorted by text
     # Distinct pairs of distinct texts (a text may repeat in a group; a pair may share bands).
-    pairs = np.unique((left[left != right].astype(np.uint64) << np.uint64(32)) | right[left != right].astype(np.uint64))
+    pairs = _sorted_unique((left[left != right].astype(np.uint64) << np.uint64(32))
+                           | right[left != right].astype(np.uint64))
     left, right = (pairs >> np.uint64(32)).astype(np.int64), (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
     first_row = np.zeros(len(distinct), dtype=np.int64)
     first_row[text_of[::-1]] = by_group[::-1]  # any row of each text will do
     offsets, hashes = shingle_sets(table.column("text").combine_chunks().take(first_row), k)
     sizes = np.diff(offsets)
-    # Exact pruning: J(A, B) <= min(|A|, |B|) / max(|A|, |B|), so pairs of very different
-    # set sizes cannot reach the threshold (about a quarter of the candidates). The same
-    # float division as the Jaccard's, which is monotonic: nothing that passes is lost.
-    small, large = np.minimum(sizes[left], sizes[right]), np.maximum(sizes[left], sizes[right])
-    possible = np.divide(small, large, out=np.zeros(len(small)), where=large > 0) >= threshold
-    left, right = left[possible], right[possible]
-    similar = pair_jaccard(offsets, hashes, left, right) >= threshold
+    # J >= threshold iff the pair shares at least `needed` shingles: the merge stops as
+    # soon as a pair cannot get there, and pairs of very different sizes never start.
+    needed = min_common_for_jaccard(sizes[left], sizes[right], threshold)
+    similar = pairs_reaching(offsets, hashes, left, right, needed)
     left, right = left[similar], right[similar]
     lengths = table.column("length").combine_chunks().take(first_row).to_numpy(zero_copy_only=False)
-    return distinct.take(np.unique(np.where(lengths[right] > lengths[left], left, right)))
+    return distinct.take(_sorted_unique(np.where(lengths[right] > lengths[left], left, right)))

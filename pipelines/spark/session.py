@@ -10,13 +10,23 @@ metastore (``hive.metastore.uris``) and any extra conf come from the config;
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from shardforge.config import SparkConfig
 from shardforge.engines import require
 from shardforge.lake import Lake
 
-__all__ = ["build_session", "session_conf"]
+__all__ = ["build_session", "local_cores", "session_conf"]
+
+
+def local_cores(master: str) -> int | None:
+    """The worker threads of a ``local``, ``local[N]``, ``local[*]`` or ``local[N, F]`` master; else None."""
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if not match:
+        return None  # yarn, k8s, spark://, local-cluster[…]
+    threads = match.group(1) or "1"
+    return (os.cpu_count() or 1) if threads == "*" else int(threads)
 
 
 def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
@@ -48,6 +58,12 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         # Arrow UDFs), not whatever "python3" is first on PATH.
         conf["spark.pyspark.python"] = sys.executable
         conf["spark.pyspark.driver.python"] = sys.executable
+        # At least 4 file splits per core. Spark's default (one per core, 128 MB at most)
+        # read 345 MB of feed dumps as 3 tasks on 2 cores, and each table written from them
+        # kept 3 files (one Parquet row group each), so every stage after ingest ran 3
+        # tasks: one core idled through the third. Large inputs still split at 128 MB.
+        if cores := local_cores(spark.master):
+            conf["spark.sql.files.minPartitionNum"] = str(4 * cores)
     # The console progress bar would interleave with our own progress lines on stderr.
     conf["spark.ui.showConsoleProgress"] = "false"
     conf.update(spark.conf)

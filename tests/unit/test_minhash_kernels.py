@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipelines.spark.minhash import _window_hashes, group_losers, shingle_sets
-from pipelines.spark.minhash_kernels import band_minima_keys, finalize, pair_common_counts
+from pipelines.spark.minhash import (
+    _window_hashes,
+    group_losers,
+    min_common_for_jaccard,
+    shingle_sets,
+)
+from pipelines.spark.minhash_kernels import (
+    band_minima_keys,
+    finalize,
+    pair_common_counts,
+    pairs_reaching,
+    sort_distinct_rows,
+)
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -63,6 +74,42 @@ def test_pair_common_counts_merge_sorted_rows():
     sets = [set(hashes[offsets[i]:offsets[i + 1]].tolist()) for i in range(4)]
     expected = [len(sets[i] & sets[j]) for i, j in zip(left, right, strict=True)]
     assert pair_common_counts(offsets, hashes, left, right).tolist() == expected == [4, 0, 4, 1, 0]
+
+
+def test_sort_distinct_rows_match_sorted_sets_of_every_row_size():
+    rng = np.random.default_rng(1)
+    sizes = [0, 1, 2, 3, 7, 64, 65, 300, 1]
+    rows = [rng.integers(0, 1 << 64, size=n, dtype=np.uint64, endpoint=False) for n in sizes]
+    rows[3][2] = rows[3][0]  # repeats, inside and across buckets
+    rows[7][100:200] = rows[7][:100]
+    rows[4][:] = np.uint64(5)  # one bucket holding the whole row
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    hashes = np.concatenate(rows)
+    before = hashes.copy()
+    out_offsets, out = sort_distinct_rows(offsets, hashes)
+    for i, row in enumerate(rows):
+        assert out[out_offsets[i]:out_offsets[i + 1]].tolist() == sorted(set(row.tolist()))
+    assert np.array_equal(hashes, before)  # the input is left as it was
+
+
+def test_min_common_for_jaccard_is_the_least_count_reaching_the_threshold():
+    for threshold in (0.5, 0.8, 0.9, 1.0):
+        for a in range(0, 40):
+            for b in range(0, 40, 3):
+                needed = int(min_common_for_jaccard(np.array([a]), np.array([b]), threshold)[0])
+                reach = [c for c in range(a + b + 1) if a + b - c > 0 and c / (a + b - c) >= threshold]
+                assert needed == (reach[0] if reach else max(a + b, 1)), (threshold, a, b)
+                assert (needed > min(a, b)) == (not [c for c in reach if c <= min(a, b)])
+
+
+def test_pairs_reaching_agrees_with_the_full_merge():
+    rng = np.random.default_rng(2)
+    texts = ["".join(rng.choice(list("abcde"), size=int(n))) for n in rng.integers(3, 60, size=40)]
+    offsets, hashes = shingle_sets(pa.array(texts), 3)
+    left, right = rng.integers(0, 40, size=500), rng.integers(0, 40, size=500)
+    common = pair_common_counts(offsets, hashes, left, right)
+    for needed in (np.zeros(500, np.int64), rng.integers(0, 20, size=500), common, common + 1):
+        assert pairs_reaching(offsets, hashes, left, right, needed).tolist() == (common >= needed).tolist()
 
 
 def test_group_losers_checks_a_pair_once_and_names_each_loser_once():
