@@ -64,6 +64,9 @@ def window_hashes(byte_offsets, data, window_offsets, k):
         over its code points from ``h = 0``, then the splitmix64 finalizer.
     """
     hashes = np.empty(window_offsets[-1], dtype=np.uint64)
+    golden_k = np.uint64(1)
+    for _ in range(k):
+        golden_k *= _GOLDEN
     longest = np.max(np.diff(byte_offsets)) if byte_offsets.size > 1 else 0
     points = np.empty(longest, dtype=np.uint64)  # one row's code points (+ 1), <= its bytes
     for r in range(byte_offsets.size - 1):
@@ -83,13 +86,18 @@ def window_hashes(byte_offsets, data, window_offsets, k):
             i += width
             points[n] = cp + np.uint64(1)
             n += 1
-        out = window_offsets[r]
-        for start in range(n - k + 1):
-            h = np.uint64(0)
-            for c in range(start, start + k):
-                h = h * _GOLDEN + points[c]
-            hashes[out] = finalize(h)
+        if n < k:
+            continue
+        # Rolling: the next window's polynomial is h * φ64 - (its dropped point) * φ64^k
+        # + (its new point), all mod 2**64: the same value as computing it afresh.
+        h, out = np.uint64(0), window_offsets[r]
+        for c in range(k):
+            h = h * _GOLDEN + points[c]
+        hashes[out] = finalize(h)
+        for start in range(1, n - k + 1):
+            h = h * _GOLDEN - points[start - 1] * golden_k + points[start + k - 1]
             out += 1
+            hashes[out] = finalize(h)
     return hashes
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.spark.arrow_text import utf8_buffers
+from pipelines.spark.script_kernels import han_and_latin_counts
 from shardforge.config import CleanConfig
 
 __all__ = ["CLEAN_COLUMNS", "TRUNCATION_MARKER", "normalize", "normalize_batch", "quarantine_rows"]
@@ -62,29 +63,19 @@ def _han_table() -> np.ndarray:
     return table
 
 
-def _per_row(positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """How many of the sorted byte ``positions`` fall in each row's ``[offsets[i], offsets[i + 1])``."""
-    return np.diff(np.searchsorted(positions, offsets))
-
-
 def _han_and_latin_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Per row: characters in ``\\p{Han}`` and in ``[A-Za-z]`` (0 for null rows).
 
-    Counted on the UTF-8 bytes with numpy (Latin letters are single bytes; a Han character
-    is decoded from its 3- or 4-byte sequence): ``count_substring_regex`` costs ~20x more.
+    Counted on the UTF-8 bytes in one compiled pass (:mod:`pipelines.spark.script_kernels`):
+    ``count_substring_regex`` costs ~20x more.
     """
-    offsets, b = utf8_buffers(text)
-    b, offsets = b[offsets[0]:offsets[-1]], offsets - offsets[0]  # a sliced array starts later
-    han = np.zeros(len(offsets) - 1, dtype=np.int64)
-    for lead_min, lead_max, width in ((0xE0, 0xF0, 3), (0xF0, 0xF8, 4)):
-        at = np.flatnonzero((b >= lead_min) & (b < lead_max))
-        # Valid UTF-8 (Arrow strings are): a lead byte's continuation bytes are all there.
-        point = (b[at] & (0x0F if width == 3 else 0x07)).astype(np.int32)
-        for i in range(1, width):
-            point = (point << 6) | (b[at + i] & 0x3F)
-        han += _per_row(at[_han_table()[point]], offsets)
-    latin = np.subtract(b | 0x20, ord("a"), dtype=np.uint8) < 26  # A-Z, a-z and nothing else
-    return han, _per_row(np.flatnonzero(latin), offsets)
+    offsets, data = utf8_buffers(text)
+    # A null row's bytes may be anything: its counts are zeroed.
+    han, latin = han_and_latin_counts(offsets, data, _han_table())
+    if text.null_count:
+        missing = np.asarray(text.is_null())
+        han[missing], latin[missing] = 0, 0
+    return han, latin
 
 
 def normalize_batch(batch: pa.RecordBatch, clean: CleanConfig) -> pa.RecordBatch:

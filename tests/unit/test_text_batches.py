@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipelines.spark.minhash import band_keys, shingle_sets
-from pipelines.spark.normalize import normalize_batch
+from pipelines.spark.normalize import _han_and_latin_counts, normalize_batch
 from shardforge.config import CleanConfig
 
 CLEAN = CleanConfig(min_chars=8, max_chars=60, topics={"data": ["spark", "数据"], "nlp": ["bert"]})
@@ -41,6 +42,20 @@ def test_normalize_batch_keeps_other_columns_first_and_in_order():
 def test_normalize_batch_names_the_missing_column():
     with pytest.raises(ValueError, match="'text'"):
         normalize_batch(pa.RecordBatch.from_pydict({"body": ["x"]}), CLEAN)
+
+
+def test_han_and_latin_counts_agree_with_re2_per_character():
+    texts = ["Spark 数据 清洗", "𠀀𠀁 (CJK Ext. B) and 〇々", "ÀÉ ü ß ЖЯ ｔｅｘｔ", "", None, "中文"]
+    array = pa.array(texts, pa.string()).slice(1)  # a slice starts past byte 0
+
+    def count(text, pattern):
+        chars = pa.array(list(text or ""), pa.string())
+        return sum(pc.match_substring_regex(chars, pattern).to_pylist()) if text else 0
+
+    han, latin = _han_and_latin_counts(array)
+    assert han.tolist() == [count(t, r"\p{Han}") for t in texts[1:]]
+    assert latin.tolist() == [count(t, "^[A-Za-z]$") for t in texts[1:]]
+    assert han.tolist()[0] == 4 and latin.tolist()[0] == 10  # 𠀀𠀁〇々; C J K E x t B a n d
 
 
 def _python_shingles(text: str, k: int) -> set[str]:
