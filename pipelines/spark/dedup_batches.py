@@ -1,4 +1,4 @@
-"""Exact and truncation duplicates of one shuffle partition, vectorized over Arrow (no Spark, no row loop).
+"""Exact and truncation duplicates of one shuffle partition, over whole Arrow columns (no Spark, no Python row loop).
 
 :func:`pipelines.spark.dedup.mark_duplicates` repartitions the cleaned rows by their
 first ``prefix_key_chars`` characters and runs :func:`mark_partition` on each partition
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +37,25 @@ __all__ = ["KIND_FIELD", "mark_partition", "prefix_of_next"]
 KIND_FIELD = pa.field("kind", pa.string())  # null: not a duplicate (kept, or quarantined)
 
 
+@numba.njit(cache=True, nogil=True)
+def _prefix_of_next_bytes(offsets, data, candidates):
+    """:func:`prefix_of_next` on the UTF-8 buffers: each candidate stops at its first differing byte."""
+    n = offsets.size - 1
+    found = np.zeros(n, dtype=np.bool_)
+    for i in range(n - 1):
+        start, length = offsets[i], offsets[i + 1] - offsets[i]
+        nxt = offsets[i + 1]
+        if not candidates[i] or offsets[i + 2] - nxt <= length:
+            continue
+        same = True
+        for b in range(length):
+            if data[start + b] != data[nxt + b]:
+                same = False
+                break
+        found[i] = same
+    return found
+
+
 def prefix_of_next(texts: pa.Array, candidates: np.ndarray) -> np.ndarray:
     """For each ``i`` with ``candidates[i]``: is ``texts[i]`` a strict prefix of ``texts[i + 1]``?
 
@@ -44,21 +64,12 @@ def prefix_of_next(texts: pa.Array, candidates: np.ndarray) -> np.ndarray:
         candidates: bool mask of the rows to test; the others get False.
 
     Returns:
-        A bool array of ``len(texts)``. Compares bytes, all rows at once: the work is
-        the total length of the candidates.
+        A bool array of ``len(texts)``. Compares bytes in a compiled loop that leaves a
+        candidate at its first difference (numpy compared every byte of every candidate,
+        half of the partition's marking time).
     """
     offsets, data = utf8_buffers(texts)
-    nbytes = np.diff(offsets)
-    found = np.zeros(len(nbytes), dtype=bool)
-    if len(nbytes) < 2:
-        return found
-    rows = np.flatnonzero(candidates[:-1] & (nbytes[1:] > nbytes[:-1]))
-    lengths = nbytes[rows]
-    owner = np.repeat(np.arange(len(rows)), lengths)  # candidate of each compared byte
-    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    differ = data[offsets[rows][owner] + within] != data[offsets[rows + 1][owner] + within]
-    found[rows[np.bincount(owner[differ], minlength=len(rows)) == 0]] = True
-    return found
+    return _prefix_of_next_bytes(offsets, data, np.asarray(candidates, dtype=np.bool_))
 
 
 def _exact_kinds(doc_ids: pa.Array) -> np.ndarray:

@@ -95,6 +95,10 @@ def test_prefix_of_next_matches_python_startswith():
     want = [i + 1 < len(texts) and texts[i + 1] != texts[i] and texts[i + 1].startswith(texts[i])
             for i in range(len(texts))]
     assert got.tolist() == want
+    # Only candidates are tested, and a slice (not starting at byte 0) reads its own bytes.
+    mask = np.array([i % 2 == 0 for i in range(len(texts))])
+    assert prefix_of_next(pa.array(texts), mask).tolist() == [w and m for w, m in zip(want, mask, strict=True)]
+    assert prefix_of_next(pa.array(["zz", *texts]).slice(1), np.ones(len(texts), dtype=bool)).tolist() == want
 
 
 def _python_jaccard(a: str, b: str, k: int) -> float:
