@@ -10,13 +10,13 @@ Not a test. Writes feed dumps like the sample corpus's (``shardforge.sample_text
   (b) baseline: ``spark.read.text`` of the same files → regexp_replace of placeholders
       and whitespace → xxhash64 doc_id → dropDuplicates → Parquet.
 
-Both sides run in two rounds in the same session, in the order baseline, ours, baseline:
-round 1 on a cold JVM (the first run of each side: JIT compilation, Python workers,
-metastore statements), round 2 warm (every later run, as in a long-lived session or a
-re-run of a dt). It prints posts/s and MB/s (raw bytes) for both, the share of each of
-our jobs, and the ratio ours/baseline (throughput; target ≥ 0.5) per round: cold is ours'
-first run against the baseline's first, warm is ours' second against the mean of the
-baseline's runs around it.
+The two sides alternate in one session, baseline first and last (B O | B O B O B …,
+``--rounds`` runs of ours). Round 1 is cold: the first run of each side in the JVM (JIT compilation,
+Python workers, metastore statements), ours against the baseline's first run. Every later
+round is warm (a long-lived session, or a re-run of the dt, which must give the same
+counts): ours against the mean of the baseline runs just before and after it. It prints
+posts/s and MB/s (raw bytes) for both, the share of each of our jobs, the ratio
+ours/baseline (throughput; target ≥ 0.5) per round, and the median warm ratio.
 
     python benchmarks/spark_clean.py --posts 1000000 --lake /tmp/shardforge-bench
 """
@@ -27,6 +27,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import time
 
 DT = "2026-11-01"
@@ -88,6 +89,8 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--shuffle-partitions", default="8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of ours between baseline runs; the first is cold (default 3)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="extra Spark conf for both runs (repeatable)")
     args = parser.parse_args()
@@ -120,41 +123,52 @@ def main() -> None:
         _timed("explode", lambda: run_explode(spark, db=db, dt=DT), times)
         return _timed("clean+dedup", lambda: run_clean(spark, db=db, dt=DT, clean=cfg.clean), times)
 
-    # Other processes may share the CPUs: each side's warm run sits between two of the other's.
-    base_cold: dict[str, float] = {}
-    base_warm: dict[str, float] = {}
-    ours_cold: dict[str, float] = {}
-    ours_warm: dict[str, float] = {}
-    print("round 1, cold JVM:", flush=True)
-    written = baseline("baseline", base_cold)
-    cold_counts = ours(ours_cold)
-    print("round 2, warm:", flush=True)
-    baseline("baseline", base_warm)
-    counts = ours(ours_warm)
-    baseline("baseline again", base_warm)
+    # The two sides alternate, baseline first and last: B O | B O B O B …. Round 1 (the first
+    # run of each side) is cold; each later round compares ours with the mean of the (warm)
+    # baseline runs just before and after it, so drift in the machine's load hits both sides.
+    base_runs: list[float] = []
+    rounds: list[dict] = []
+    counts = None
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}, {'cold JVM' if number == 1 else 'warm'}:", flush=True)
+        if len(base_runs) < number:  # round 1 starts cold; round 2 needs a warm "before"
+            base_times: dict[str, float] = {}
+            written = baseline("baseline", base_times)
+            base_runs.append(base_times["baseline"])
+        jobs: dict[str, float] = {}
+        run_counts = ours(jobs)
+        if counts is not None and run_counts.as_dict() != counts.as_dict():  # a re-run: same result
+            raise SystemExit(f"re-run changed the counts: {counts.as_dict()} then {run_counts.as_dict()}")
+        counts = run_counts
+        if number > 1:
+            base_times = {}
+            baseline("baseline", base_times)
+            base_runs.append(base_times["baseline"])
+        # Cold: the baseline's first run; warm: the runs just before and after this one.
+        base_s = base_runs[0] if number == 1 else (base_runs[-2] + base_runs[-1]) / 2
+        ours_s = sum(jobs.values())
+        rounds.append({
+            "round": number, "cold": number == 1, "ours_s": round(ours_s, 1),
+            "ours_posts_per_s": round(lines / ours_s), "ours_mb_per_s": round(raw_bytes / 1e6 / ours_s, 2),
+            "share": {k: round(v / ours_s, 3) for k, v in jobs.items()},
+            "jobs_s": {k: round(v, 1) for k, v in jobs.items()},
+            "baseline_s": round(base_s, 1), "baseline_posts_per_s": round(lines / base_s),
+            "baseline_mb_per_s": round(raw_bytes / 1e6 / base_s, 2),
+            "ratio_ours_over_baseline": round(base_s / ours_s, 3),
+        })
+        print(f"  ratio (baseline {base_s:.1f} s / ours {ours_s:.1f} s): {base_s / ours_s:.3f}", flush=True)
     spark.stop()
-    if counts.as_dict() != cold_counts.as_dict():  # round 2 re-runs the same dt: same result
-        raise SystemExit(f"re-run changed the counts: {cold_counts.as_dict()} then {counts.as_dict()}")
 
-    def side(times: dict[str, float], jobs: bool) -> dict:
-        total = sum(times.values()) / (1 if jobs else len(times))
-        row = {"s": round(total, 1), "runs_s": [round(v, 1) for v in times.values()],
-               "posts_per_s": round(lines / total), "mb_per_s": round(raw_bytes / 1e6 / total, 2)}
-        if jobs:
-            row["share"] = {k: round(v / total, 3) for k, v in times.items()}
-        return row
-
+    warm = [r["ratio_ours_over_baseline"] for r in rounds if not r["cold"]]
     result = {
         "posts": lines, "raw_mb": round(raw_bytes / 1e6, 1), "master": args.master,
         "clean_counts": counts.as_dict(), "baseline_rows": written,
-        "cold": {"ours": side(ours_cold, True), "baseline": side(base_cold, False)},
-        "warm": {"ours": side(ours_warm, True), "baseline": side(base_warm, False)},
+        "baseline_runs_s": [round(v, 1) for v in base_runs], "rounds": rounds,
+        "cold_ratio": rounds[0]["ratio_ours_over_baseline"],
+        "warm_ratio_median": round(statistics.median(warm), 3) if warm else None,
     }
-    for round_ in ("cold", "warm"):
-        r = result[round_]
-        r["ratio_ours_over_baseline"] = round(r["baseline"]["s"] / r["ours"]["s"], 3)
-        print(f"{round_}: ours {r['ours']['s']} s, baseline {r['baseline']['s']} s, "
-              f"ratio {r['ratio_ours_over_baseline']}", flush=True)
+    print(f"cold ratio {result['cold_ratio']}; warm ratios {warm}, median {result['warm_ratio_median']}",
+          flush=True)
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
