@@ -18,8 +18,8 @@ How: the rows are repartitioned once by their first ``prefix_key_chars`` charact
 was cut from); :func:`pipelines.spark.dedup_batches.mark_partition` decides exact and
 truncation duplicates per partition in ``mapInArrow`` and the same pass computes the band
 keys of the rows it keeps. Only the candidate pairs' texts travel through the joins of
-the near check (shingle sets are recomputed per pair batch: a text is ~7x smaller than
-its set of 64-bit hashes). A 64-bit doc_id collision between texts with different
+the near check (each band-key partition shingles its texts again: a text is ~7x smaller
+than its set of 64-bit hashes). A 64-bit doc_id collision between texts with different
 openings would now keep both (odds ~n²/2⁶⁵).
 
 Both ``mapInArrow`` passes hold one whole shuffle partition (a prefix-key partition, a
