@@ -193,7 +193,7 @@ def _rejected_feeds(spark, lake, dt: str, listed: list[dict], landed: set[str], 
     quarantine = None
     if rejected:
         files = _read_binary(spark, lake, "feeds", dt, rejected, suffix=".txt")
-        quarantine = split_feeds(parse_feeds(files))[1]
+        quarantine = build_raw_feeds(files)[1]
     if empty is not None:
         quarantine = empty if quarantine is None else quarantine.unionByName(empty)
     return quarantine if quarantine is not None else spark.createDataFrame([], QUARANTINE_SCHEMA)
@@ -218,7 +218,7 @@ def run_ingest_feeds(spark, *, db: str, lake, partitions: list[str]) -> list[Job
     counts = []
     for dt in sorted(partitions):
         listed, files, empty = list_raw_files(spark, lake, "feeds", dt, suffix=".txt", stage="ingest_feeds")
-        raw_feeds, _ = split_feeds(parse_feeds(files))
+        raw_feeds, _ = build_raw_feeds(files)
         for table, extra in ((f"{db}.raw_feeds", {}), (f"{db}.quarantine", {"stage": "ingest_feeds"})):
             drop_partitions(spark, table, dt, **extra)
         raw_feeds.write.insertInto(f"{db}.raw_feeds", overwrite=True)
