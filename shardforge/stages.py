@@ -185,16 +185,24 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
     explode, cleaned = StageReport("explode"), StageReport("clean")
     explode_a, cleaned_a = StageReport("explode articles"), StageReport("clean paragraphs")
     dts = feed_partitions(cfg, lake)
+    within: list[JobCounts] = []
     for dt in dts:
         progress(f"explode: raw_feeds dt={dt} → {db}.posts (LATERAL VIEW posexplode)")
         written = run_explode(spark, db=db, dt=dt)
         counts = JobCounts("explode_posts", dt, written, written)
         record_job_run(spark, db, run_id, counts)
         _add(explode, counts)
-        progress(f"clean: posts dt={dt} → {db}.clean_posts")
-        counts = run_clean(spark, db=db, dt=dt, clean=cfg.clean)
-        record_job_run(spark, db, run_id, counts)
-        _add(cleaned, counts)
+        progress(f"clean: posts dt={dt} → {db}.clean_posts, linked with the other dts")
+        within.append(run_clean(spark, db=db, dt=dt, clean=cfg.clean))
+    if dts:
+        progress(f"documents: {db}.dedup_index + dedup_links → {db}.documents")
+        build = refresh_documents(cfg, lake, spark)
+        for counts in within:
+            counts = with_seen(counts, build.seen_by_dt.get(counts.dt, 0))
+            record_job_run(spark, db, run_id, counts)
+            _add(cleaned, counts)
+        record_job_run(spark, db, run_id, build.counts())
+        cleaned.details["documents"] = build.snapshot()
     article_dts = article_partitions(cfg, lake)
     for dt in article_dts:
         progress(f"explode: raw_articles dt={dt} → {db}.paragraphs, {db}.article_tags (LATERAL VIEW OUTER)")
@@ -208,7 +216,8 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
         record_job_run(spark, db, run_id, counts)
         _add(cleaned_a, counts)
     explode.outputs = [lake.table(db, "posts")]
-    cleaned.outputs = [lake.table(db, "clean_posts"), lake.table(db, "quarantine")]
+    cleaned.outputs = [lake.table(db, "documents"), lake.table(db, "clean_posts"), lake.table(db, "quarantine"),
+                       lake.table(db, "duplicates"), lake.table(db, "document_members")]
     explode_a.outputs = [lake.table(db, "paragraphs"), lake.table(db, "article_tags")]
     cleaned_a.outputs = [lake.table(db, "clean_paragraphs"), lake.table(db, "quarantine")]
     for report, report_dts, unit in ((explode, dts, "posts"), (cleaned, dts, "posts"),
@@ -216,6 +225,48 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
                                      (cleaned_a, article_dts, "paragraphs")):
         report.details.update(dt=report_dts, unit=unit)
     return [explode, cleaned, explode_a, cleaned_a]
+
+
+def with_seen(counts, seen: int):
+    """A dt's within-dt clean counts with its ``seen`` copies (posts kept as another dt's
+    document) moved from rows out to duplicates; checked."""
+    by_kind = {**counts.duplicates_by_kind, "seen": seen}
+    return dataclasses.replace(counts, rows_out=counts.rows_out - seen,
+                               duplicates_dropped=counts.duplicates_dropped + seen,
+                               duplicates_by_kind=by_kind).check()
+
+
+def documents_snapshot_uri(cfg: ShardforgeConfig, lake: Lake) -> str:
+    """``_SNAPSHOT.json`` in the documents table folder (hidden from table readers by its ``_``)."""
+    return f"{lake.table(cfg.spark.database, 'documents')}/_SNAPSHOT.json"
+
+
+def refresh_documents(cfg: ShardforgeConfig, lake: Lake, spark):
+    """Rebuild ``documents`` from every committed dt and write its snapshot; returns the build."""
+    import json
+
+    from pipelines.spark.documents import rebuild_documents
+
+    build = rebuild_documents(spark, db=cfg.spark.database)
+    with lake.fs.open(lake.fs_path(documents_snapshot_uri(cfg, lake)), "w") as out:
+        json.dump(build.snapshot(), out, indent=1, sort_keys=True)
+    return build
+
+
+def read_documents_snapshot(cfg: ShardforgeConfig, lake: Lake) -> dict:
+    """The snapshot the documents table was last built from.
+
+    Raises:
+        FileNotFoundError: no documents yet (``shardforge clean`` builds them).
+    """
+    import json
+
+    path = lake.fs_path(documents_snapshot_uri(cfg, lake))
+    if not lake.fs.exists(path):
+        raise FileNotFoundError(f"no documents under {lake.table(cfg.spark.database, 'documents')}: "
+                                "run `shardforge clean` first")
+    with lake.fs.open(path) as f:
+        return json.load(f)
 
 
 def images(cfg: ShardforgeConfig, lake: Lake, *, progress: Progress = _quiet) -> StageReport:
@@ -260,8 +311,10 @@ def encode(cfg: ShardforgeConfig, lake: Lake, *, engine: str = "beam", spark=Non
     if engine not in ENGINES:
         raise ValueError(f"encode: engine must be one of {ENGINES}, got {engine!r}")
     if dataset == "posts":
+        # The documents, never per-dt rows: every post once, whatever dts brought it.
         entry, spec_path = cfg.dataset, cfg.feature_spec
-        table, dts = "clean_posts", feed_partitions(cfg, lake)
+        snapshot = read_documents_snapshot(cfg, lake)
+        table, dts = "documents", snapshot["dts"]
     elif dataset == "images":
         if cfg.image_dataset is None:
             raise ConfigError(f"{cfg.source}: image_dataset: not configured (needed to encode "
@@ -271,11 +324,16 @@ def encode(cfg: ShardforgeConfig, lake: Lake, *, engine: str = "beam", spark=Non
     else:
         raise ValueError(f"encode: dataset must be one of {DATASETS}, got {dataset!r}")
     uri = lake.records(entry.name, entry.version)
+    config = cfg.model_dump(mode="json")
+    if dataset == "posts":
+        inputs = [f"{lake.table(cfg.spark.database, table)}/first_seen_dt=*/*.parquet"]
+        config["documents_snapshot"] = snapshot  # the manifest names the dts it came from
+    else:
+        inputs = [f"{lake.table(cfg.spark.database, table, dt)}/*.parquet" for dt in dts]
     common = {
-        "lake": lake, "spec": load_spec(cfg.resolve_path(spec_path)),
-        "inputs": [f"{lake.table(cfg.spark.database, table, dt)}/*.parquet" for dt in dts],
+        "lake": lake, "spec": load_spec(cfg.resolve_path(spec_path)), "inputs": inputs,
         "dataset": entry.name, "version": entry.version, "splits": dict(entry.splits),
-        "shards": dict(entry.shards), "config": cfg.model_dump(mode="json"),
+        "shards": dict(entry.shards), "config": config,
     }
     if engine == "beam":
         from pipelines.beam.encode import run_encode

@@ -19,6 +19,7 @@ from shardforge.config import CleanConfig
 
 __all__ = [
     "TRUNCATION_MARKER",
+    "audit_rows",
     "build_clean_posts",
     "count_by_kind",
     "run_clean",
@@ -57,16 +58,17 @@ def split_cleaned(staged, clean: CleanConfig, *, order: list[str], columns, stag
         stage, source, locator: the quarantine rows' stage and where a row came from.
 
     Returns:
-        ``(kept, quarantine, duplicates)``; ``duplicates`` has the columns of the good rows
-        plus ``kind``.
+        ``(kept, quarantine, duplicates)``: ``kept`` has ``columns`` plus ``_bands`` (the
+        MinHash band keys the cross-dt index stores); ``duplicates`` has the columns of the
+        good rows plus ``kind``, ``winner`` (the doc_id it lost to) and ``similarity``.
     """
     from pyspark.sql import functions as F
 
     marked = mark_duplicates(staged, clean, order=order)
     good = F.col("reason").isNull()
     quarantine = quarantine_rows(marked, stage=stage, source=source, locator=locator)
-    kept = marked.where(good & F.col("kind").isNull()).select(*columns)
-    duplicates = marked.where(good & F.col("kind").isNotNull()).drop("reason")
+    kept = marked.where(good & F.col("kind").isNull()).select(*columns, "_bands")
+    duplicates = marked.where(good & F.col("kind").isNotNull()).drop("reason", "_bands")
     return kept, quarantine, duplicates
 
 
@@ -90,15 +92,19 @@ def run_explode(spark, *, db: str, dt: str) -> int:
 
 
 def write_cleaned(spark, *, db: str, dt: str, table: str, kept, quarantine, duplicates,
-                  rows_in: int) -> JobCounts:
-    """Replace ``table``'s and its quarantine's dt partitions; return the checked counts."""
+                  rows_in: int, clear_cache: bool = True) -> JobCounts:
+    """Replace ``table``'s and its quarantine's dt partitions; return the checked counts.
+
+    With ``clear_cache=False`` the dedup decision stays cached for the caller's next step
+    (the cross-dt links read the kept rows again); it then calls ``spark.catalog.clearCache()``.
+    """
     from pyspark.sql import functions as F
 
     drop_partitions(spark, f"{db}.{table}", dt)
     drop_partitions(spark, f"{db}.quarantine", dt, stage=table)
     # No global sort: mark_duplicates partitions by text and sorts each partition by
     # doc_id, so a re-run writes the same rows in the same order.
-    kept.write.insertInto(f"{db}.{table}", overwrite=True)
+    kept.drop("_bands").write.insertInto(f"{db}.{table}", overwrite=True)
     quarantine.write.insertInto(f"{db}.quarantine", overwrite=True)
     by_kind = count_by_kind(duplicates)
     # rows out and quarantined: read back from the partitions just written (Parquet
@@ -109,16 +115,45 @@ def write_cleaned(spark, *, db: str, dt: str, table: str, kept, quarantine, dupl
         table, dt, rows_in=rows_in, rows_out=written, quarantined=quarantined,
         duplicates_dropped=sum(by_kind.values()), duplicates_by_kind=by_kind,
     ).check()
-    spark.catalog.clearCache()
+    if clear_cache:
+        spark.catalog.clearCache()
     return counts
 
 
-def run_clean(spark, *, db: str, dt: str, clean: CleanConfig) -> JobCounts:
-    """Clean the posts of one dt into ``clean_posts`` and ``quarantine``; returns checked counts."""
+def audit_rows(duplicates):
+    """``duplicates`` table rows: one per dropped copy, with the copy it lost to."""
     from pyspark.sql import functions as F
 
+    return duplicates.select("feed_id", "pos", F.col("doc_id").alias("member_id"), "kind",
+                             F.col("winner").alias("winner_id"), "similarity", "dt")
+
+
+def run_clean(spark, *, db: str, dt: str, clean: CleanConfig) -> JobCounts:
+    """Clean the posts of one dt into ``clean_posts``, ``quarantine`` and the ``duplicates``
+    audit, then link its posts with every other dt's (:func:`pipelines.spark.crossday.run_link`).
+
+    The dt's ``dedup_index`` partition is dropped first and committed last, so the
+    documents (:func:`pipelines.spark.documents.rebuild_documents`) see this dt whole or not
+    at all.
+
+    Returns:
+        The dt's checked counts within the dt (exact, truncation, near); the copies of posts
+        of other dts (kind ``seen``) are known once the documents are rebuilt.
+    """
+    from pyspark.sql import functions as F
+
+    from pipelines.spark.crossday import run_link
+
     ensure_tables(spark, db)
+    drop_partitions(spark, f"{db}.dedup_index", dt)
     posts = spark.table(f"{db}.posts").where(F.col("dt") == dt)
     kept, quarantine, duplicates = build_clean_posts(posts, clean)
-    return write_cleaned(spark, db=db, dt=dt, table="clean_posts", kept=kept, quarantine=quarantine,
-                         duplicates=duplicates, rows_in=posts.count())
+    drop_partitions(spark, f"{db}.duplicates", dt)
+    audit_rows(duplicates).write.insertInto(f"{db}.duplicates", overwrite=True)
+    counts = write_cleaned(spark, db=db, dt=dt, table="clean_posts", kept=kept, quarantine=quarantine,
+                           duplicates=duplicates, rows_in=posts.count(), clear_cache=False)
+    try:
+        run_link(spark, db=db, dt=dt, day=kept, clean=clean)
+    finally:
+        spark.catalog.clearCache()
+    return counts

@@ -44,7 +44,7 @@ _OUT_BATCH_ROWS = 10_000  # rows per Arrow batch handed back to the JVM (Spark's
 
 
 def _mark_batches(batches, *, clean: CleanConfig, order: list[str]):
-    """``mapInArrow`` body: one whole partition in, its rows with ``kind`` and ``_bands`` out."""
+    """``mapInArrow`` body: one whole partition in, its rows with ``kind``, ``winner`` and ``_bands`` out."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -76,14 +76,15 @@ def _repartition_fixed(df, *columns):
 
 
 def _mark_exact_and_truncation(df, clean: CleanConfig, *, order: list[str]):
-    """``df`` plus ``kind`` (exact / truncation / null) and ``_bands`` (MinHash band keys of
-    the rows still kept, else null): one shuffle by prefix key, one ``mapInArrow``."""
+    """``df`` plus ``kind`` (exact / truncation / null), ``winner`` (the doc_id a duplicate lost
+    to) and ``_bands`` (MinHash band keys of the rows still kept, else null): one shuffle by
+    prefix key, one ``mapInArrow``."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, LongType, StringType, StructField, StructType
 
     # A new StructType: StructType.add would change df.schema in place.
     schema = StructType([*df.schema.fields, StructField("kind", StringType()),
-                         StructField("_bands", ArrayType(LongType()))])
+                         StructField("winner", StringType()), StructField("_bands", ArrayType(LongType()))])
     # Texts shorter than the key are keyed by themselves; no-text rows all share the null key.
     keyed = _repartition_fixed(df, F.substring("text", 1, clean.prefix_key_chars))
     return keyed.mapInArrow(partial(_mark_batches, clean=clean.model_copy(), order=list(order)), schema)
@@ -97,28 +98,30 @@ def _hint_if_small(cached, limit: int):
 
 
 def _group_batches(batches, *, clean: CleanConfig):
-    """``mapInArrow`` body: whole band groups in, the doc_ids that lose a similar pair out."""
+    """``mapInArrow`` body: whole band groups in, every similar pair's (loser, winner, similarity) out."""
     import pyarrow as pa
 
-    from pipelines.spark.minhash import group_losers
+    from pipelines.spark.minhash import group_pairs
 
     batches = list(batches)  # a group's pairs need all of its rows
     if batches:
-        losers = group_losers(pa.Table.from_batches(batches), k=clean.shingle_chars,
-                              threshold=clean.near_dup_threshold)
-        yield pa.RecordBatch.from_arrays([losers], names=["doc_id"])
+        pairs = group_pairs(pa.Table.from_batches(batches), k=clean.shingle_chars,
+                            threshold=clean.near_dup_threshold)
+        yield from pairs.to_batches()
 
 
 def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_000):
-    """The doc_ids that lose a near-duplicate pair, among ``signed`` (doc_id, length, text, _bands).
+    """The doc_ids that lose a near-duplicate pair, among ``signed`` (doc_id, length, truncated,
+    text, _bands), each with the copy it lost to.
 
     Rows with null ``_bands`` (no shingles) are never candidates. Most band keys belong to
     one text only, so the steps shrink the data before texts move:
 
     1. count the texts per band key (a hash aggregate of longs) and keep the shared keys;
     2. join the candidates' texts (only theirs) onto their (band, doc_id) rows;
-    3. per band group, :func:`~pipelines.spark.minhash.group_losers` shingles each text
-       once and checks the exact Jaccard of every pair of the group in ``mapInArrow``.
+    3. per band group, :func:`~pipelines.spark.minhash.group_pairs` shingles each text
+       once and checks the exact Jaccard of every pair of the group in ``mapInArrow``
+       (and drops pairs of excerpts that share an opening, then diverge).
        Texts travel once per shared band key, not once per candidate pair (two million
        pairs among 180k candidates in a 1M-post crawl).
 
@@ -126,7 +129,9 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
     so the other texts never leave their partitions.
 
     Returns:
-        A cached DataFrame of distinct ``doc_id``, already computed.
+        A cached DataFrame ``(doc_id, winner, similarity)``, one row per losing doc_id,
+        already computed: of the copies it lost to, the most similar (then the smallest
+        doc_id).
     """
     from pyspark.sql import functions as F
 
@@ -138,12 +143,18 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
     members = banded.join(_hint_if_small(shared, broadcast_limit), "_band", "left_semi").cache()
     ids = members.select("doc_id").distinct().cache()
     texts = signed.join(_hint_if_small(ids, broadcast_limit), "doc_id", "left_semi").select(
-        "doc_id", F.col("length").cast("int").alias("length"), "text")
+        "doc_id", F.col("length").cast("int").alias("length"), "truncated", "text")
     id_type = signed.schema["doc_id"].dataType.simpleString()
+    pairs = (
+        _repartition_fixed(members.join(texts, "doc_id").select("_band", "doc_id", "length", "truncated", "text"),
+                           "_band")
+        .mapInArrow(partial(_group_batches, clean=clean.model_copy()),
+                    f"loser {id_type}, winner {id_type}, similarity double")
+    )
+    best = F.min(F.struct(F.negative("similarity").alias("s"), F.col("winner").alias("w")))
     losers = (
-        _repartition_fixed(members.join(texts, "doc_id").select("_band", "doc_id", "length", "text"), "_band")
-        .mapInArrow(partial(_group_batches, clean=clean.model_copy()), f"doc_id {id_type}")
-        .distinct()
+        pairs.groupBy(F.col("loser").alias("doc_id")).agg(best.alias("_best"))
+        .select("doc_id", F.col("_best.w").alias("winner"), F.negative("_best.s").alias("similarity"))
         .cache()  # few rows, and counted: the join that marks them can broadcast it
     )
     losers.count()
@@ -153,7 +164,9 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
 
 
 def mark_duplicates(df, clean: CleanConfig, *, order: list[str]):
-    """``df`` with a ``kind`` column: the duplicate kind of each row, null if it is kept.
+    """``df`` with the dedup decision of each row: ``kind`` (null if it is kept), ``winner``
+    (the doc_id of the copy it lost to), ``similarity`` (Jaccard of a near pair, 1.0 for an
+    exact copy, null for a truncation) and ``_bands`` (the MinHash band keys of a kept row).
 
     Args:
         df: cleaned rows (doc_id, text, truncated, length, …). Rows with a non-null
@@ -163,10 +176,10 @@ def mark_duplicates(df, clean: CleanConfig, *, order: list[str]):
         order: columns that decide which of several exact copies is kept (first wins).
 
     Returns:
-        A DataFrame with the columns of ``df`` plus ``kind``. Within each partition the
-        rows come sorted by doc_id, and the partitioning depends only on the texts, so a
-        re-run writes the same rows in the same order. The decided rows are cached;
-        ``spark.catalog.clearCache()`` frees them.
+        A DataFrame with the columns of ``df`` plus ``kind``, ``winner``, ``similarity`` and
+        ``_bands``. Within each partition the rows come sorted by doc_id, and the
+        partitioning depends only on the texts, so a re-run writes the same rows in the
+        same order. The decided rows are cached; ``spark.catalog.clearCache()`` frees them.
     """
     from pyspark.sql import functions as F
 
@@ -178,13 +191,19 @@ def mark_duplicates(df, clean: CleanConfig, *, order: list[str]):
     still_kept = decided.where(F.col("kind").isNull())
     if "reason" in df.columns:
         still_kept = still_kept.where(F.col("reason").isNull())
-    losers = near_duplicates(still_kept, clean).withColumn("_near", F.lit(True))
-    near = F.col("kind").isNull() & F.col("_near").isNotNull()
+    losers = near_duplicates(still_kept, clean).select(
+        "doc_id", F.col("winner").alias("_near_winner"), F.col("similarity").alias("_near_sim"))
+    near = F.col("kind").isNull() & F.col("_near_winner").isNotNull()
     if "reason" in df.columns:
         near = near & F.col("reason").isNull()
+    similarity = (F.when(near, F.col("_near_sim"))
+                  .when(F.col("kind") == "exact", F.lit(1.0)).otherwise(F.lit(None).cast("double")))
     return (decided.join(losers, "doc_id", "left")
+            .withColumn("similarity", similarity)
+            .withColumn("winner", F.when(near, F.col("_near_winner")).otherwise(F.col("winner")))
             .withColumn("kind", F.when(near, F.lit("near")).otherwise(F.col("kind")))
-            .select(*df.columns, "kind"))
+            .withColumn("_bands", F.when(F.col("kind").isNull(), F.col("_bands")))
+            .select(*df.columns, "kind", "winner", "similarity", "_bands"))
 
 
 def deduplicate(df, clean: CleanConfig, *, order: list[str]):
@@ -196,5 +215,5 @@ def deduplicate(df, clean: CleanConfig, *, order: list[str]):
     """
     from pyspark.sql import functions as F
 
-    marked = mark_duplicates(df, clean, order=order)
+    marked = mark_duplicates(df, clean, order=order).drop("winner", "similarity", "_bands")
     return marked.where(F.col("kind").isNull()).drop("kind"), marked.where(F.col("kind").isNotNull())

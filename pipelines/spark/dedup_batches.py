@@ -32,9 +32,12 @@ import pyarrow.compute as pc
 
 from pipelines.spark.arrow_text import utf8_buffers
 
-__all__ = ["KIND_FIELD", "mark_partition", "prefix_of_next"]
+__all__ = ["KIND_FIELD", "WINNER_FIELD", "mark_partition", "prefix_of_next"]
 
 KIND_FIELD = pa.field("kind", pa.string())  # null: not a duplicate (kept, or quarantined)
+# The doc_id of the copy a duplicate lost to (its own doc_id for an exact copy; for a
+# truncation, the next longer text that starts with it, which may itself lose to a longer one).
+WINNER_FIELD = pa.field("winner", pa.string())
 
 
 @numba.njit(cache=True, nogil=True)
@@ -91,8 +94,8 @@ def mark_partition(table: pa.Table, *, key_chars: int, order: Sequence[str]) -> 
         order: columns that decide which of several exact copies is kept (first wins).
 
     Returns:
-        All rows of ``table`` plus a ``kind`` column ("exact", "truncation" or null),
-        the compared rows first, sorted by ``(doc_id, truncated, *order)``, so the same
+        All rows of ``table`` plus a ``kind`` column ("exact", "truncation" or null) and a
+        ``winner`` column (the doc_id the duplicate lost to, else null), the compared rows first, sorted by ``(doc_id, truncated, *order)``, so the same
         partition always comes out in the same order.
     """
     for name in ("doc_id", "text", "truncated", "length", *order):
@@ -108,8 +111,11 @@ def mark_partition(table: pa.Table, *, key_chars: int, order: Sequence[str]) -> 
     table = table.take(pc.sort_indices(table, sort_keys=keys))
 
     kinds = np.full(len(table), None, dtype=object)
-    exact = _exact_kinds(table.column("doc_id"))
+    doc_ids = table.column("doc_id").combine_chunks().cast(pa.string())
+    exact = _exact_kinds(doc_ids)
     kinds[exact] = "exact"
+    winner_of = np.full(len(table), -1, dtype=np.int64)  # row index of the copy each row lost to
+    winner_of[exact] = np.flatnonzero(exact)  # an exact copy's winner has its own doc_id
     winners = np.flatnonzero(~exact)
     texts = table.column("text").take(winners)
     by_text = pc.sort_indices(texts).to_numpy()
@@ -117,8 +123,15 @@ def mark_partition(table: pa.Table, *, key_chars: int, order: Sequence[str]) -> 
                   pc.greater_equal(table.column("length"), key_chars))
     cut = pc.fill_null(cut, False).take(winners).to_numpy(zero_copy_only=False)
     truncation = prefix_of_next(texts.take(by_text), cut[by_text])
-    kinds[winners[by_text[truncation]]] = "truncation"
+    excerpts = np.flatnonzero(truncation)
+    kinds[winners[by_text[excerpts]]] = "truncation"
+    winner_of[winners[by_text[excerpts]]] = winners[by_text[excerpts + 1]]
 
-    marked = table.append_column(KIND_FIELD, pa.array(kinds, pa.string()))
-    passed = passed.append_column(KIND_FIELD, pa.nulls(len(passed), pa.string()))
+    lost = winner_of >= 0
+    winner = pa.array(np.where(lost, doc_ids.take(np.maximum(winner_of, 0)).to_numpy(zero_copy_only=False),
+                               None), pa.string())
+    marked = (table.append_column(KIND_FIELD, pa.array(kinds, pa.string()))
+              .append_column(WINNER_FIELD, winner))
+    passed = (passed.append_column(KIND_FIELD, pa.nulls(len(passed), pa.string()))
+              .append_column(WINNER_FIELD, pa.nulls(len(passed), pa.string())))
     return pa.concat_tables([marked, passed.select(marked.schema.names)])

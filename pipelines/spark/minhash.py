@@ -3,7 +3,8 @@
 The near-duplicate step (:func:`pipelines.spark.dedup.near_duplicates`) uses two batch
 functions inside ``mapInArrow``: :func:`band_keys` gives every kept text one key per
 LSH band (in the same pass that decides exact and truncation duplicates), and
-:func:`group_losers` checks every candidate pair of a band group with the exact Jaccard
+:func:`group_losers` (or :func:`group_pairs`, which also names each pair's winner and
+similarity) checks every candidate pair of a band group with the exact Jaccard
 of their shingle sets, each distinct text shingled once per partition (a text is ~7x
 smaller than its set of 64-bit hashes, so texts, not sets, travel through the joins).
 
@@ -20,6 +21,12 @@ How a batch is computed (whole batches, in compiled loops of
 3. shingle sets (for Jaccard): each row's window hashes sorted and de-duplicated; a
    candidate pair is decided by merging its two sorted rows, which stops as soon as the
    pair cannot share the shingles the threshold needs (:func:`min_common_for_jaccard`).
+
+Excerpts: a feed excerpt (``truncated``) ends where the crawler cut it, so two different
+posts that share a long opening (a template, a series) can pass the Jaccard threshold
+on the opening alone. :func:`group_pairs` therefore drops a pair with a truncated side
+when it is :func:`tail_divergent`: the two texts differ before either ends and do not
+re-synchronise after their common opening (a re-crawl with small edits does).
 
 The same text always gets the same hashes and keys (fixed seeds, no Python ``hash``),
 so a re-run finds the same pairs. Texts with fewer than ``k`` characters have no
@@ -39,12 +46,21 @@ from pipelines.spark.minhash_kernels import (
     pair_common_counts,
     pairs_reaching,
     sort_distinct_rows,
+    tails_diverge,
     window_hashes,
 )
 
-__all__ = ["band_keys", "group_losers", "jaccard", "min_common_for_jaccard", "pair_jaccard", "shingle_sets"]
+__all__ = [
+    "RESYNC", "band_keys", "group_losers", "group_pairs", "jaccard", "min_common_for_jaccard", "pair_jaccard",
+    "shingle_sets", "tail_divergent",
+]
 
 _SEED = 7  # fixed: band keys must be the same on every run and every executor
+# Remainders (after the common opening) whose shingle Jaccard is below this have not
+# re-synchronised: a small edit leaves most of the text after it alone (~0.9 for one
+# substitution in 60 characters), a different ending shares next to nothing (~0-0.1).
+RESYNC = 0.5
+_GROUP_COLUMNS = ("_band", "doc_id", "length", "text")
 
 
 def _window_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,27 +168,76 @@ def _group_pairs(group_starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
     return left, right
 
 
-def group_losers(table: pa.Table, *, k: int, threshold: float) -> pa.Array:
-    """The losing ``doc_id`` of every similar pair within the band groups of ``table``.
+def _divergent(texts: pa.Array, windows: tuple[np.ndarray, np.ndarray], sizes: np.ndarray, left: np.ndarray,
+               right: np.ndarray, common: np.ndarray, *, k: int, resync: float) -> np.ndarray:
+    """:func:`tail_divergent` of the pairs ``(texts[left[p]], texts[right[p]])``, given the texts'
+    :func:`_window_hashes` (same ``k``); ``sizes`` and ``common`` as :func:`tails_diverge` takes them."""
+    chars = pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+    return tails_diverge(*utf8_buffers(texts), chars, *windows, sizes, left, right, common, k, resync)
+
+
+def tail_divergent(left: pa.Array, right: pa.Array, *, k: int, resync: float = RESYNC) -> np.ndarray:
+    """Whether ``left[i]`` and ``right[i]`` share an opening and then go separate ways before either ends.
+
+    The rule, per pair: let ``P`` be their longest common prefix in code points, and ``a``,
+    ``b`` the two texts after ``P``, both cut to ``m = min(len(a), len(b))`` code points. The
+    pair is divergent iff ``m > 0`` (they differ before either text ends: neither is a prefix
+    of the other, nor are they equal) and the Jaccard of the ``k``-shingle sets of the cut
+    ``a`` and ``b`` is below ``resync`` (two sets without shingles, ``m < k``, have Jaccard 0:
+    texts that differ only in their last few characters are divergent).
+
+    Why this separates the two cases that look alike to whole-text Jaccard: a re-crawl with
+    small edits re-synchronises after its first edit, so the text after it is still mostly
+    the same shingles; two different posts that share a long opening (a template, a series)
+    have unrelated remainders. Why the cut to ``m``: beyond the end of the shorter text the
+    other's characters are unknown to it (a feed cut it there), not different; without the
+    cut, a re-crawl cut ten characters later with one late edit would count as divergent.
+    Why ``m > 0``: an excerpt that is a prefix of the other text has not diverged (it is a
+    shorter cut of the same post), though its empty remainder has no shingles.
+
+    How: one compiled pass per pair (:func:`~pipelines.spark.minhash_kernels.tails_diverge`)
+    finds ``P`` on the UTF-8 bytes (backed off to a code point boundary) and takes the
+    remainders' shingles from the whole texts' own windows (window ``i`` starts at code
+    point ``i``), so no remainder is copied or hashed again.
 
     Args:
-        table: rows ``(_band, doc_id, length, text)``: every text that has the band key
-            ``_band`` and shares it with another text (whole groups: callers partition by
-            ``_band``). A text is in the group of each of its shared keys.
-        k: shingle size in characters.
-        threshold: the Jaccard similarity at or above which two texts are near-duplicates.
+        left, right: string or large_string arrays of the same length, without nulls
+            (chunked arrays are combined).
+        k: shingle size in characters (>= 1), as for the whole-text Jaccard.
+        resync: remainders whose Jaccard is at least this are the same text re-synchronised,
+            in ``[0, 1]``.
 
     Returns:
-        The distinct doc_ids that lose a pair of some group whose Jaccard is >=
-        ``threshold``: of a pair, the shorter text loses, or the larger doc_id when both
-        have the same length. Each distinct text is shingled once, and each distinct
-        pair checked once however many groups it shares.
+        bool, one per pair; symmetric in ``left`` and ``right``.
+
+    Raises:
+        TypeError: an input is not a string array.
+        ValueError: lengths differ, a text is null, ``k < 1`` or ``resync`` outside ``[0, 1]``.
     """
-    for name in ("_band", "doc_id", "length", "text"):
-        if name not in table.schema.names:
-            raise ValueError(f"group_losers: missing column {name!r} (got {table.schema.names})")
-    if table.num_rows == 0:
-        return pa.array([], table.schema.field("doc_id").type)
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in (left, right)]
+    for side, array in zip(("left", "right"), arrays, strict=True):
+        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            raise TypeError(f"tail_divergent: {side} must be a string array, got {array.type}")
+        if array.null_count:
+            raise ValueError(f"tail_divergent: {side} has {array.null_count} null texts")
+    if len(arrays[0]) != len(arrays[1]):
+        raise ValueError(f"tail_divergent: {len(arrays[0])} left texts but {len(arrays[1])} right texts")
+    if k < 1:
+        raise ValueError(f"shingle size must be >= 1, got {k}")
+    if not 0 <= resync <= 1:
+        raise ValueError(f"tail_divergent: resync must be in [0, 1], got {resync}")
+    n = len(arrays[0])
+    texts = pa.concat_arrays([a.cast(pa.large_string()) for a in arrays])
+    rows = np.arange(n, dtype=np.int64)
+    windows = _window_hashes(texts, k)  # no shortcut here: the window counts bound the set sizes
+    return _divergent(texts, windows, np.diff(windows[0]), rows, rows + n, np.zeros(n, dtype=np.int64),
+                      k=k, resync=resync)
+
+
+def _candidate_pairs(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, first_row, left, right)``: the distinct doc_ids of a non-empty band-group table,
+    sorted; one row of each; and every distinct pair ``left < right`` (positions in ``ids``)
+    that shares a group, sorted."""
     ids = table.column("doc_id").combine_chunks()
     distinct = pc.unique(ids)
     distinct = distinct.take(pc.sort_indices(distinct))
@@ -187,15 +252,97 @@ def group_losers(table: pa.Table, *, k: int, threshold: float) -> pa.Array:
     pairs = _sorted_unique((left[left != right].astype(np.uint64) << np.uint64(32))
                            | right[left != right].astype(np.uint64))
     left, right = (pairs >> np.uint64(32)).astype(np.int64), (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
-
     first_row = np.zeros(len(distinct), dtype=np.int64)
     first_row[text_of[::-1]] = by_group[::-1]  # any row of each text will do
-    offsets, hashes = shingle_sets(table.column("text").combine_chunks().take(first_row), k)
+    return distinct, first_row, left, right
+
+
+def _similar_pairs(table: pa.Table, *, k: int, threshold: float, resync: float, caller: str):
+    """The similar pairs of :func:`group_pairs`, as positions.
+
+    Returns:
+        ``(ids, loser, winner, sets)``: ``ids`` the distinct doc_ids, sorted; ``loser`` and
+        ``winner`` int64 positions in ``ids`` of each kept pair, sorted by ``(loser, winner)``;
+        ``sets`` the :func:`shingle_sets` CSR of the texts in the order of ``ids``.
+    """
+    for name in _GROUP_COLUMNS:
+        if name not in table.schema.names:
+            raise ValueError(f"{caller}: missing column {name!r} (got {table.schema.names})")
+    has_truncated = "truncated" in table.schema.names
+    if has_truncated and not pa.types.is_boolean(table.schema.field("truncated").type):
+        raise ValueError(f"{caller}: column 'truncated' must be boolean, got {table.schema.field('truncated').type}")
+    if not 0 <= resync <= 1:
+        raise ValueError(f"{caller}: resync must be in [0, 1], got {resync}")
+    none = np.zeros(0, dtype=np.int64)
+    if table.num_rows == 0:
+        return pa.array([], table.schema.field("doc_id").type), none, none, (np.zeros(1, np.int64), none)
+    distinct, first_row, left, right = _candidate_pairs(table)
+    texts = table.column("text").combine_chunks().take(first_row)
+    windows = _window_hashes(texts, k)  # kept for the tail rule: a remainder's shingles are a run of them
+    offsets, hashes = sort_distinct_rows(*windows)
+    if not has_truncated:
+        windows = None  # no rule to apply: free them
     sizes = np.diff(offsets)
     # J >= threshold iff the pair shares at least `needed` shingles: the merge stops as
     # soon as a pair cannot get there, and pairs of very different sizes never start.
     needed = min_common_for_jaccard(sizes[left], sizes[right], threshold)
     similar = pairs_reaching(offsets, hashes, left, right, needed)
-    left, right = left[similar], right[similar]
+    left, right, needed = left[similar], right[similar], needed[similar]
+    if has_truncated and left.size:
+        truncated = pc.fill_null(table.column("truncated").combine_chunks().take(first_row), False)
+        truncated = truncated.to_numpy(zero_copy_only=False)
+        ruled = np.flatnonzero(truncated[left] | truncated[right])  # only excerpts can end in the middle
+        if ruled.size:
+            # A similar pair shares at least `needed` shingles: enough to settle most re-crawls unsorted.
+            divergent = _divergent(texts, windows, sizes, left[ruled], right[ruled], needed[ruled], k=k,
+                                   resync=resync)
+            keep = np.ones(left.size, dtype=bool)
+            keep[ruled[divergent]] = False
+            left, right = left[keep], right[keep]
     lengths = table.column("length").combine_chunks().take(first_row).to_numpy(zero_copy_only=False)
-    return distinct.take(_sorted_unique(np.where(lengths[right] > lengths[left], left, right)))
+    right_loses = lengths[right] <= lengths[left]  # equal lengths: the larger doc_id (right) loses
+    loser, winner = np.where(right_loses, right, left), np.where(right_loses, left, right)
+    order = np.lexsort((winner, loser))
+    return distinct, loser[order], winner[order], (offsets, hashes)
+
+
+def group_pairs(table: pa.Table, *, k: int, threshold: float, resync: float = RESYNC) -> pa.Table:
+    """Every similar pair of distinct texts within the band groups of ``table``, with its winner.
+
+    Args:
+        table: rows ``(_band, doc_id, length, text)`` and optionally a boolean ``truncated``
+            (null counts as False): every text that has the band key ``_band`` and shares it
+            with another text (whole groups: callers partition by ``_band``). A text is in
+            the group of each of its shared keys.
+        k: shingle size in characters.
+        threshold: the Jaccard similarity at or above which two texts are near-duplicates.
+        resync: passed to :func:`tail_divergent`.
+
+    Returns:
+        One row per distinct pair of some group whose Jaccard is >= ``threshold``, except a
+        pair with at least one truncated side that is :func:`tail_divergent` (two excerpts
+        that share an opening and differ before either ends are different posts, however
+        long the opening; complete texts are judged by the Jaccard alone). Columns ``loser``
+        and ``winner`` (the doc_id type): the shorter text loses, or the larger doc_id when
+        both have the same length; ``similarity`` (float64), the exact Jaccard. Rows are
+        sorted by ``(loser, winner)``. Each distinct text is shingled once, and each distinct
+        pair checked once however many groups it shares.
+
+    Raises:
+        ValueError: a column is missing, ``truncated`` is not boolean, or ``resync`` is
+            outside ``[0, 1]``.
+    """
+    ids, loser, winner, (offsets, hashes) = _similar_pairs(table, k=k, threshold=threshold, resync=resync,
+                                                            caller="group_pairs")
+    return pa.table({"loser": ids.take(loser), "winner": ids.take(winner),
+                     "similarity": pa.array(pair_jaccard(offsets, hashes, loser, winner), pa.float64())})
+
+
+def group_losers(table: pa.Table, *, k: int, threshold: float, resync: float = RESYNC) -> pa.Array:
+    """The distinct, sorted doc_ids that lose a pair of :func:`group_pairs` (the same arguments).
+
+    Without a ``truncated`` column every pair with Jaccard >= ``threshold`` counts, as it
+    always did; with one, the pairs that :func:`group_pairs` drops as tail-divergent do not.
+    """
+    ids, loser, _, _ = _similar_pairs(table, k=k, threshold=threshold, resync=resync, caller="group_losers")
+    return ids.take(_sorted_unique(loser))

@@ -16,6 +16,9 @@ They run inside ``mapInArrow`` on whole partitions (never row-at-a-time Python):
   (~18 µs per pair of 125-shingle texts; the merge takes well under 1 µs).
   :func:`pairs_reaching` is the same merge for a yes/no at a threshold, which can stop
   early.
+- :func:`tails_diverge`: whether each pair's two texts still share their shingles after
+  their longest common prefix, from the windows the texts already have (Arrow has no
+  common-prefix kernel, and a per-pair slice by code points is a Python loop).
 
 ``cache=True`` keeps the machine code in ``__pycache__`` next to this file, so a Python
 worker compiles each kernel once (~1 s) and later workers load it; where that directory
@@ -28,7 +31,8 @@ import numba
 import numpy as np
 
 __all__ = [
-    "band_minima_keys", "finalize", "pair_common_counts", "pairs_reaching", "sort_distinct_rows", "window_hashes",
+    "band_minima_keys", "finalize", "pair_common_counts", "pairs_reaching", "sort_distinct_rows",
+    "tails_diverge", "window_hashes",
 ]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -102,6 +106,36 @@ def window_hashes(byte_offsets, data, window_offsets, k):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bucket_sort(hashes, start, m, row, counts):
+    """Sort ``hashes[start:start + m]`` into ``row[:m]`` (repeats kept); see :func:`sort_distinct_rows`.
+
+    ``counts`` is scratch of at least ``2 * m + 2`` entries.
+    """
+    bits = 0
+    while (1 << bits) < m:
+        bits += 1
+    if bits == 0:  # zero or one hash
+        row[:m] = hashes[start:start + m]
+        return
+    shift = np.uint64(64 - bits)
+    counts[:(1 << bits) + 1] = 0
+    for i in range(start, start + m):
+        counts[(hashes[i] >> shift) + 1] += 1
+    for b in range(1 << bits):
+        counts[b + 1] += counts[b]
+    for i in range(start, start + m):
+        bucket = hashes[i] >> shift
+        row[counts[bucket]] = hashes[i]
+        counts[bucket] += 1
+    for i in range(1, m):  # buckets are in order; sort within them
+        value, j = row[i], i - 1
+        while j >= 0 and row[j] > value:
+            row[j + 1] = row[j]
+            j -= 1
+        row[j + 1] = value
+
+
+@numba.njit(cache=True, nogil=True)
 def sort_distinct_rows(offsets, hashes):
     """Sort each CSR row of ``hashes`` and drop its repeats.
 
@@ -124,29 +158,8 @@ def sort_distinct_rows(offsets, hashes):
     row = np.empty(longest, dtype=np.uint64)
     n = 0
     for r in range(n_rows):
-        start, m = offsets[r], offsets[r + 1] - offsets[r]
-        bits = 0
-        while (1 << bits) < m:
-            bits += 1
-        if bits == 0:  # zero or one hash
-            row[:m] = hashes[start:start + m]
-        else:
-            shift = np.uint64(64 - bits)
-            counts[:(1 << bits) + 1] = 0
-            for i in range(start, start + m):
-                counts[(hashes[i] >> shift) + 1] += 1
-            for b in range(1 << bits):
-                counts[b + 1] += counts[b]
-            for i in range(start, start + m):
-                bucket = hashes[i] >> shift
-                row[counts[bucket]] = hashes[i]
-                counts[bucket] += 1
-            for i in range(1, m):  # buckets are in order; sort within them
-                value, j = row[i], i - 1
-                while j >= 0 and row[j] > value:
-                    row[j + 1] = row[j]
-                    j -= 1
-                row[j + 1] = value
+        m = offsets[r + 1] - offsets[r]
+        _bucket_sort(hashes, offsets[r], m, row, counts)
         for i in range(m):
             if i == 0 or row[i] != row[i - 1]:
                 out[n] = row[i]
@@ -257,3 +270,94 @@ def pairs_reaching(offsets, hashes, left, right, needed):
             j += 1 - lt
         reached[p] = count >= need
     return reached
+
+
+@numba.njit(cache=True, nogil=True)
+def _distinct_in_place(row, m):
+    """Drop the repeats of the sorted ``row[:m]`` in place; returns how many values are left."""
+    n = 0
+    for i in range(m):
+        if i == 0 or row[i] != row[n - 1]:
+            row[n] = row[i]
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def tails_diverge(byte_offsets, data, chars, window_offsets, windows, sizes, left, right, common, k, resync):
+    """For each pair: do its two texts, after their longest common prefix, fail to re-synchronise?
+
+    Args:
+        byte_offsets, data: the texts as a UTF-8 CSR (int64 offsets, uint8 data), as
+            :func:`pipelines.spark.arrow_text.utf8_buffers` returns.
+        chars: int64, each text's length in code points.
+        window_offsets, windows: each text's ``k``-code-point window hashes in text order,
+            repeats kept (:func:`window_hashes`): window ``i`` of a text starts at its code point ``i``.
+        sizes: int64, per text, at least its number of distinct window hashes.
+        left, right: int64 text rows of the pairs.
+        common: int64, per pair, at most the number of distinct window hashes the two whole
+            texts share (exact, or 0 to always compare the remainders).
+        k: the window size the hashes were made with.
+        resync: the Jaccard at or above which the remainders count as re-synchronised.
+
+    Returns:
+        bool per pair: with ``p`` the common prefix in whole code points (a character that
+        differs only in a later byte is not common) and ``kept = min(chars_l, chars_r) - p``,
+        ``kept > 0`` (neither text is a prefix of the other) and the Jaccard of the distinct
+        window hashes inside code points ``[p, p + kept)`` of each text (the stretch where
+        both still have text; 0 without a whole window there) is below ``resync``. The
+        windows are the texts' own: nothing is copied or hashed again (cutting the remainders
+        out as new strings and shingling them cost twice as much).
+
+        Shortcut, exact: a remainder's set lacks at most the ``w - m`` windows outside it
+        (``w`` the text's windows, ``m`` the remainder's), so the remainders share at least
+        ``common - (w_l - m) - (w_r - m)`` hashes of a union of at most ``size_l + size_r -
+        common``; where that ratio reaches ``resync`` nothing is sorted. A re-crawl whose
+        first edit comes early (most of them) stops there.
+    """
+    n = left.size
+    diverge = np.zeros(n, dtype=np.bool_)
+    longest = 0
+    for r in range(window_offsets.size - 1):
+        longest = max(longest, window_offsets[r + 1] - window_offsets[r])
+    row_a, row_b = np.empty(longest, dtype=np.uint64), np.empty(longest, dtype=np.uint64)
+    counts = np.empty(2 * longest + 2, dtype=np.int64)
+    for p in range(n):
+        a, a_end = byte_offsets[left[p]], byte_offsets[left[p] + 1]
+        b, b_end = byte_offsets[right[p]], byte_offsets[right[p] + 1]
+        same, points, most = 0, 0, min(a_end - a, b_end - b)
+        while same < most and data[a + same] == data[b + same]:
+            points += np.int64((data[a + same] & 0xC0) != 0x80)  # lead bytes: one per code point
+            same += 1
+        # A character cut in the middle is not common: its lead byte was counted. The common
+        # bytes are whole characters on one side iff on the other, so one side decides.
+        tail = np.uint8(0)
+        if same < a_end - a:
+            tail = data[a + same]
+        elif same < b_end - b:
+            tail = data[b + same]
+        if (tail & 0xC0) == 0x80:
+            points -= 1
+        keep = min(chars[left[p]], chars[right[p]]) - points
+        if keep == 0:
+            continue
+        m = max(keep - k + 1, 0)  # windows inside [points, points + keep) of each text
+        outside = (window_offsets[left[p] + 1] - window_offsets[left[p]] - m
+                   + window_offsets[right[p] + 1] - window_offsets[right[p]] - m)
+        union = sizes[left[p]] + sizes[right[p]] - common[p]
+        if union > 0 and common[p] - outside > 0 and (common[p] - outside) / union >= resync:
+            continue
+        if m == 0:
+            diverge[p] = resync > 0
+            continue
+        _bucket_sort(windows, window_offsets[left[p]] + points, m, row_a, counts)
+        _bucket_sort(windows, window_offsets[right[p]] + points, m, row_b, counts)
+        size_a, size_b = _distinct_in_place(row_a, m), _distinct_in_place(row_b, m)
+        i, j, shared = 0, 0, 0
+        while i < size_a and j < size_b:
+            x, y = row_a[i], row_b[j]
+            shared += np.int64(x == y)
+            i += np.int64(x <= y)
+            j += np.int64(y <= x)
+        diverge[p] = shared / (size_a + size_b - shared) < resync
+    return diverge
