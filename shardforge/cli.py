@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local: spark.master; yarn: cluster mode with spark.yarn settings")
     submit.add_argument("--dt", action="append", help="a dt partition (repeatable; default: all)")
     submit.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    dedup = sub.add_parser("dedup", help="the dedup audit: why a post was dropped or kept")
+    dsub = dedup.add_subparsers(dest="dedup_command", required=True, parser_class=_Parser)
+    explain = dsub.add_parser("explain", parents=[common], help="every copy of a post and the document it ended in")
+    explain.add_argument("query", help="a doc_id or member_id (6-16 hex digits, a prefix) or the opening of a post")
+    explain.add_argument("--limit", type=_positive, default=10, help="copies to explain (default: 10)")
     records = sub.add_parser("records", help="inspect or verify TFRecord files and datasets")
     rsub = records.add_subparsers(dest="records_command", required=True, parser_class=_Parser)
     inspect = rsub.add_parser("inspect", help="manifest, schema, counts and the first examples")
@@ -96,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = rsub.add_parser("verify", help="check every CRC and the manifest's counts and checksums")
     verify.add_argument("path", help="a dataset version folder or a single .tfrecord file")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _progress(message: str) -> None:
@@ -243,6 +255,16 @@ def _dispatch(args) -> int:
         summary = latest_summary(lake, args.run_id)
         print_summary(summary, Console())
         _progress(f"report: {_write_report(cfg, lake, summary)}")
+    elif args.command == "dedup":
+        from pipelines.spark.dedup_explain import explain
+
+        found = explain(_spark(cfg, lake), db=cfg.spark.database, query=args.query, limit=args.limit)
+        if not found:
+            raise LookupError(f"dedup explain: no post, copy or document matches {args.query!r}")
+        for item in found:
+            print(item.copy)
+            for line in item.lines:
+                print(f"  {line}")
     elif args.command == "submit":
         from pipelines.spark.submit import submit
         from shardforge.config import DEFAULT_CONFIG_PATH

@@ -201,7 +201,8 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
             counts = with_seen(counts, build.seen_by_dt.get(counts.dt, 0))
             record_job_run(spark, db, run_id, counts)
             _add(cleaned, counts)
-        record_job_run(spark, db, run_id, build.counts())
+        # The documents span every dt: their row goes with the newest dt of this run.
+        record_job_run(spark, db, run_id, dataclasses.replace(build.counts(), dt=max(dts)))
         cleaned.details["documents"] = build.snapshot()
     article_dts = article_partitions(cfg, lake)
     for dt in article_dts:
@@ -236,37 +237,14 @@ def with_seen(counts, seen: int):
                                duplicates_by_kind=by_kind).check()
 
 
-def documents_snapshot_uri(cfg: ShardforgeConfig, lake: Lake) -> str:
-    """``_SNAPSHOT.json`` in the documents table folder (hidden from table readers by its ``_``)."""
-    return f"{lake.table(cfg.spark.database, 'documents')}/_SNAPSHOT.json"
-
-
 def refresh_documents(cfg: ShardforgeConfig, lake: Lake, spark):
     """Rebuild ``documents`` from every committed dt and write its snapshot; returns the build."""
-    import json
-
+    from pipelines.encode.inputs import write_documents_snapshot
     from pipelines.spark.documents import rebuild_documents
 
     build = rebuild_documents(spark, db=cfg.spark.database)
-    with lake.fs.open(lake.fs_path(documents_snapshot_uri(cfg, lake)), "w") as out:
-        json.dump(build.snapshot(), out, indent=1, sort_keys=True)
+    write_documents_snapshot(lake, cfg.spark.database, build.snapshot())
     return build
-
-
-def read_documents_snapshot(cfg: ShardforgeConfig, lake: Lake) -> dict:
-    """The snapshot the documents table was last built from.
-
-    Raises:
-        FileNotFoundError: no documents yet (``shardforge clean`` builds them).
-    """
-    import json
-
-    path = lake.fs_path(documents_snapshot_uri(cfg, lake))
-    if not lake.fs.exists(path):
-        raise FileNotFoundError(f"no documents under {lake.table(cfg.spark.database, 'documents')}: "
-                                "run `shardforge clean` first")
-    with lake.fs.open(path) as f:
-        return json.load(f)
 
 
 def images(cfg: ShardforgeConfig, lake: Lake, *, progress: Progress = _quiet) -> StageReport:
@@ -294,7 +272,7 @@ def encode(cfg: ShardforgeConfig, lake: Lake, *, engine: str = "beam", spark=Non
 
     Args:
         engine: ``beam`` (``beam.runner``) or ``spark`` (needs ``spark``, a SparkSession).
-        dataset: ``posts`` (``clean_posts`` → the ``dataset:`` section, ``feature_spec``) or
+        dataset: ``posts`` (``documents`` → the ``dataset:`` section, ``feature_spec``) or
             ``images`` (``clean_images`` → the ``image_dataset:`` section and its spec).
 
     Returns:
@@ -303,37 +281,21 @@ def encode(cfg: ShardforgeConfig, lake: Lake, *, engine: str = "beam", spark=Non
 
     Raises:
         ConfigError: ``images`` without an ``image_dataset`` section.
+        FileNotFoundError: ``posts`` before ``clean`` built the documents.
         ValueError: an unknown engine or dataset, or ``spark`` without a session.
     """
     from features.spec import load_spec
-    from shardforge.config import ConfigError
+    from pipelines.encode.inputs import dataset_inputs
 
     if engine not in ENGINES:
         raise ValueError(f"encode: engine must be one of {ENGINES}, got {engine!r}")
-    if dataset == "posts":
-        # The documents, never per-dt rows: every post once, whatever dts brought it.
-        entry, spec_path = cfg.dataset, cfg.feature_spec
-        snapshot = read_documents_snapshot(cfg, lake)
-        table, dts = "documents", snapshot["dts"]
-    elif dataset == "images":
-        if cfg.image_dataset is None:
-            raise ConfigError(f"{cfg.source}: image_dataset: not configured (needed to encode "
-                              "images)")
-        entry, spec_path = cfg.image_dataset, cfg.image_dataset.spec
-        table, dts = "clean_images", image_partitions(cfg, lake)
-    else:
-        raise ValueError(f"encode: dataset must be one of {DATASETS}, got {dataset!r}")
+    source = dataset_inputs(cfg, lake, dataset, image_dts=image_partitions(cfg, lake) if dataset == "images" else ())
+    entry, table, dts = source.entry, source.table, source.dts
     uri = lake.records(entry.name, entry.version)
-    config = cfg.model_dump(mode="json")
-    if dataset == "posts":
-        inputs = [f"{lake.table(cfg.spark.database, table)}/first_seen_dt=*/*.parquet"]
-        config["documents_snapshot"] = snapshot  # the manifest names the dts it came from
-    else:
-        inputs = [f"{lake.table(cfg.spark.database, table, dt)}/*.parquet" for dt in dts]
     common = {
-        "lake": lake, "spec": load_spec(cfg.resolve_path(spec_path)), "inputs": inputs,
+        "lake": lake, "spec": load_spec(cfg.resolve_path(source.spec_path)), "inputs": source.inputs,
         "dataset": entry.name, "version": entry.version, "splits": dict(entry.splits),
-        "shards": dict(entry.shards), "config": config,
+        "shards": dict(entry.shards), "config": source.config,
     }
     if engine == "beam":
         from pipelines.beam.encode import run_encode

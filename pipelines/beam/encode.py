@@ -185,11 +185,13 @@ def run(argv: list[str] | None = None) -> EncodeResult:
     """Command-line entry for launchers that run a pipeline module (Airflow's Beam operator).
 
     ``--config FILE --lake URI [--dt D …] [--runner R] [--dataset posts|images]``; unknown
-    ``--key=value`` flags are Beam pipeline options. Without ``--dt``: every partition of the
-    dataset's corpus present in the lake. Prints the result as one JSON line.
+    ``--key=value`` flags are Beam pipeline options. ``posts`` are built from the documents
+    of every dt (``--dt`` does not narrow them: a dataset never repeats a document); ``images``
+    from the ``--dt`` partitions, else every partition present. Prints the result as one JSON line.
     """
     from features.spec import load_spec
-    from shardforge.config import ConfigError, load_config
+    from pipelines.encode.inputs import dataset_inputs
+    from shardforge.config import load_config
     from shardforge.lake import Lake
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -205,20 +207,13 @@ def run(argv: list[str] | None = None) -> EncodeResult:
     for flag in passthrough:
         key, sep, value = flag.lstrip("-").partition("=")
         options[key] = value if sep else True
-    if known.dataset == "posts":
-        entry, spec_path, table, corpus = cfg.dataset, cfg.feature_spec, "clean_posts", "feeds"
-    elif cfg.image_dataset is None:
-        raise ConfigError(f"{cfg.source}: image_dataset: not configured")
-    else:
-        entry, spec_path = cfg.image_dataset, cfg.image_dataset.spec
-        table, corpus = "clean_images", cfg.images.corpus
-    dts = known.dt or lake.raw_partitions(corpus)
+    image_dts = (known.dt or lake.raw_partitions(cfg.images.corpus)) if known.dataset == "images" else ()
+    source = dataset_inputs(cfg, lake, known.dataset, image_dts=image_dts)
     result = run_encode(
-        lake=lake, inputs=[f"{lake.table(cfg.spark.database, table, dt)}/*.parquet" for dt in dts],
-        spec=load_spec(cfg.resolve_path(spec_path)), dataset=entry.name, version=entry.version,
-        splits=dict(entry.splits), shards=dict(entry.shards),
-        runner=known.runner or cfg.beam.runner, options=options,
-        config=cfg.model_dump(mode="json"))
+        lake=lake, inputs=source.inputs, spec=load_spec(cfg.resolve_path(source.spec_path)),
+        dataset=source.entry.name, version=source.entry.version, splits=dict(source.entry.splits),
+        shards=dict(source.entry.shards), runner=known.runner or cfg.beam.runner, options=options,
+        config=source.config)
     print(json.dumps(result.__dict__, sort_keys=True), file=sys.stdout)
     return result
 

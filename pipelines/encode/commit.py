@@ -152,8 +152,9 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
         rows_in: input rows, counted on the driver.
 
     Raises:
-        ReconciliationError: two attempts reported for one shard, or rows in != rows
-            encoded + rows quarantined. Nothing is committed; the caller discards staging.
+        ReconciliationError: two attempts reported for one shard, a key appears twice, or
+            rows in != rows encoded + rows quarantined. Nothing is committed; the caller
+            discards staging.
     """
     fs, root = resolve(staging_uri)
     shards, quarantine = _chosen(results, plan)
@@ -161,6 +162,12 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
     keep |= {r["index"] for r in shards.values()}
     if fs.exists(root):
         _remove_leftovers(fs, root, keep)
+    repeated = sorted((r["gid"], r["repeated_key"]) for r in shards.values() if r.get("repeated_key"))
+    if repeated:
+        gid, key = repeated[0]
+        raise ReconciliationError(
+            f"encode {dataset} v={version}: {spec.key} {key!r} appears more than once (shard gid {gid}; "
+            f"{len(repeated)} shard(s) repeat a key): a version holds every document once")
     documents = sum(int(r["documents"]) for r in shards.values())
     quarantined = sum(int(r["records"]) for r in quarantine.values())
     if rows_in != documents + quarantined:

@@ -65,7 +65,9 @@ PAYLOAD_SCHEMA = pa.schema([("gid", pa.int32()), ("key", pa.string()), ("payload
 # What every writer returns, one dict per file (Spark: rows of this shape; Beam: JSON lines).
 RESULT_FIELDS = (("kind", pa.string()), ("gid", pa.int32()), ("path", pa.string()),
                  ("records", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string()),
-                 ("index", pa.string()), ("documents", pa.int64()))
+                 ("index", pa.string()), ("documents", pa.int64()),
+                 # The first key the shard holds twice (null if none): a version never repeats one.
+                 ("repeated_key", pa.string()))
 
 
 @dataclass(frozen=True)
@@ -224,30 +226,38 @@ def write_group(*, gid: int, batches: Iterable[pa.RecordBatch], staging_uri: str
     """Write the shard ``gid`` from its payload rows, ordered by ``(key, payload)``.
 
     Returns:
-        One result for the shard (``kind: shard``; ``documents``: input rows it holds) and,
-        for packed text, one for the rows the shard quarantined (``kind: quarantine``).
+        One result for the shard (``kind: shard``; ``documents``: input rows it holds;
+        ``repeated_key``: the first key it holds twice, else None) and, for packed text, one
+        for the rows the shard quarantined (``kind: quarantine``). Copies of a key always
+        land in the same shard (the shard is a hash of the key) and next to each other
+        (rows are ordered by key), so one compare per row finds them.
     """
     split, shard = plan.locate(gid)
     path = join(split_dir(split), f"shard-{shard:05d}-{_attempt()}.tfrecord")
     fs, root = resolve(staging_uri)
     target = to_uri(fs, join(root, path))
     if not is_packed(spec):
-        counted = {"rows": 0}
+        counted = {"rows": 0, "last": None, "repeated": None}
 
         def records() -> Iterator[bytes]:
             for batch in batches:
                 counted["rows"] += batch.num_rows
+                keys = batch.column("key").cast(pa.string())
+                if counted["repeated"] is None:
+                    counted["repeated"] = _first_repeat(keys, counted["last"])
+                counted["last"] = keys[-1].as_py() if len(keys) else counted["last"]
                 yield from batch.column("payload").to_pylist()
 
         info = write_shard(path=target, records=records(), root=staging_uri)
-        return [_result("shard", gid, info.to_dict(), documents=counted["rows"])]
+        return [_result("shard", gid, info.to_dict(), documents=counted["rows"], repeated_key=counted["repeated"])]
     rows = pa.concat_tables([from_ipc(p) for b in batches for p in b.column("payload").to_pylist()],
                             promote_options="permissive")
     rows = rows.sort_by(_row_order(spec)).combine_chunks()
     batch = rows.to_batches()[0] if rows.num_rows else pa.RecordBatch.from_pylist([], rows.schema)
     result = encode(batch, spec, artifacts)
     info = write_shard(path=target, records=[e for _, e in result.examples], root=staging_uri)
-    out = [_result("shard", gid, info.to_dict(), documents=result.documents)]
+    out = [_result("shard", gid, info.to_dict(), documents=result.documents,
+                   repeated_key=_first_repeat(rows.column(spec.key).cast(pa.string()), None))]
     if result.quarantined.num_rows:
         out += write_quarantine(tables=[pa.Table.from_batches([result.quarantined])], gid=gid,
                                 staging_uri=staging_uri, key=spec.key)
@@ -287,7 +297,20 @@ def write_quarantine(*, tables: list[pa.Table], gid: int, staging_uri: str, key:
                     documents=0)]
 
 
-def _result(kind: str, gid: int, info: dict, *, documents: int) -> dict:
+def _first_repeat(keys, previous: str | None) -> str | None:
+    """The first of sorted ``keys`` equal to the key before it (``previous``: the one before
+    the first), else None."""
+    keys = pa.chunked_array([keys]) if isinstance(keys, pa.Array) else keys
+    keys = keys.combine_chunks() if len(keys) else pa.array([], pa.string())
+    if len(keys) == 0:
+        return None
+    before = pa.concat_arrays([pa.array([previous], pa.string()), keys.slice(0, len(keys) - 1)])
+    same = pc.fill_null(pc.equal(keys, before), False)
+    hit = pc.index(same, True).as_py()
+    return None if hit < 0 else keys[hit].as_py()
+
+
+def _result(kind: str, gid: int, info: dict, *, documents: int, repeated_key: str | None = None) -> dict:
     return {"kind": kind, "gid": gid, "path": info["path"], "records": info["records"],
             "bytes": info["bytes"], "sha256": info["sha256"], "index": info["index"],
-            "documents": documents}
+            "documents": documents, "repeated_key": repeated_key}

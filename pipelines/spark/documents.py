@@ -40,20 +40,19 @@ class DocumentsBuild:
 
     members: int
     documents: int
-    links: int
     seen_by_dt: dict[str, int] = field(default_factory=dict)  # members that are copies, per dt
     members_by_dt: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict:
         """The inputs of this build as JSON: its id is a hash of them (no clock, no order)."""
         body = {"dts": sorted(self.members_by_dt), "members_by_dt": dict(sorted(self.members_by_dt.items())),
-                "members": self.members, "documents": self.documents, "links": self.links}
+                "members": self.members, "documents": self.documents}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return {"snapshot": digest, **body}
 
     def counts(self) -> JobCounts:
         """members in = documents out + copies seen in another dt."""
-        return JobCounts("documents", "*", rows_in=self.members, rows_out=self.documents,
+        return JobCounts("documents", "all", rows_in=self.members, rows_out=self.documents,
                          duplicates_dropped=self.members - self.documents,
                          duplicates_by_kind={"seen": self.members - self.documents}).check()
 
@@ -167,8 +166,7 @@ def rebuild_documents(spark, *, db: str) -> DocumentsBuild:
         F.count("*").alias("members"), F.sum(F.when(F.col("role") == "seen", 1).otherwise(0)).alias("seen")
     ).collect()}
     build = DocumentsBuild(
-        members=members.count(), documents=spark.table(f"{db}.documents").count(),
-        links=best.count(), seen_by_dt={dt: s for dt, (_, s) in by_dt.items()},
+        members=members.count(), documents=spark.table(f"{db}.documents").count(), seen_by_dt={dt: s for dt, (_, s) in by_dt.items()},
         members_by_dt={dt: m for dt, (m, _) in by_dt.items()})
     members.unpersist()
     best.unpersist()

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "airflow_dags"
-DT1, DT2 = "2026-11-01", "2026-11-02"
+DT0, DT1, DT2 = "2026-10-31", "2026-11-01", "2026-11-02"
 BAD_DT = "2026-11-09"
 TASKS = {"prepare", "ingest", "explode_clean", "validate_clean_posts", "images",
          "validate_clean_images", "encode_images", "encode", "validate_dataset", "train_lm",
@@ -255,6 +255,32 @@ def test_a_backfilled_date_gets_partitions_of_its_own(daily_run, dag, airflow_en
     assert _partitions(airflow_env.lake, "raw_feeds") == {DT1, DT2}
     assert _partitions(airflow_env.lake, "clean_posts") >= {DT1, DT2}
     assert _partitions(airflow_env.lake, "job_runs") >= {DT1, DT2}  # explode_clean ran
+
+
+def _documents(lake: Path) -> dict[str, dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(lake / "warehouse" / "shardforge.db" / "documents")
+    return {row["doc_id"]: row for row in table.to_pylist()}
+
+
+@pytest.mark.slow
+def test_an_older_date_backfilled_last_gives_the_documents_of_the_in_order_run(daily_run, dag, airflow_env):
+    # DT0 is the day before DT1 and its crawl showed the same page: processed last, it must
+    # leave what processing DT0, DT1, DT2 in order leaves: the same documents (same doc_ids:
+    # the same texts), now first seen on DT0, and no document twice.
+    lake = airflow_env.lake
+    before = _documents(lake)
+    copy = lake / "raw" / "feeds" / f"dt={DT0}"
+    shutil.copytree(lake / "raw" / "feeds" / f"dt={DT1}", copy)
+    from_dt1 = {d for d, row in before.items() if row["first_seen_dt"] == DT1}
+    run, states = _run(dag, airflow_env, DT0, mark_success_pattern=SPARK_ONLY + "|images")
+    assert run.state == "success" and states["explode_clean"] == "success", states
+    after = _documents(lake)
+    assert set(after) == set(before) and len(from_dt1) > 0
+    assert {d for d, row in after.items() if row["first_seen_dt"] == DT0} == from_dt1
+    assert all(after[d]["times_seen"] == before[d]["times_seen"] + 1 for d in from_dt1)
+    assert all(after[d]["text"] == before[d]["text"] for d in after)
 
 
 @pytest.mark.slow

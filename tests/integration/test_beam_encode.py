@@ -125,16 +125,20 @@ def test_quarantine_and_computed_vocabulary_reconcile(tmp_path):
     assert [r.success for r in results] == [True, True]
 
 
-def _lake_with_clean_posts(tmp_path, rows):
+def _lake_with_documents(tmp_path, rows):
+    """A lake whose documents table (what the posts dataset is built from) holds ``rows``."""
+    from pipelines.encode.inputs import write_documents_snapshot
+
     lake = Lake(str(tmp_path / "lake"))
     lake.local_path(lake.raw("feeds", DT)).mkdir(parents=True)
-    folder = lake.local_path(lake.table("shardforge", "clean_posts", DT))
+    folder = lake.local_path(lake.table("shardforge", "documents")) / f"first_seen_dt={DT}"
     _write_inputs(folder, rows, files=1)
+    write_documents_snapshot(lake, "shardforge", {"snapshot": "test", "dts": [DT]})
     return lake
 
 
 def test_run_argv_as_airflow_calls_it(tmp_path, capsys):
-    lake = _lake_with_clean_posts(tmp_path, _rows(12))
+    lake = _lake_with_documents(tmp_path, _rows(12))
     result = run(["--lake", lake.root, "--dt", DT, "--runner", "DirectRunner",
                   "--direct_num_workers=1"])
     assert (result.rows_in, result.documents) == (12, 12)
@@ -143,7 +147,7 @@ def test_run_argv_as_airflow_calls_it(tmp_path, capsys):
 
 
 def test_cli_encode_on_beam(tmp_path, capsys):
-    lake = _lake_with_clean_posts(tmp_path, _rows(8))
+    lake = _lake_with_documents(tmp_path, _rows(8))
     assert main(["encode", "--lake", lake.root, "--engine", "beam"]) == 0
     assert "encode: 8 rows" in capsys.readouterr().err.replace("\n", "")
     assert main(["encode", "--lake", lake.root, "--engine", "flink"]) == 2

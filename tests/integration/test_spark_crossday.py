@@ -161,3 +161,54 @@ def test_a_rerun_changes_nothing(spark, raw_days, spark_config, in_order):
     build = rebuild_documents(spark, db=db)
     assert _documents(spark, db) == in_order[2]
     assert build.snapshot() == in_order[1].snapshot()
+
+
+def test_a_failed_link_leaves_the_documents_as_they_were(spark, spark_config, in_order, monkeypatch):
+    from pipelines.spark import crossday
+
+    db = "xday_in_order"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setattr(crossday, "find_links", broken)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        run_clean(spark, db=db, dt=DAYS[2], clean=spark_config.clean)
+    assert _documents(spark, db) == in_order[2]  # documents are rebuilt only after a whole dt
+    # The dt's index partition is its commit: without it the dt is absent, never half there.
+    assert spark.table(f"{db}.dedup_index").where(f"dt = '{DAYS[2]}'").count() == 0
+    monkeypatch.undo()
+    run_clean(spark, db=db, dt=DAYS[2], clean=spark_config.clean)
+    rebuild_documents(spark, db=db)
+    assert _documents(spark, db) == in_order[2]
+
+
+def test_explain_follows_a_copy_to_its_document(spark, in_order):
+    from pipelines.spark.dedup_explain import explain
+
+    by_text = {d["truncated"]: d for d in in_order[2] if d["text"].startswith("Transformer")}
+    rope = by_text[False]
+    found = explain(spark, db="xday_in_order", query="Transformer 的位置编码 RoPE")
+    copies = {e.copy.split(" feed")[0]: e for e in found}
+    assert set(copies) == {f"dt={DAYS[0]}", f"dt={DAYS[1]}", f"dt={DAYS[2]}"}
+    assert {e.doc_id for e in found} == {rope["doc_id"]}
+    day1 = "\n".join(copies[f"dt={DAYS[0]}"].lines)
+    assert "a copy (truncation)" in day1 and f"dt={DAYS[2]}" in day1 and "first seen 2026-09-01" in day1
+    by_id = explain(spark, db="xday_in_order", query=rope["doc_id"][:10])
+    assert by_id and all(e.doc_id == rope["doc_id"] for e in by_id)
+
+
+def test_explain_names_what_a_day_dropped_itself(spark, spark_lake, spark_config, write_raw):
+    from pipelines.spark.dedup_explain import explain
+
+    dt, db = "2026-09-20", "xday_explain"
+    full = STORIES["beam"]
+    write_raw("feeds", dt, {"feed-a.txt": _dump([full, full, full[:40] + "..."])})
+    _process(spark, spark_lake, spark_config.clean, db, [dt])
+    found = explain(spark, db=db, query=full[:12])
+    stories = sorted("\n".join(e.lines) for e in found)
+    assert len(found) == 3 and len({e.doc_id for e in found}) == 1
+    assert sum("dropped by the clean of dt=2026-09-20: exact" in s for s in stories) == 1
+    assert sum("dropped by the clean of dt=2026-09-20: truncation" in s for s in stories) == 1
+    with pytest.raises(ValueError, match="doc_id"):
+        explain(spark, db=db, query="  ")

@@ -146,3 +146,27 @@ def test_quarantined_rows_are_committed_inside_the_version(tmp_path, spec):
     assert [(r["doc_id"], r["_feature"]) for r in rows] == [("doc-003", "topic"), ("doc-007", "topic")]
     assert "'gardening' is not in the closed vocabulary" in rows[0]["_reason"]
     assert result.artifacts["quarantine.00000"] == f"{result.uri}/quarantine/part-00000-of-00001.parquet"
+
+
+@pytest.mark.parametrize("repeat", [[7], [3, 3, 19]])
+def test_a_key_twice_in_a_version_is_refused(tmp_path, spec, repeat):
+    batch = _batch(24)
+    ids = batch.column("doc_id").to_pylist() + [f"doc-{i:03d}" for i in repeat]  # a document again
+    rows = pa.RecordBatch.from_pydict({
+        "doc_id": ids, "text": [f"copy {i}" for i in range(len(ids))], "topic": ["nlp"] * len(ids),
+        "length": list(range(len(ids)))})
+    lake = Lake(str(tmp_path))
+    staging = staging_uri_for(lake.records("posts", "1"))
+    results = _attempt(staging, rows, spec)
+    reported = {r["repeated_key"] for r in results if r["repeated_key"]}
+    # Each shard reports its first repeated key (in key order); copies share their key's shard.
+    assert f"doc-{min(repeat):03d}" in reported and reported <= {f"doc-{i:03d}" for i in repeat}
+    with pytest.raises(ReconciliationError, match=r"doc_id 'doc-0\d\d' appears more than once"):
+        _commit(lake, staging, results, len(ids), spec)
+    assert not Path(resolve(lake.records("posts", "1"))[1]).exists()  # nothing committed
+
+
+def test_distinct_keys_report_no_repeat(tmp_path, spec):
+    lake = Lake(str(tmp_path))
+    staging = staging_uri_for(lake.records("posts", "1"))
+    assert all(r["repeated_key"] is None for r in _attempt(staging, _batch(30), spec))
