@@ -11,9 +11,12 @@ Not a test. Two parts, side by side in one run:
     LocalPipelineExecutor: signatures and filter with tasks=2, workers=2; buckets with
     tasks=14 (one per bucket, the stage requires it), workers=2; cluster with tasks=1 (ditto).
     Its posts/s = post lines / the 4 stages' time; kept = documents the filter wrote.
-(2) ``--pairs N``: ``dedup_pairs.labelled_pairs`` as one corpus; a tool merges a pair iff it
-    removed either of its texts (sound: texts of different pairs are kept apart, and the
-    datatrove clusters that span pairs are counted). Ours is :func:`ours_merged`.
+(2) ``--pairs N``: ``dedup_pairs.labelled_pairs``. Datatrove gets them as one corpus and
+    merges a pair iff it removed either of its texts (sound: texts of different pairs are
+    kept apart, and the datatrove clusters that span pairs are counted). Ours
+    (:func:`ours_merged`) gets the ``a`` texts as one dt and the ``b`` texts as the next, and
+    merges a pair iff both end in one document: the cross-dt path, with the same rules as
+    within a dt.
 
 Datatrove runs its default ``MinhashConfig()``: 5-word shingles, 14 buckets x 8 hashes, seed 1,
 ``HashConfig(precision=64, hash_fc="xxhash")``, default ``TextNormConfig``. Its words come from
@@ -53,15 +56,46 @@ INSTALL = ('python3.11 -m venv /work/venv-datatrove && /work/venv-datatrove/bin/
            '"xxhash<4" regex tokenizers spacy jieba orjson; then pass --datatrove-python /work/venv-datatrove/bin/python')
 
 
-def ours_merged(pairs: Sequence) -> list[bool]:
-    """Ours' decision for each pair: ``True`` iff shardforge's dedup merges ``pairs[i].a`` and ``.b``.
+def ours_merged(pairs: Sequence, *, work: Path | None = None) -> list[bool]:
+    """Ours' decision for each pair: ``True`` iff shardforge puts ``pairs[i].a`` and ``.b`` in one document.
 
-    Contract (the same as datatrove's side): put all ``2 * len(pairs)`` texts into one corpus
-    (one dt; texts of different pairs are unrelated), run the dedup, and return one bool per
-    pair, in order: ``True`` iff either of the pair's two texts was dropped as a duplicate
-    (exact, truncation or near) of another text.
+    The ``a`` texts are one dt's crawl and the ``b`` texts the next dt's (25 posts a feed dump),
+    so every pair goes through the cross-dt path (the dedup index, the links, the documents
+    rebuild) on a local Spark session; the within-dt checks apply the same rules. A text
+    the clean quarantines (outside the length bounds) merges nothing.
     """
-    raise NotImplementedError("wired by the cross-day dedup change")
+    from pipelines.spark.clean import run_clean, run_explode
+    from pipelines.spark.documents import rebuild_documents
+    from pipelines.spark.ingest import run_ingest_feeds
+    from pipelines.spark.session import build_session
+    from shardforge.config import load_config
+    from shardforge.lake import Lake
+
+    root = Path(work or tempfile.mkdtemp(prefix="sf-pairs-"))
+    cfg = load_config(lake_root=str(root))
+    lake = Lake(cfg.lake.root)
+    days = {"2026-11-01": [p.a for p in pairs], "2026-11-02": [p.b for p in pairs]}
+    for dt, texts in days.items():
+        folder = lake.local_path(lake.raw("feeds", dt))
+        folder.mkdir(parents=True)
+        for n in range(0, len(texts), 25):
+            page = "\n".join(t.replace("\n", " ") for t in texts[n:n + 25])
+            (folder / f"feed-{n // 25:05d}.txt").write_text(f"banner\n\nheading\n{page}\n", encoding="utf-8")
+    spark = build_session(cfg.spark, lake)
+    db = cfg.spark.database
+    try:
+        for dt in days:
+            run_ingest_feeds(spark, db=db, lake=lake, partitions=[dt])
+            run_explode(spark, db=db, dt=dt)
+            run_clean(spark, db=db, dt=dt, clean=cfg.clean)
+        rebuild_documents(spark, db=db)
+        members = spark.sql(f"SELECT p.dt, p.feed_id, p.pos, m.doc_id FROM {db}.clean_posts p JOIN "
+                            f"{db}.document_members m ON p.dt = m.dt AND p.doc_id = m.member_id").collect()
+    finally:
+        spark.stop()
+    doc = {(r["dt"], int(r["feed_id"].rsplit("-", 1)[1]) * 25 + r["pos"]): r["doc_id"] for r in members}
+    a_dt, b_dt = days
+    return [doc.get((a_dt, i)) is not None and doc.get((a_dt, i)) == doc.get((b_dt, i)) for i in range(len(pairs))]
 
 
 # --- datatrove side: runs in the datatrove interpreter (stdlib + datatrove only) -------------------

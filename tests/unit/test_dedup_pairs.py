@@ -136,10 +136,3 @@ def test_feed_dumps_become_one_jsonl_document_per_post(tmp_path):
     assert len(list((tmp_path / "jsonl").glob("*.jsonl"))) == 2
     assert not any(d["text"].startswith(("【", "[ML Systems")) or d["text"] in ("最新文章", "Latest posts")
                    for d in docs)
-
-
-def test_ours_merged_is_left_for_the_cross_day_dedup_change():
-    from benchmarks.dedup_peer import ours_merged
-
-    with pytest.raises(NotImplementedError, match="cross-day dedup"):
-        ours_merged(labelled_pairs(8, seed=0))
