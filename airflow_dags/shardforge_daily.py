@@ -47,12 +47,12 @@ One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
 | task | what | where it runs |
 |---|---|---|
 | `prepare` | load the config, zip the project for `--py-files`, write Spark properties | worker |
-| `ingest`, `explode_clean` | `pipelines/spark/jobs.py` through `spark-submit` | `spark_default` |
+| `ingest`, `explode_clean` | `pipelines/spark/jobs.py` through `spark-submit`; `explode_clean` also links the dt's posts with every other dt's and rebuilds `documents` | `spark_default` |
 | `validate_clean_posts` | Great Expectations gate over `clean_posts/dt=…` | worker |
 | `images` | `pipelines/beam/images.py` (raw images → clean_images + quarantine) | `beam_runner` |
 | `validate_clean_images` | gate over `clean_images/dt=…` (size, labels, byte lengths) | worker |
 | `encode_images` | `pipelines/beam/encode.py --dataset images` (clean_images → image shards) | `beam_runner` |
-| `encode` | `pipelines/beam/encode.py` (clean_posts → TFRecord shards) | `beam_runner` |
+| `encode` | `pipelines/beam/encode.py` (documents of every dt → TFRecord shards) | `beam_runner` |
 | `validate_dataset` | gate over the shards: counts, then decoded examples | worker |
 | `train_<model>` | `torchrun -m airflow_dags.train_entry <model>`; after the model its `init_from` names | pool `gpu` |
 | `report` | `reports/<run_id>/summary.json` and `report.html` | worker |
@@ -60,6 +60,8 @@ One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
 A failed gate fails its task at once (no retries) with the failed expectation and its
 column; Data Docs are under `reports/<run_id>/data_docs/`. Every output is keyed by `dt`
 or by the run id `shardforge_daily-<dt>`, so re-running a date replaces its own outputs.
+Backfills: runs go one at a time (`max_active_runs=1`) in any order; the documents depend only
+on which dts exist, so dates run out of order give the documents of an in-order run.
 
 **Connections**: `spark_default` (host `local[2]` here, `yarn` with extra
 `{"deploy-mode": "cluster", "queue": …}` in production). **Pools**: `gpu`.
@@ -132,7 +134,10 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 11, 1),
     catchup=False,
-    max_active_runs=1,  # the local profile's embedded Derby metastore takes one Spark at a time
+    # One run at a time: the documents rebuild reads and rewrites every dt's dedup tables (and
+    # the local profile's embedded Derby metastore takes one Spark at a time). The order of
+    # runs does not matter: backfilled dates give the documents of an in-order run.
+    max_active_runs=1,
     params=PARAMS,
     default_args=DEFAULT_ARGS,
     doc_md=DOC_MD,

@@ -6,9 +6,13 @@ Documents are built over the members of every dt (:mod:`pipelines.spark.document
 the relations between members of different dts, which this module finds:
 
 - **exact**: the same text hash (``member_id``, the member's ``clean_posts.doc_id``);
-- **truncation**: a truncated member of at least ``prefix_key_chars`` characters is a strict
-  prefix of a longer member (either side may be the day's): candidates share the hash of
-  their first ``prefix_key_chars`` characters, then Spark's ``startswith`` decides;
+- **truncation**: a truncated member of at least ``prefix_key_chars`` (K) characters is a
+  strict prefix of a longer member (either side may be the day's). The index keeps the hash
+  of each member's first K, 2K, 4K, … characters (:func:`prefix_keys`); an excerpt of L
+  characters and any text it opens share the hash at the longest of those lengths ≤ L, so
+  candidates share at least half of the excerpt (a templated 20-character opening shared by
+  thousands of posts made every pair of them a candidate), then Spark's ``startswith``
+  decides;
 - **near**: the two share a MinHash band key, the exact Jaccard of their shingle sets
   reaches ``near_dup_threshold``, and they are not two excerpts that share an opening and
   then diverge (:func:`pipelines.spark.minhash.tail_divergent`), the same rule as a
@@ -43,6 +47,19 @@ def winner_order(prefix: str = ""):
                     F.col(f"{prefix}truncated"), F.col(f"{prefix}dt"))
 
 
+def prefix_keys(text, length, key_chars: int, max_chars: int):
+    """``array<bigint>``: the hash of the first ``key_chars * 2**i`` characters, for every such
+    length the text reaches (shortest first; empty below ``key_chars``)."""
+    from pyspark.sql import functions as F
+
+    lengths, n = [], key_chars
+    while n <= max_chars:
+        lengths.append(n)
+        n *= 2
+    hashes = [F.when(length >= n, F.xxhash64(F.substring(text, 1, n), F.lit(n))) for n in lengths]
+    return F.filter(F.array(*hashes), lambda h: h.isNotNull())
+
+
 def index_rows(kept, clean, *extra: str):
     """``dedup_index`` rows of a dt's kept rows (``clean_posts`` columns plus ``_bands``),
     then the ``extra`` columns of ``kept``."""
@@ -50,7 +67,7 @@ def index_rows(kept, clean, *extra: str):
 
     return kept.select(
         F.col("doc_id").alias("member_id"),
-        F.xxhash64(F.substring("text", 1, clean.prefix_key_chars)).alias("prefix_hash"),
+        prefix_keys(F.col("text"), F.col("length"), clean.prefix_key_chars, clean.max_chars).alias("prefix_keys"),
         F.coalesce("truncated", F.lit(False)).alias("truncated"), "length",
         F.col("_bands").alias("bands"), "feed_id", "pos", "dt", *extra)
 
@@ -97,19 +114,33 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
     from pyspark.sql import functions as F
 
     side = ("member_id", "length", "truncated", "dt")
-    a = day.select(*[F.col(c).alias(f"a_{c}") for c in (*side, "prefix_hash", "bands", "text")])
-    b = others.select(*[F.col(c).alias(f"b_{c}") for c in (*side, "prefix_hash", "bands")])
+    a = day.select(*[F.col(c).alias(f"a_{c}") for c in (*side, "prefix_keys", "bands", "text")])
+    b = others.select(*[F.col(c).alias(f"b_{c}") for c in (*side, "prefix_keys", "bands")])
     small = day.count() <= broadcast_limit
-    a_hint = F.broadcast(a) if small else a
+    a_side = a.select(*[f"a_{c}" for c in side])
+    b_side = b.select(*[f"b_{c}" for c in side])
 
-    exact = (b.join(a_hint, F.col("a_member_id") == F.col("b_member_id"))
+    exact = (b_side.join(F.broadcast(a_side) if small else a_side, F.col("a_member_id") == F.col("b_member_id"))
              .select(*[f"{s}_{c}" for s in "ab" for c in side])
              .withColumn("kind", F.lit("exact")).withColumn("similarity", F.lit(1.0)))
 
+    # An excerpt's longest prefix key against every prefix key of the longer texts, both ways.
     key = clean.prefix_key_chars
-    a_cut = F.col("a_truncated") & (F.col("a_length") >= key) & (F.col("b_length") > F.col("a_length"))
-    b_cut = F.col("b_truncated") & (F.col("b_length") >= key) & (F.col("a_length") > F.col("b_length"))
-    prefix_pairs = (b.join(a_hint, (F.col("a_prefix_hash") == F.col("b_prefix_hash")) & (a_cut | b_cut))
+
+    def excerpts(frame, s: str):
+        cut = F.col(f"{s}_truncated") & (F.col(f"{s}_length") >= key)
+        return frame.where(cut).select(*[f"{s}_{c}" for c in side],
+                                       F.element_at(f"{s}_prefix_keys", -1).alias("_key"))
+
+    def opened(frame, s: str):
+        return frame.select(*[f"{s}_{c}" for c in side], F.explode(f"{s}_prefix_keys").alias("_key"))
+
+    day_cut, day_keys = excerpts(a, "a"), opened(a, "a")
+    if small:
+        day_cut, day_keys = F.broadcast(day_cut), F.broadcast(day_keys)
+    prefix_pairs = (opened(b, "b").join(day_cut, "_key").where(F.col("b_length") > F.col("a_length"))
+                    .unionByName(excerpts(b, "b").join(day_keys, "_key")
+                                 .where(F.col("a_length") > F.col("b_length")))
                     .select(*[f"{s}_{c}" for s in "ab" for c in side]))
 
     a_bands = a.select("a_member_id", F.explode("a_bands").alias("band"))
@@ -118,8 +149,6 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
     band_pairs = (b_bands.join(F.broadcast(a_bands) if small else a_bands, "band")
                   .select("a_member_id", "b_member_id", "b_dt").distinct()
                   .where(F.col("a_member_id") != F.col("b_member_id")))
-    a_side = a.select(*[f"a_{c}" for c in side])
-    b_side = b.select(*[f"b_{c}" for c in side])
     band_pairs = band_pairs.join(a_side, "a_member_id").join(b_side, ["b_member_id", "b_dt"])
 
     # One read of the other dts' texts, for both kinds of candidate.

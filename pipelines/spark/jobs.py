@@ -7,7 +7,8 @@ as ``shardforge run`` and prints their reports as one JSON line on stdout.
 Jobs:
     ingest: raw feed dumps → ``raw_feeds``, JSONL articles → ``raw_articles``.
     explode_clean: ``LATERAL VIEW`` explodes and cleaning → ``clean_posts``,
-        ``clean_paragraphs`` (+ ``quarantine``, ``job_runs``).
+        ``clean_paragraphs`` (+ ``quarantine``, ``duplicates``, ``job_runs``), the cross-dt
+        dedup index and links, and the rebuilt ``documents``.
     encode: analyze + encode ``clean_posts`` → ``records/<dataset>/v=<version>``.
     encode_images: the same for ``clean_images`` → the ``image_dataset`` records.
 """

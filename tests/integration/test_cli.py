@@ -90,8 +90,8 @@ def test_medusa1_model_starts_from_the_latest_run_of_the_model_it_names(tmp_path
 
 
 def test_every_subcommand_has_help():
-    for command in ("sample", "ingest", "clean", "encode", "train", "report", "run"):
-        out = subprocess.run([sys.executable, "-m", "shardforge.cli", command, "--help"],
+    for command in ("sample", "ingest", "clean", "encode", "train", "report", "run", "dedup explain"):
+        out = subprocess.run([sys.executable, "-m", "shardforge.cli", *command.split(), "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert "--config" in out and "--lake" in out
 
@@ -168,6 +168,16 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
 
     report = _shardforge("report", "--lake", str(lake), cwd=tmp_path)
     assert report.returncode == 0 and "encode" in report.stdout
+
+    # The dedup audit: a document's copies and where its text came from.
+    import pyarrow.parquet as pq
+
+    documents = pq.read_table(lake / "warehouse/shardforge.db/documents").to_pylist()
+    assert len(documents) == stages["encode"]["rows_out"]
+    doc = max(documents, key=lambda d: d["times_seen"])
+    explained = _shardforge("dedup", "explain", doc["doc_id"][:10], "--lake", str(lake), cwd=tmp_path)
+    assert explained.returncode == 0, explained.stderr[-2000:]
+    assert f"document {doc['doc_id']}: first seen {doc['first_seen_dt']}" in explained.stdout
 
     # Users read these shards with TensorFlow: tf.data + parse_example must see the features.
     tf = pytest.importorskip("tensorflow")

@@ -97,12 +97,15 @@ def _story(text: str, clean) -> str:
 
 @pytest.fixture(scope="module")
 def in_order(spark, raw_days, spark_config):
-    counts, build = _process(spark, raw_days, spark_config.clean, "xday_in_order", DAYS)
-    return counts, build, _documents(spark, "xday_in_order")
+    """Days 1-2, then days 3-5 (a lake that grows day by day); the documents after both."""
+    first, _ = _process(spark, raw_days, spark_config.clean, "xday_in_order", DAYS[:2])
+    early = _documents(spark, "xday_in_order")
+    counts, build = _process(spark, raw_days, spark_config.clean, "xday_in_order", DAYS[2:])
+    return {**first, **counts}, build, _documents(spark, "xday_in_order"), early
 
 
 def test_every_story_is_one_document(in_order, spark_config):
-    _, build, documents = in_order
+    _, build, documents, _ = in_order
     stories = sorted(_story(d["text"], spark_config.clean) for d in documents)
     assert stories == sorted(STORIES)
     posts = sum(len(page) for page in PAGES.values())
@@ -112,7 +115,7 @@ def test_every_story_is_one_document(in_order, spark_config):
 
 
 def test_document_text_is_the_fullest_copy_and_identity_the_first_seen(in_order, spark_config):
-    _, _, documents = in_order
+    _, _, documents, _ = in_order
     by_story = {_story(d["text"], spark_config.clean): d for d in documents}
     for story, doc in by_story.items():
         assert doc["first_seen_dt"] == FIRST_SEEN[story], story
@@ -126,13 +129,13 @@ def test_document_text_is_the_fullest_copy_and_identity_the_first_seen(in_order,
 
 
 def test_diverging_excerpts_stay_two_documents(in_order):
-    _, _, documents = in_order
+    _, _, documents, _ = in_order
     series = [d for d in documents if d["text"].startswith(OPENING[:14])]  # before the "："
     assert len(series) == 2 and all(d["truncated"] for d in series)
 
 
 def test_counts_reconcile_with_the_seen_kind(spark, in_order):
-    counts, build, _ = in_order
+    counts, build, _, _ = in_order
     for dt, within in counts.items():
         seen = build.seen_by_dt.get(dt, 0)
         assert within.rows_in == within.rows_out + within.quarantined + within.duplicates_dropped
@@ -146,13 +149,19 @@ def test_counts_reconcile_with_the_seen_kind(spark, in_order):
     assert kinds == {"exact", "truncation", "near"}
 
 
-@pytest.mark.parametrize("db, order", [
-    ("xday_backfill", [DAYS[2], DAYS[3], DAYS[4], DAYS[0], DAYS[1]]),  # old dts back-filled last
-    ("xday_reversed", list(reversed(DAYS))),
-])
-def test_order_does_not_matter(spark, raw_days, spark_config, in_order, db, order):
-    _process(spark, raw_days, spark_config.clean, db, order)
-    assert _documents(spark, db) == in_order[2]
+def test_later_days_keep_every_doc_id_and_upgrade_texts(in_order, spark_config):
+    _, _, documents, early = in_order
+    now = {d["doc_id"]: d for d in documents}
+    assert {d["doc_id"] for d in early} <= set(now)  # so every document keeps its split too
+    rope = next(d for d in early if _story(d["text"], spark_config.clean) == "rope")
+    assert rope["truncated"] is True and now[rope["doc_id"]]["truncated"] is False
+    assert len(now[rope["doc_id"]]["text"]) > len(rope["text"])
+
+
+def test_order_does_not_matter(spark, raw_days, spark_config, in_order):
+    # Newest first, then the old dts back-filled one by one, all in one job per dt.
+    _process(spark, raw_days, spark_config.clean, "xday_backfill", [DAYS[2], DAYS[4], DAYS[3], DAYS[0], DAYS[1]])
+    assert _documents(spark, "xday_backfill") == in_order[2]
 
 
 def test_a_rerun_changes_nothing(spark, raw_days, spark_config, in_order):

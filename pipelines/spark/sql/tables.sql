@@ -58,11 +58,11 @@ USING parquet PARTITIONED BY (dt);
 -- Dedup across dt partitions (pipelines/spark/crossday.py, documents.py). A "member" is one
 -- clean_posts row: one distinct copy of a post as one dt's crawls brought it.
 -- The dedup index: one row per member, what a later day's job joins against instead of
--- re-reading every text: its text hash (clean_posts.doc_id), the hash of its first
--- prefix_key_chars characters, and its MinHash band keys. Written last for a dt: a dt
+-- re-reading every text: its text hash (clean_posts.doc_id), the hashes of its first K, 2K,
+-- 4K, … characters (K = prefix_key_chars; the lengths it reaches), and its MinHash band keys. Written last for a dt: a dt
 -- without index rows is not (or not yet) part of the documents.
 CREATE TABLE IF NOT EXISTS ${db}.dedup_index (
-  member_id STRING, prefix_hash BIGINT, truncated BOOLEAN, length INT, bands ARRAY<BIGINT>,
+  member_id STRING, prefix_keys ARRAY<BIGINT>, truncated BOOLEAN, length INT, bands ARRAY<BIGINT>,
   feed_id STRING, pos INT,
   dt STRING)
 USING parquet PARTITIONED BY (dt);
