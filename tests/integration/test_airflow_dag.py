@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "airflow_dags"
-DT0, DT1, DT2 = "2026-10-31", "2026-11-01", "2026-11-02"
+DT0, DT1, DT2 = "2026-11-02", "2026-11-03", "2026-11-04"  # DAG start_date 2026-11-01: none before
 BAD_DT = "2026-11-09"
 TASKS = {"prepare", "ingest", "explode_clean", "validate_clean_posts", "images",
          "validate_clean_images", "encode_images", "encode", "validate_dataset", "train_lm",
