@@ -23,13 +23,13 @@ from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
 from airflow_dags import tasks
 from airflow_dags.beam_compat import BeamPythonOperator
-from shardforge.config import DEFAULT_CONFIG_PATH, load_config
+from core.config import DEFAULT_CONFIG_PATH, load_config
 
 __all__ = ["dag"]
 
 DAG_ID = "shardforge_daily"
 PROJECT_ROOT = Path(tasks.__file__).resolve().parents[1]
-SPARK_APPLICATION = PROJECT_ROOT / "pipelines" / "spark" / "jobs.py"
+SPARK_APPLICATION = PROJECT_ROOT / "shardforge" / "spark_jobs.py"
 BEAM_PIPELINE = PROJECT_ROOT / "pipelines" / "beam" / "encode.py"
 BEAM_IMAGES = PROJECT_ROOT / "pipelines" / "beam" / "images.py"
 CONFIG = os.environ.get("SHARDFORGE_CONFIG") or str(DEFAULT_CONFIG_PATH)
@@ -47,7 +47,7 @@ One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
 | task | what | where it runs |
 |---|---|---|
 | `prepare` | load the config, zip the project for `--py-files`, write Spark properties | worker |
-| `ingest`, `explode_clean` | `pipelines/spark/jobs.py` through `spark-submit`; `explode_clean` also links the dt's posts with every other dt's and rebuilds `documents` | `spark_default` |
+| `ingest`, `explode_clean` | `shardforge/spark_jobs.py` through `spark-submit`; `explode_clean` also links the dt's posts with every other dt's and rebuilds `documents` | `spark_default` |
 | `validate_clean_posts` | Great Expectations gate over `clean_posts/dt=…` | worker |
 | `images` | `pipelines/beam/images.py` (raw images → clean_images + quarantine) | `beam_runner` |
 | `validate_clean_images` | gate over `clean_images/dt=…` (size, labels, byte lengths) | worker |

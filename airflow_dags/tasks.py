@@ -65,8 +65,8 @@ def spark_properties(command: list[str], entry_script: str) -> tuple[dict[str, s
     """Split a ``submit_command`` argv into Spark properties and the application's arguments.
 
     Args:
-        command: the argv :func:`pipelines.spark.submit.submit_command` built.
-        entry_script: the application file (``pipelines/spark/jobs.py``).
+        command: the argv :func:`shardforge.submit.submit_command` built.
+        entry_script: the application file (``shardforge/spark_jobs.py``).
 
     Returns:
         ``(properties, application_args)``: every flag before the entry script as a
@@ -108,9 +108,9 @@ def prepare(*, config: str | None, lake: str | None, profile: str, run_id: str,
         (root URI), ``job_config`` (the path the job reads: the file name on YARN),
         ``pyfiles``, ``properties``, ``database``, ``run_id``, ``models``.
     """
-    from pipelines.spark.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
-    from shardforge.config import DEFAULT_CONFIG_PATH, load_config
-    from shardforge.lake import Lake
+    from core.config import DEFAULT_CONFIG_PATH, load_config
+    from core.lake import Lake
+    from shardforge.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
 
     config_path = str(Path(config or DEFAULT_CONFIG_PATH).resolve())
     cfg = load_config(config_path, lake_root=lake or None)
@@ -156,9 +156,9 @@ def validate_clean_posts(*, config: str, lake: str, dt: str, run_id: str) -> lis
     Raises:
         GateFailed: a suite failed; the message names expectation and column.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.validate.checks import check_clean_posts
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     cfg = load_config(config, lake_root=lake)
     the_lake = Lake(cfg.lake.root)
@@ -174,9 +174,9 @@ def validate_clean_images(*, config: str, lake: str, dt: str, run_id: str) -> li
     Raises:
         GateFailed: a suite failed; the message names expectation and column.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.validate.checks import check_clean_images
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     cfg = load_config(config, lake_root=lake)
     the_lake = Lake(cfg.lake.root)
@@ -191,10 +191,10 @@ def validate_dataset(*, config: str, lake: str, run_id: str) -> list[dict[str, A
     Raises:
         GateFailed: a suite failed; the message names expectation and column.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from features.spec import load_spec
     from pipelines.validate.checks import check_dataset
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     cfg = load_config(config, lake_root=lake)
     the_lake = Lake(cfg.lake.root)
@@ -255,10 +255,10 @@ def write_run_report(*, config: str, lake: str, dt: str, run_id: str,
     Returns:
         ``{"summary": uri, "report": uri}``.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from features.spec import load_spec
     from records.manifest import load_manifest
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
     from shardforge.report_html import write_report
     from shardforge.stages import StageReport
     from shardforge.summary import write_summary

@@ -32,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ``model``; returns the exit code (0, or an exception propagates)."""
     from airflow_dags.tasks import train_report_uri
+    from core.config import load_config
+    from core.lake import Lake
     from shardforge import stages
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, lake_root=args.lake)

@@ -118,12 +118,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.spark.clean import run_clean, run_explode
     from pipelines.spark.documents import rebuild_documents
     from pipelines.spark.ingest import run_ingest_feeds
     from pipelines.spark.session import build_session
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     root = Path(args.lake)
     started = time.perf_counter()

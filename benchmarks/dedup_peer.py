@@ -64,12 +64,12 @@ def ours_merged(pairs: Sequence, *, work: Path | None = None) -> list[bool]:
     rebuild) on a local Spark session; the within-dt checks apply the same rules. A text
     the clean quarantines (outside the length bounds) merges nothing.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.spark.clean import run_clean, run_explode
     from pipelines.spark.documents import rebuild_documents
     from pipelines.spark.ingest import run_ingest_feeds
     from pipelines.spark.session import build_session
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     root = Path(work or tempfile.mkdtemp(prefix="sf-pairs-"))
     cfg = load_config(lake_root=str(root))
@@ -229,8 +229,8 @@ def _summary(rates: list[float]) -> dict:
 
 
 def throughput(args, python: str, tmp: Path, times: dict) -> dict:
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
+    from core.config import load_config
+    from core.lake import Lake
 
     spark_clean = runpy.run_path(str(REPO / "benchmarks" / "spark_clean.py"))  # its _generate and DT
     lake = Lake(load_config(lake_root=args.lake).lake.root)

@@ -126,10 +126,10 @@ def transform_only(args, spec) -> None:
 def bench_beam(args, spec, inputs: list[str], work: Path) -> None:
     import apache_beam as beam
 
+    from core.lake import Lake
     from pipelines.beam.encode import _beam_path, pipeline_options, run_encode
     from pipelines.beam.encode_fns import AnalyzeFn
     from pipelines.encode.shards import analysis_columns
-    from shardforge.lake import Lake
 
     options = {"direct_num_workers": args.beam_workers,
                "direct_running_mode": "multi_processing" if args.beam_workers > 1 else "in_memory"}
@@ -166,10 +166,10 @@ def bench_beam(args, spec, inputs: list[str], work: Path) -> None:
 
 
 def bench_spark(args, spec, inputs: list[str], work: Path) -> None:
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.spark.encode import analyze, run_encode
     from pipelines.spark.session import build_session
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     lake = Lake(str(work / "spark-lake"))
     cfg = load_config(lake_root=lake.root)

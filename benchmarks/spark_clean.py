@@ -96,12 +96,12 @@ def main() -> None:
                         help="extra Spark conf for both runs (repeatable)")
     args = parser.parse_args()
 
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.spark.clean import run_clean, run_explode
     from pipelines.spark.documents import rebuild_documents
     from pipelines.spark.ingest import run_ingest_feeds
     from pipelines.spark.session import build_session
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     cfg = load_config(lake_root=args.lake)
     spark_cfg = cfg.spark.model_copy(update={

@@ -172,7 +172,7 @@ def save_artifacts(artifacts: Artifacts, lake, dataset: str, version: str) -> di
     """Write ``artifacts`` under ``lake.artifacts(dataset, version)``.
 
     Args:
-        lake: a :class:`shardforge.lake.Lake`.
+        lake: a :class:`core.lake.Lake`.
 
     Returns:
         ``{"features": index uri, "vocab.<f>": uri, "tokenizer.<f>": uri, ...}``, for the

@@ -7,8 +7,8 @@ A spec is YAML validated into typed objects (unknown keys and wrong types name t
     features:
       <name>: {kind: <kind>, ...}   # the kinds are in features.kinds
 
-``decode_spec()`` is what ``records/``'s PyTorch reader decodes with; the TF side
-(``tf.io.parse_example`` specs, feature columns) is in :mod:`features.exports`.
+:func:`features.exports.decode_spec` gives what ``records/``'s PyTorch reader decodes with;
+the TF side (``tf.io.parse_example`` specs, feature columns) is there too.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from features.kinds import (
     NumericFeature,
     TextFeature,
 )
-from records.spec import FixedLenFeature, VarLenFeature
 
 __all__ = [
     "BYTE_VOCAB_SIZE",
@@ -133,12 +132,6 @@ class FeatureSpec(BaseModel):
         if len(weights) > 1:
             raise ValueError(f"features: at most one weight, got {weights}")
         return self
-
-    def decode_spec(self, artifacts=None) -> dict[str, FixedLenFeature | VarLenFeature]:
-        """The records/ decode spec of the examples this spec produces."""
-        from features.exports import decode_spec
-
-        return decode_spec(self, artifacts)
 
     def encoded(self) -> dict[str, Feature]:
         """The features that write to the Example (embedding/indicator are model-side only)."""

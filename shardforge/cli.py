@@ -43,7 +43,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.spark.jobs import JOBS as SPARK_JOBS  # argparse, json and sys only: no pyspark
+    from shardforge.spark_jobs import JOBS as SPARK_JOBS  # argparse, json and sys only: no pyspark
 
     common = _common()
     parser = _Parser(prog="shardforge", description="Raw corpora → Spark/Beam cleaning → TFRecord shards → PyTorch.")
@@ -192,9 +192,9 @@ def _dispatch(args) -> int:
             return inspect(args.path, limit=args.limit, as_json=args.json, out=sys.stdout)
         return verify(args.path, out=sys.stdout)
 
+    from core.config import load_config
+    from core.lake import Lake
     from shardforge import stages
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
     from shardforge.summary import latest_summary, print_summary
 
     cfg = load_config(args.config, lake_root=args.lake)
@@ -266,8 +266,8 @@ def _dispatch(args) -> int:
             for line in item.lines:
                 print(f"  {line}")
     elif args.command == "submit":
-        from pipelines.spark.submit import submit
-        from shardforge.config import DEFAULT_CONFIG_PATH
+        from core.config import DEFAULT_CONFIG_PATH
+        from shardforge.submit import submit
 
         return submit(cfg, job=args.job, config_path=Path(args.config or DEFAULT_CONFIG_PATH).resolve(),
                       profile=args.profile, lake_root=lake.root, dts=args.dt, dry_run=args.dry_run,
@@ -282,10 +282,10 @@ def _dispatch(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shardforge`` console script; returns the exit code."""
+    from core.config import ConfigError
+    from core.engines import MissingEngineError
+    from core.lake import LakePathError
     from features.spec import SpecError
-    from shardforge.config import ConfigError
-    from shardforge.engines import MissingEngineError
-    from shardforge.lake import LakePathError
 
     try:
         args = build_parser().parse_args(argv)

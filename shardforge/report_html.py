@@ -15,8 +15,8 @@ import posixpath
 from html import escape
 from typing import Any
 
+from core.lake import Lake
 from shardforge.charts import bar_chart, histogram, line_chart
-from shardforge.lake import Lake
 
 __all__ = ["collect_report_data", "render_report", "write_report"]
 

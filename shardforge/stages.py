@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardforge.config import ShardforgeConfig
-from shardforge.lake import Lake
+from core.config import ShardforgeConfig
+from core.lake import Lake
 
 __all__ = [
     "StageReport",
@@ -364,9 +364,9 @@ def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
 
 def model_configs(cfg: ShardforgeConfig, name: str, *, vocab_size: int, eos_id: int):
     """Build the (LMConfig, TrainConfig) of ``models.<name>``, checking keys and types by name."""
+    from core.config import ConfigError
     from models.lm import LMConfig
     from models.train import TrainConfig
-    from shardforge.config import ConfigError
 
     if name not in cfg.models:
         raise ConfigError(f"{cfg.source}: models.{name}: no such model (configured: {sorted(cfg.models)})")
@@ -378,7 +378,7 @@ def model_configs(cfg: ShardforgeConfig, name: str, *, vocab_size: int, eos_id: 
 
 def _checked(cfg: ShardforgeConfig, name: str, section: str, cls, values: dict, build=None):
     """``cls(**values)`` (or ``build(**values)``), with unknown keys and bad values named."""
-    from shardforge.config import ConfigError
+    from core.config import ConfigError
 
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
@@ -391,7 +391,7 @@ def _checked(cfg: ShardforgeConfig, name: str, section: str, cls, values: dict, 
 
 def image_dataset_uri(cfg: ShardforgeConfig, lake: Lake) -> str:
     """The image dataset version folder (``encode --dataset images`` writes it)."""
-    from shardforge.config import ConfigError
+    from core.config import ConfigError
 
     if cfg.image_dataset is None:
         raise ConfigError(f"{cfg.source}: image_dataset: not configured (the vision models train on it)")
@@ -433,8 +433,8 @@ def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
     Writes ``records/<name>-tokens/v=<run_id>``: ``input_ids`` per image (codes + 3, ids
     0/1/2 reserved like the posts dataset), which the LM trains on (VQGAN's second stage).
     """
+    from core.config import ConfigError
     from models.vq_tokens import export_vq_tokens
-    from shardforge.config import ConfigError
 
     if cfg.models.get(name) is None or cfg.models[name].kind != "vqvae":
         raise ConfigError(f"{cfg.source}: models.{name}: not a vqvae model "

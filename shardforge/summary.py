@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shardforge.lake import Lake
+from core.lake import Lake
 from shardforge.stages import StageReport
 
 __all__ = ["latest_summary", "print_summary", "write_summary"]

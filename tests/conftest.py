@@ -16,20 +16,20 @@ import torch
 torch.multiprocessing.set_start_method("forkserver", force=True)
 torch.multiprocessing.set_forkserver_preload(["torch", "records.reader"])
 
-# shardforge.config (pydantic) is imported inside the fixtures: the GPU host that runs
+# core.config (pydantic) is imported inside the fixtures: the GPU host that runs
 # `pytest -m cuda tests/models tests/records` has torch and numpy but no pydantic.
 
 
 @pytest.fixture(scope="session")
 def spark_lake(tmp_path_factory):
-    from shardforge.lake import Lake
+    from core.lake import Lake
 
     return Lake(str(tmp_path_factory.mktemp("spark-lake")))
 
 
 @pytest.fixture(scope="session")
 def spark_config(spark_lake):
-    from shardforge.config import load_config
+    from core.config import load_config
 
     return load_config(lake_root=spark_lake.root)
 

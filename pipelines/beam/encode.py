@@ -37,12 +37,12 @@ import json
 import pickle
 import sys
 
+from core.engines import require
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
 from pipelines.encode.commit import EncodeResult, commit_encoded, count_rows, discard
 from pipelines.encode.shards import ShardPlan, analysis_columns, input_columns
 from records.uri import join, resolve
-from shardforge.engines import require
 
 __all__ = ["EncodeResult", "EncodedPCollections", "build_encode", "run", "run_encode"]
 
@@ -189,10 +189,10 @@ def run(argv: list[str] | None = None) -> EncodeResult:
     of every dt (``--dt`` does not narrow them: a dataset never repeats a document); ``images``
     from the ``--dt`` partitions, else every partition present. Prints the result as one JSON line.
     """
+    from core.config import load_config
+    from core.lake import Lake
     from features.spec import load_spec
     from pipelines.encode.inputs import dataset_inputs
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)

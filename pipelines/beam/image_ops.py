@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shardforge.config import ImagesConfig
+from core.config import ImagesConfig
 
 __all__ = [
     "REASONS",

@@ -4,7 +4,7 @@ Input: one corpus partition ``raw/<corpus>/dt=…/`` holding image files (PNG, J
 format Pillow reads), optional masks (mode ``"L"`` PNGs: 0 background, ``1..K`` class
 id) and a manifest (``manifest.jsonl`` or ``.csv``: image, label, mask) naming them, as
 ``shardforge/sample_images.py`` writes it. Outputs, Hive-style partitions of the lake's
-warehouse (:meth:`shardforge.lake.Lake.table`; ``dt`` is in the folder, not the files)::
+warehouse (:meth:`core.lake.Lake.table`; ``dt`` is in the folder, not the files)::
 
     <db>.db/clean_images/dt=…/part-00000-of-00001.parquet    one row per kept image
                          dt=…/_reconcile.json, _SUCCESS       the row accounting
@@ -61,6 +61,9 @@ import sys
 import uuid
 from typing import Any, NamedTuple
 
+from core.config import ImagesConfig, ShardforgeConfig
+from core.engines import require
+from core.lake import Lake
 from pipelines.beam.image_dedup import KINDS, deduplicate
 from pipelines.beam.image_io import (
     TABLES,
@@ -75,9 +78,6 @@ from pipelines.beam.image_io import (
 from pipelines.beam.image_manifest import count_manifest_rows, manifest_entries, read_source
 from pipelines.beam.image_ops import clean_image
 from pipelines.spark.reconcile import JobCounts
-from shardforge.config import ImagesConfig, ShardforgeConfig
-from shardforge.engines import require
-from shardforge.lake import Lake
 
 __all__ = ["JOB", "CleanedImages", "build_clean_images", "read_sources", "run", "run_images"]
 
@@ -225,7 +225,7 @@ def run(argv: list[str] | None = None) -> list[JobCounts]:
     are passed on as Beam pipeline options (``--flink_master=host:8081``). Without ``--dt``:
     the corpus's configured partitions, else every one present. Prints one JSON line.
     """
-    from shardforge.config import load_config
+    from core.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)

@@ -13,7 +13,7 @@ exactly-once output, Spark's collected task results). :func:`commit_encoded` the
 3. reconciles: rows in (Parquet footers) = rows encoded + rows quarantined, else raises
    :class:`~pipelines.spark.reconcile.ReconciliationError` and commits nothing;
 4. saves the artifacts (``artifacts/<dataset>/v=<version>/``), writes the manifest (decode
-   spec from ``spec.decode_spec(artifacts)``, artifacts and quarantine parts by URI) and
+   spec from ``decode_spec(spec, artifacts)``, artifacts and quarantine parts by URI) and
    commits the version folder atomically (:func:`records.writer.commit_staged`).
 
 An attempt that is still running when the driver commits (a speculative copy the engine
@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from features.artifacts import Artifacts, save_artifacts
+from features.exports import decode_spec
 from features.spec import FeatureSpec
 from pipelines.encode.shards import QUARANTINE_DIR, ShardPlan
 from pipelines.spark.reconcile import ReconciliationError
@@ -145,7 +146,7 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
     """Check the workers' results and commit ``lake.records(dataset, version)`` (module docstring).
 
     Args:
-        lake: a :class:`shardforge.lake.Lake` (artifacts and the final folder live there).
+        lake: a :class:`core.lake.Lake` (artifacts and the final folder live there).
         staging_uri: where the workers wrote (:func:`records.writer.staging_uri_for`).
         plan: the splits and shards the workers used.
         results: one dict per file of the chosen attempts (``pipelines.encode.shards.RESULT_FIELDS``).
@@ -190,7 +191,7 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
     named = {**saved, **{f"quarantine.{i:05d}": f"{final_uri}/{p}" for i, p in enumerate(parts)}}
     write_manifest(staging_uri, Manifest(
         dataset=dataset, version=str(version), compression=None,
-        feature_spec={k: v.to_dict() for k, v in spec.decode_spec(artifacts).items()},
+        feature_spec={k: v.to_dict() for k, v in decode_spec(spec, artifacts).items()},
         splits=splits, config=dict(config or {}), inputs=list(inputs), artifacts=named))
     commit_staged(staging_uri=staging_uri, final_uri=final_uri)
     return EncodeResult(final_uri, rows_in, {s: i.records for s, i in splits.items()},

@@ -62,7 +62,7 @@ def dataset_inputs(cfg, lake, dataset: str, *, image_dts: Sequence[str] = ()) ->
         FileNotFoundError: ``posts`` before any documents were built.
         ValueError: an unknown dataset.
     """
-    from shardforge.config import ConfigError
+    from core.config import ConfigError
 
     db = cfg.spark.database
     config = cfg.model_dump(mode="json")

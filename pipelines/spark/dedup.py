@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from shardforge.config import CleanConfig
+from core.config import CleanConfig
 
 __all__ = ["KINDS", "deduplicate", "mark_duplicates", "near_duplicates"]
 

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import CleanConfig
 from pipelines.spark.arrow_text import utf8_buffers
 from pipelines.spark.script_kernels import han_and_latin_counts
-from shardforge.config import CleanConfig
 
 __all__ = ["CLEAN_COLUMNS", "TRUNCATION_MARKER", "normalize", "normalize_batch", "quarantine_rows"]
 

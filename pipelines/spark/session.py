@@ -13,9 +13,9 @@ import os
 import re
 import sys
 
-from shardforge.config import SparkConfig
-from shardforge.engines import require
-from shardforge.lake import Lake
+from core.config import SparkConfig
+from core.engines import require
+from core.lake import Lake
 
 __all__ = ["build_session", "local_cores", "session_conf"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from core.engines import require
 from pipelines.validate.suites import Suite
-from shardforge.engines import require
 
 __all__ = ["GateResult", "ValidationFailed", "run_gate"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from shardforge.engines import require
+from core.engines import require
 
 __all__ = ["LANGUAGES", "Suite", "clean_images_suite", "clean_posts_suite", "dataset_suite",
            "example_frame", "shard_frame"]

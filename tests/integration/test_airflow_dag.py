@@ -99,7 +99,7 @@ def _run(dag, airflow_env, dt: str, **kwargs):
 
 
 def _write_sample(airflow_env, dt: str, seed: int, posts: int = 200) -> None:
-    from shardforge.lake import Lake
+    from core.lake import Lake
     from shardforge.sample import write_sample_corpus
 
     lake = Lake(str(airflow_env.lake))
@@ -155,7 +155,7 @@ def test_task_graph(dag):
 def test_operators_call_the_cli_entry_points(dag):
     ingest, encode, train = (dag.task_dict[t] for t in ("ingest", "encode", "train_lm"))
     assert type(ingest).__name__ == "SparkSubmitOperator"
-    assert ingest.application == str(ROOT / "pipelines" / "spark" / "jobs.py")
+    assert ingest.application == str(ROOT / "shardforge" / "spark_jobs.py")
     assert ingest._conn_id == "spark_default"
     assert ingest.application_args[0] == "ingest" and ingest.application_args[-2:] == [
         "--dt", "{{ ds }}"]
@@ -203,7 +203,7 @@ def test_prepare_ships_what_shardforge_submit_ships(tmp_path):
         "spark.yarn.dist.archives hdfs://nn:8020/envs/env.tar.gz#env",
         f"spark.yarn.dist.files {conf}", "spark.yarn.queue etl",
     ]
-    assert "pipelines/spark/jobs.py" in __import__("zipfile").ZipFile(out["pyfiles"]).namelist()
+    assert "shardforge/spark_jobs.py" in __import__("zipfile").ZipFile(out["pyfiles"]).namelist()
 
 
 def test_unknown_spark_flag_is_a_value_error():

@@ -8,7 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import load_config
+from core.lake import Lake
 from features.artifacts import load_artifacts
+from features.exports import decode_spec
 from features.spec import load_spec
 from features.split import assign
 from pipelines.beam.encode import run, run_encode
@@ -16,8 +19,6 @@ from pipelines.validate.checks import check_dataset
 from records.example_codec import decode_example
 from records.framing import iter_records
 from shardforge.cli import main
-from shardforge.config import load_config
-from shardforge.lake import Lake
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def test_encode_writes_a_complete_deterministic_dataset(tmp_path, spec):
     manifest = json.loads((dataset / "manifest.json").read_text())
     assert {s: m["records"] for s, m in manifest["splits"].items()} == result.records
     assert manifest["artifacts"] == result.artifacts
-    assert manifest["feature_spec"] == {k: v.to_dict() for k, v in spec.decode_spec().items()}
+    assert manifest["feature_spec"] == {k: v.to_dict() for k, v in decode_spec(spec).items()}
     assert (tmp_path / "artifacts" / "posts" / "v=1" / "artifacts.json").exists()
     # Every row lands in the split and shard its key hashes to, once, sorted by key.
     seen = {}

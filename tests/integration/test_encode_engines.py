@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from core.lake import Lake
 from features.spec import load_spec
 from pipelines.beam.encode import run_encode as beam_encode
 from pipelines.spark.encode import run_encode as spark_encode
@@ -26,7 +27,6 @@ from records.inspect import verify
 from records.reader import RecordDataset
 from records.uri import resolve
 from shardforge import stages
-from shardforge.lake import Lake
 
 pytestmark = pytest.mark.integration
 
@@ -188,7 +188,7 @@ def _clean_images(lake, cfg, rng):
 
 
 def test_images_encode_on_both_engines_and_decode_to_their_pixels(spark, tmp_path):
-    from shardforge.config import load_config
+    from core.config import load_config
 
     reports, expected = {}, None
     for engine in ("beam", "spark"):
@@ -224,8 +224,8 @@ def test_images_encode_on_both_engines_and_decode_to_their_pixels(spark, tmp_pat
 def test_submit_builds_the_encode_jobs_with_features_and_records_shipped(tmp_path):
     import zipfile
 
-    from pipelines.spark.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
-    from shardforge.config import load_config
+    from core.config import load_config
+    from shardforge.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
 
     cfg = load_config(lake_root=str(tmp_path))
     for job in ("encode", "encode_images"):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.spark.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
-from shardforge.config import load_config
+from core.config import load_config
+from shardforge.submit import ENTRY_SCRIPT, build_pyfiles_zip, submit_command
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_bad_job_or_profile_is_a_value_error(tmp_path, kwargs, message):
 def test_pyfiles_zip_holds_the_packages_and_sql(tmp_path):
     first = build_pyfiles_zip(tmp_path / "a.zip").read_bytes()
     names = zipfile.ZipFile(tmp_path / "a.zip").namelist()
-    assert "pipelines/spark/jobs.py" in names and "shardforge/config.py" in names
+    assert "shardforge/spark_jobs.py" in names and "core/config.py" in names
     assert "pipelines/spark/sql/explode_paragraphs.sql" in names
     assert not any("__pycache__" in n for n in names)
     assert build_pyfiles_zip(tmp_path / "b.zip").read_bytes() == first  # reproducible

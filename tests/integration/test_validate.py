@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import load_config
+from features.exports import decode_spec
 from features.spec import load_spec
 from features.transform import encode_batch
 from pipelines.validate.checks import check_clean_images, check_clean_posts, check_dataset
@@ -15,7 +17,6 @@ from records.example_codec import encode_example
 from records.index import index_path
 from records.manifest import load_manifest
 from records.writer import DatasetWriter
-from shardforge.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ def _dataset(tmp_path, spec, texts):
         "topic": ["nlp"] * len(texts), "length": [len(t) for t in texts]})
     uri = str(tmp_path / "records" / "posts" / "v=1")
     with DatasetWriter(uri=uri, dataset="posts", version="1",
-                       feature_spec=spec.decode_spec(), max_records_per_shard=4) as writer:
+                       feature_spec=decode_spec(spec), max_records_per_shard=4) as writer:
         for _, example in encode_batch(batch, spec):
             writer.write("train", example)
     return uri
@@ -99,7 +100,7 @@ def test_dataset_gate_catches_token_ids_and_labels_out_of_range(tmp_path, spec):
     # What a buggy encoder would write: id 300 >= the byte vocabulary (259), topic id 7 >= 5.
     uri = str(tmp_path / "records" / "posts" / "v=1")
     with DatasetWriter(uri=uri, dataset="posts", version="1",
-                       feature_spec=spec.decode_spec()) as writer:
+                       feature_spec=decode_spec(spec)) as writer:
         writer.write("train", encode_example({"input_ids": [5, 300], "topic": [1], "length": [2]}))
         writer.write("train", encode_example({"input_ids": [5, 6], "topic": [7], "length": [2]}))
     with pytest.raises(ValidationFailed) as info:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardforge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from core.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 
 def test_embedded_default_loads_with_every_section():
@@ -78,7 +78,7 @@ def test_models_train_after_the_model_their_init_from_names(tmp_path):
 
 
 def test_init_from_a_model_means_its_run_of_this_run_id_else_its_latest(tmp_path):
-    from shardforge.lake import Lake
+    from core.lake import Lake
     from shardforge.stages import resolve_init_from
 
     conf = tmp_path / "c.yaml"

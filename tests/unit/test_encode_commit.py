@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.lake import Lake
 from features.artifacts import static_artifacts
 from features.spec import load_spec
 from features.split import assign
@@ -29,7 +30,6 @@ from records.framing import iter_records
 from records.inspect import verify
 from records.uri import resolve
 from records.writer import staging_uri_for
-from shardforge.lake import Lake
 
 PLAN = ShardPlan({"train": 0.5, "eval": 0.5}, {"train": 2, "eval": 1})
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from shardforge.engines import MissingEngineError, require
+from core.engines import MissingEngineError, require
 
 
 @pytest.mark.parametrize(("module", "extra"), [("pyspark", "spark"), ("apache_beam", "beam"),

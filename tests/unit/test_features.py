@@ -7,11 +7,11 @@ import collections
 import pyarrow as pa
 import pytest
 
+from core.config import load_config
 from features.spec import BYTE_VOCAB_SIZE, SpecError, load_spec
 from features.split import assign
 from features.transform import byte_token_ids, encode_batch, transform_batch
 from records.example_codec import decode_example
-from shardforge.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from core.lake import Lake
 from features.analyzers import analyze
 from features.artifacts import load_artifacts, num_ids, save_artifacts
+from features.exports import decode_spec
 from features.spec import SpecError, load_spec
 from features.transform import transform_batch
 from records.spec import FixedLenFeature, VarLenFeature
-from shardforge.lake import Lake
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "features"
 
@@ -31,7 +32,7 @@ def test_shipped_specs_load(name):
 
 
 def test_images_spec_decodes_to_what_the_image_trainer_reads():
-    decode = load_spec(CONF / "images.yaml").decode_spec()
+    decode = decode_spec(load_spec(CONF / "images.yaml"))
     assert decode["image"] == FixedLenFeature((), "bytes")
     assert decode["image_shape"] == FixedLenFeature((3,), "int64")
     assert decode["mask"].default == b"" and decode["mask_shape"].default == (0, 0, 0)
@@ -94,17 +95,17 @@ def test_roles_and_model_side_kinds(tmp_path):
                            "  w: {kind: numeric, source: w, role: weight}\n")
     assert spec.with_role("label") == ["y"] and spec.with_role("weight") == ["w"]
     assert list(spec.encoded()) == ["t", "y", "w"]  # an embedding writes nothing
-    assert list(spec.decode_spec()) == ["t", "y", "w"]
+    assert list(decode_spec(spec)) == ["t", "y", "w"]
 
 
 def test_decode_spec_of_every_layout(tmp_path):
     spec = _load(tmp_path, "  t: {kind: text, source: s}\n"
                            "  b: {kind: bucketized, source: x, boundaries: [0]}\n"
                            "  n: {kind: numeric, source: x, normalize: min_max}\n")
-    assert spec.decode_spec() == {"t": VarLenFeature("int64"), "b": FixedLenFeature((1,), "int64"),
+    assert decode_spec(spec) == {"t": VarLenFeature("int64"), "b": FixedLenFeature((1,), "int64"),
                                   "n": FixedLenFeature((1,), "float32")}
     packed = _load(tmp_path, "  t: {kind: text, source: s, layout: packed, block_size: 16}\n")
-    assert packed.decode_spec() == {"t": FixedLenFeature((16,), "int64")}
+    assert decode_spec(packed) == {"t": FixedLenFeature((16,), "int64")}
 
 
 def test_artifacts_save_and_load_through_the_lake(tmp_path):

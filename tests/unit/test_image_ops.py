@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.config import ImagesConfig
 from pipelines.beam.image_dedup import near_pairs
 from pipelines.beam.image_io import shard_of
 from pipelines.beam.image_manifest import count_manifest_rows, parse_manifest
@@ -22,7 +23,6 @@ from pipelines.beam.image_ops import (
     phash_bands,
     priority,
 )
-from shardforge.config import ImagesConfig
 
 RULES = ImagesConfig(height=8, width=12, min_side=10, max_side=100, max_aspect=3.0,
                      labels=["circle", "square"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shardforge.config import DEFAULT_CONFIG_PATH, ConfigError, ImagesConfig, load_config
+from core.config import DEFAULT_CONFIG_PATH, ConfigError, ImagesConfig, load_config
 
 
 def test_sample_yaml_images_block_is_the_defaults():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shardforge.lake import Lake, LakePathError
+from core.lake import Lake, LakePathError
 
 
 @pytest.mark.parametrize("form", ["plain", "file"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardforge.lake import Lake, LakePathError
+from core.lake import Lake, LakePathError
 
 
 def test_table_staging_is_a_hidden_sibling_of_the_partition():

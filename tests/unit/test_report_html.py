@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from core.lake import Lake
 from shardforge.charts import bar_chart, histogram, line_chart
-from shardforge.lake import Lake
 from shardforge.report_html import collect_report_data, write_report
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from core.config import SparkConfig
+from core.lake import Lake
 from pipelines.spark.session import local_cores, session_conf
-from shardforge.config import SparkConfig
-from shardforge.lake import Lake
 
 
 @pytest.mark.parametrize(("master", "cores"), [

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from core.config import CleanConfig
 from pipelines.spark.minhash import band_keys, shingle_sets
 from pipelines.spark.normalize import _han_and_latin_counts, normalize_batch
-from shardforge.config import CleanConfig
 
 CLEAN = CleanConfig(min_chars=8, max_chars=60, topics={"data": ["spark", "数据"], "nlp": ["bert"]})
 

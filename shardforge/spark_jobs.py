@@ -1,6 +1,6 @@
 """The entry script ``spark-submit`` runs: ``jobs.py <job> --config FILE [--lake URI] [--dt D …]``.
 
-It is shipped as the primary resource of the command :mod:`pipelines.spark.submit`
+It is shipped as the primary resource of the command :mod:`shardforge.submit`
 builds, with the project zipped on ``--py-files``; it runs the same stage functions
 as ``shardforge run`` and prints their reports as one JSON line on stdout.
 
@@ -36,10 +36,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job on the session ``spark-submit`` started; returns the exit code."""
+    from core.config import load_config
+    from core.lake import Lake
     from pipelines.spark.session import build_session
     from shardforge import stages
-    from shardforge.config import load_config
-    from shardforge.lake import Lake
 
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, lake_root=args.lake)

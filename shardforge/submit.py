@@ -1,7 +1,7 @@
 """``shardforge submit spark <job>``: build and run a real ``spark-submit`` command.
 
-The project ships as a zip on ``--py-files`` (the packages ``features``, ``pipelines``,
-``records`` and ``shardforge``, SQL files included); the entry script is :mod:`pipelines.spark.jobs`.
+The project ships as a zip on ``--py-files`` (the packages ``core``, ``features``, ``pipelines``,
+``records`` and ``shardforge``, SQL files included); the entry script is :mod:`shardforge.spark_jobs`.
 Two profiles:
 
 * ``local``: ``--master`` from ``spark.master`` (``local[2]``), Python = this interpreter.
@@ -21,16 +21,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipelines.spark.jobs import JOBS
-from shardforge.config import ShardforgeConfig
+from core.config import ShardforgeConfig
+from shardforge.spark_jobs import JOBS
 
 __all__ = ["PACKAGES", "PROFILES", "build_pyfiles_zip", "spark_submit_path", "submit", "submit_command"]
 
 PROFILES = ("local", "yarn")
 # The encode jobs' workers import features/ and records/ too (not in the YARN env archive).
-PACKAGES = ("features", "pipelines", "records", "shardforge")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ENTRY_SCRIPT = Path(__file__).with_name("jobs.py")
+PACKAGES = ("core", "features", "pipelines", "records", "shardforge")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENTRY_SCRIPT = Path(__file__).with_name("spark_jobs.py")
 _SHIPPED = (".py", ".sql")
 
 
@@ -67,7 +67,7 @@ def submit_command(cfg: ShardforgeConfig, *, job: str, config_path: str | Path, 
 
     Args:
         cfg: the config (master, app name, extra conf, the ``spark.yarn`` profile).
-        job: one of :data:`pipelines.spark.jobs.JOBS`.
+        job: one of :data:`shardforge.spark_jobs.JOBS`.
         config_path: the config file the job loads (shipped with ``--files`` on YARN).
         pyfiles: the project zip (:func:`build_pyfiles_zip`).
         profile: ``local`` or ``yarn``.
