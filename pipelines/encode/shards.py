@@ -300,10 +300,9 @@ def write_quarantine(*, tables: list[pa.Table], gid: int, staging_uri: str, key:
 def _first_repeat(keys, previous: str | None) -> str | None:
     """The first of sorted ``keys`` equal to the key before it (``previous``: the one before
     the first), else None."""
-    keys = pa.chunked_array([keys]) if isinstance(keys, pa.Array) else keys
-    keys = keys.combine_chunks() if len(keys) else pa.array([], pa.string())
     if len(keys) == 0:
         return None
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     before = pa.concat_arrays([pa.array([previous], pa.string()), keys.slice(0, len(keys) - 1)])
     same = pc.fill_null(pc.equal(keys, before), False)
     hit = pc.index(same, True).as_py()

@@ -73,24 +73,17 @@ def index_rows(kept, clean, *extra: str):
 
 
 def _pair_batches(batches, *, k: int, threshold: float):
-    """``mapInArrow`` body: candidate pairs with both texts in, the near pairs' similarity out."""
-    import numpy as np
+    """``mapInArrow`` body: candidate pairs with both texts in, the near pairs' similarity out
+    (:func:`pipelines.spark.minhash.near_pairs`: the rule a dt's own near check applies)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from pipelines.spark.minhash import jaccard, tail_divergent
+    from pipelines.spark.minhash import near_pairs
 
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        left, right = batch.column("a_text"), batch.column("b_text")
-        similarity = jaccard(left, right, k)
-        excerpt = pc.or_(pc.fill_null(batch.column("a_truncated"), False),
-                         pc.fill_null(batch.column("b_truncated"), False)).to_numpy(zero_copy_only=False)
-        near = similarity >= threshold
-        check = np.flatnonzero(near & excerpt)
-        if check.size:
-            near[check] &= ~tail_divergent(left.take(check), right.take(check), k=k)
+        similarity, near = near_pairs(batch.column("a_text"), batch.column("b_text"), batch.column("a_truncated"),
+                                      batch.column("b_truncated"), k=k, threshold=threshold)
         keep = pa.array(near)
         yield pa.RecordBatch.from_arrays([batch.column("pair").filter(keep), pa.array(similarity).filter(keep)],
                                          names=["pair", "similarity"])

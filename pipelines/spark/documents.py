@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.spark.crossday import LINK_COLUMNS
+from pipelines.spark.crossday import LINK_COLUMNS, winner_order
 from pipelines.spark.reconcile import JobCounts
 
 __all__ = ["DocumentsBuild", "rebuild_documents", "roots_of"]
@@ -94,14 +94,11 @@ def _best_winners(spark, members, links):
              # A re-run may have removed a member: its links no longer count.
              .join(keys.toDF("loser_dt", "loser_id"), ["loser_dt", "loser_id"], "left_semi")
              .join(keys.toDF("winner_dt", "winner_id"), ["winner_dt", "winner_id"], "left_semi"))
-    winner = members.select(F.col("dt").alias("winner_dt"), F.col("member_id").alias("winner_id"),
-                            "length", "truncated")
-    order = F.struct(F.negative("length").alias("l"), F.col("winner_id").alias("w"), "truncated",
-                     F.col("winner_dt").alias("d"), "kind", "similarity")
-    return (links.join(winner, ["winner_dt", "winner_id"]).groupBy("loser_dt", "loser_id")
-            .agg(F.min(order).alias("_b"))
-            .select("loser_dt", "loser_id", F.col("_b.d").alias("winner_dt"), F.col("_b.w").alias("winner_id"),
-                    "_b.kind", "_b.similarity"))
+    winner = members.select(*[F.col(c).alias(f"w_{c}") for c in ("dt", "member_id", "length", "truncated")])
+    best = F.min(F.struct(winner_order("w_").alias("order"), "winner_dt", "winner_id", "kind", "similarity"))
+    return (links.join(winner, (F.col("winner_dt") == F.col("w_dt")) & (F.col("winner_id") == F.col("w_member_id")))
+            .groupBy("loser_dt", "loser_id").agg(best.alias("_b"))
+            .select("loser_dt", "loser_id", "_b.winner_dt", "_b.winner_id", "_b.kind", "_b.similarity"))
 
 
 def _roots(spark, best):
@@ -121,7 +118,7 @@ def _roots(spark, best):
     parts = pc.split_pattern(root, "/", max_splits=1)
     rows = pa.table({"dt": table["loser_dt"], "member_id": table["loser_id"],
                      "root_dt": pc.list_element(parts, 0), "root_id": pc.list_element(parts, 1)})
-    return spark.createDataFrame(rows.to_pandas(), schema)
+    return spark.createDataFrame(rows, schema)
 
 
 def rebuild_documents(spark, *, db: str) -> DocumentsBuild:

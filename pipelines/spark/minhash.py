@@ -51,7 +51,7 @@ from pipelines.spark.minhash_kernels import (
 )
 
 __all__ = [
-    "RESYNC", "band_keys", "group_losers", "group_pairs", "jaccard", "min_common_for_jaccard", "pair_jaccard",
+    "RESYNC", "band_keys", "group_losers", "group_pairs", "jaccard", "min_common_for_jaccard", "near_pairs", "pair_jaccard",
     "shingle_sets", "tail_divergent",
 ]
 
@@ -232,6 +232,25 @@ def tail_divergent(left: pa.Array, right: pa.Array, *, k: int, resync: float = R
     windows = _window_hashes(texts, k)  # no shortcut here: the window counts bound the set sizes
     return _divergent(texts, windows, np.diff(windows[0]), rows, rows + n, np.zeros(n, dtype=np.int64),
                       k=k, resync=resync)
+
+
+def near_pairs(left: pa.Array, right: pa.Array, left_truncated: pa.Array, right_truncated: pa.Array, *, k: int,
+               threshold: float, resync: float = RESYNC) -> tuple[np.ndarray, np.ndarray]:
+    """The near-duplicate rule of :func:`group_pairs` for given pairs ``(left[i], right[i])``.
+
+    Returns:
+        ``(similarity, near)``: the exact Jaccard of each pair, and whether it is a near
+        duplicate: ``similarity >= threshold`` and, when either side is truncated (nulls count
+        as False), not :func:`tail_divergent`.
+    """
+    similarity = jaccard(left, right, k)
+    excerpt = pc.or_(pc.fill_null(left_truncated, False), pc.fill_null(right_truncated, False))
+    excerpt = excerpt.to_numpy(zero_copy_only=False)
+    near = similarity >= threshold
+    check = np.flatnonzero(near & excerpt)
+    if check.size:
+        near[check] &= ~tail_divergent(left.take(check), right.take(check), k=k, resync=resync)
+    return similarity, near
 
 
 def _candidate_pairs(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
