@@ -7,14 +7,13 @@ time, and parsing must stay free of pyspark, apache_beam, torch and great_expect
 
 * :func:`prepare` loads the config, zips the project for ``--py-files`` and writes a
   Spark properties file equivalent to ``shardforge submit spark``'s flags.
-* :func:`validate_clean_posts` and :func:`validate_dataset` are the Great Expectations
-  gates; a failed suite raises :class:`GateFailed` naming expectation and column.
+* :func:`run_gate` runs a declared validation stage (Great Expectations) on the run's
+  ``dt``; a failed suite raises :class:`GateFailed` naming expectation and column.
 * :func:`write_run_report` writes ``summary.json`` and ``report.html`` for the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -27,9 +26,8 @@ __all__ = [
     "lake_run_id",
     "prepare",
     "spark_properties",
+    "run_gate",
     "train_report_uri",
-    "validate_clean_posts",
-    "validate_dataset",
     "write_run_report",
 ]
 
@@ -132,75 +130,30 @@ def prepare(*, config: str | None, lake: str | None, profile: str, run_id: str,
     }
 
 
-def _docs_dir(lake, run_id: str) -> str:
-    """``reports/<run_id>/data_docs`` as a local folder (GE renders to local files)."""
-    return str(lake.local_path(f"{lake.reports(run_id)}/data_docs"))
+def run_gate(gate: str, *, config: str, lake: str, dt: str, run_id: str) -> list[dict[str, Any]]:
+    """A declared validation stage on ``dt`` (``clean``, ``images`` or ``dataset``).
 
-
-def _gate(call) -> list[dict[str, Any]]:
-    from pipelines.validate.gate import ValidationFailed
-
-    try:
-        results = call()
-    except ValidationFailed as exc:
-        raise GateFailed(str(exc)) from exc
-    return [dataclasses.asdict(r) for r in (results if isinstance(results, list) else [results])]
-
-
-def validate_clean_posts(*, config: str, lake: str, dt: str, run_id: str) -> list[dict[str, Any]]:
-    """Gate ``clean_posts`` of ``dt`` against the config's length bounds and topics.
+    The same entry ``shardforge run`` calls, narrowed to the DAG run's partition; Data Docs
+    go to ``reports/<run_id>/data_docs`` on a local lake (any fsspec lake runs the gates).
 
     Returns:
-        The gate results as plain dicts (suite, evaluated, docs index).
+        The suites' results as plain dicts (suite, success, evaluated, failures, docs index).
 
     Raises:
         GateFailed: a suite failed; the message names expectation and column.
     """
     from core.config import load_config
     from core.lake import Lake
-    from pipelines.validate.checks import check_clean_posts
+    from pipelines.validate.gate import ValidationFailed
+    from shardforge.stages import StageContext, validate
 
     cfg = load_config(config, lake_root=lake)
-    the_lake = Lake(cfg.lake.root)
-    topics = sorted({*cfg.clean.topics, cfg.clean.default_topic})
-    return _gate(lambda: check_clean_posts(
-        [the_lake.table(cfg.spark.database, "clean_posts", dt)], min_chars=cfg.clean.min_chars,
-        max_chars=cfg.clean.max_chars, topics=topics, docs_dir=_docs_dir(the_lake, run_id)))
-
-
-def validate_clean_images(*, config: str, lake: str, dt: str, run_id: str) -> list[dict[str, Any]]:
-    """Gate ``clean_images`` of ``dt`` against the configured size and labels.
-
-    Raises:
-        GateFailed: a suite failed; the message names expectation and column.
-    """
-    from core.config import load_config
-    from core.lake import Lake
-    from pipelines.validate.checks import check_clean_images
-
-    cfg = load_config(config, lake_root=lake)
-    the_lake = Lake(cfg.lake.root)
-    return _gate(lambda: check_clean_images(
-        [the_lake.table(cfg.spark.database, "clean_images", dt)], height=cfg.images.height,
-        width=cfg.images.width, labels=list(cfg.images.labels), docs_dir=_docs_dir(the_lake, run_id)))
-
-
-def validate_dataset(*, config: str, lake: str, run_id: str) -> list[dict[str, Any]]:
-    """Gate the encoded dataset (shard counts, then a decoded sample of train).
-
-    Raises:
-        GateFailed: a suite failed; the message names expectation and column.
-    """
-    from core.config import load_config
-    from core.lake import Lake
-    from features.spec import load_spec
-    from pipelines.validate.checks import check_dataset
-
-    cfg = load_config(config, lake_root=lake)
-    the_lake = Lake(cfg.lake.root)
-    uri = the_lake.records(cfg.dataset.name, cfg.dataset.version)
-    spec = load_spec(cfg.resolve_path(cfg.feature_spec))
-    return _gate(lambda: check_dataset(uri, spec=spec, docs_dir=_docs_dir(the_lake, run_id)))
+    ctx = StageContext(cfg, Lake(cfg.lake.root), run_id, dts=[dt])
+    try:
+        report = validate(ctx.cfg, ctx.lake, run_id=run_id, what=gate, dts=ctx.dts)
+    except ValidationFailed as exc:
+        raise GateFailed(str(exc)) from exc
+    return report.details["results"]
 
 
 def train_report_uri(lake, run_id: str, model: str) -> str:
@@ -249,19 +202,16 @@ def write_run_report(*, config: str, lake: str, dt: str, run_id: str,
     """Write ``reports/<run_id>/summary.json`` and ``report.html`` for one DAG run.
 
     Stages: the Spark jobs' ``job_runs`` rows for ``dt``, the image job's accounting, the
-    encoded dataset's manifest,
-    and each model trained in this run (its ``train_<model>.json``).
+    encoded dataset's manifest, and each model trained in this run (its ``train_<model>.json``).
 
     Returns:
         ``{"summary": uri, "report": uri}``.
     """
     from core.config import load_config
     from core.lake import Lake
-    from features.spec import load_spec
     from records.manifest import load_manifest
-    from shardforge.report_html import write_report
+    from shardforge.run_report import write_run_report as write_both
     from shardforge.stages import StageReport
-    from shardforge.summary import write_summary
 
     cfg = load_config(config, lake_root=lake)
     the_lake = Lake(cfg.lake.root)
@@ -279,11 +229,5 @@ def write_run_report(*, config: str, lake: str, dt: str, run_id: str,
         if the_lake.fs.exists(path):
             with the_lake.fs.open(path, "r") as handle:
                 reports.append(StageReport(**json.load(handle)))
-    extra = {"dt": dt, "gates": gates}
-    extra["summary_uri"] = write_summary(the_lake, run_id, reports, extra)
-    summary = {"run_id": run_id, "lake": the_lake.root,
-               "stages": [r.as_dict() for r in reports], **extra}
-    text_name, text = load_spec(cfg.resolve_path(cfg.feature_spec)).text_feature()
-    html = write_report(the_lake, summary, database=cfg.spark.database, dataset_uri=uri,
-                        text_feature=text_name, vocab_size=text.vocab_size)
-    return {"summary": extra["summary_uri"], "report": html}
+    written = write_both(cfg, the_lake, run_id, reports, {"dt": dt, "gates": gates})
+    return {"summary": written["summary_uri"], "report": written["report_uri"]}

@@ -1,6 +1,6 @@
 """``torchrun … -m airflow_dags.train_entry <model> --config F --lake U --run-id R``.
 
-What the DAG's ``train_<model>`` tasks launch: :func:`shardforge.stages.train` (the
+What the DAG's ``train_<model>`` tasks launch: :func:`shardforge.training.train` (the
 function ``shardforge train`` calls) with the DAG run's lake run id, so a re-run of the
 same ``dt`` writes the same ``models/<model>/<run_id>/``. Rank 0 leaves the stage report
 as ``reports/<run_id>/train_<model>.json`` for the report task and prints it as one line.
@@ -34,12 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_dags.tasks import train_report_uri
     from core.config import load_config
     from core.lake import Lake
-    from shardforge import stages
+    from shardforge import training
 
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, lake_root=args.lake)
     lake = Lake(cfg.lake.root)
-    report = stages.train(cfg, lake, args.model, run_id=args.run_id,
+    report = training.train(cfg, lake, args.model, run_id=args.run_id,
                           device=None if args.device == "auto" else args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         body = json.dumps(report.as_dict(), ensure_ascii=False, sort_keys=True)

@@ -127,8 +127,9 @@ def bench_beam(args, spec, inputs: list[str], work: Path) -> None:
     import apache_beam as beam
 
     from core.lake import Lake
-    from pipelines.beam.encode import _beam_path, pipeline_options, run_encode
+    from pipelines.beam.encode import _beam_path, run_encode
     from pipelines.beam.encode_fns import AnalyzeFn
+    from pipelines.beam.launch import pipeline_options
     from pipelines.encode.shards import analysis_columns
 
     options = {"direct_num_workers": args.beam_workers,

@@ -8,7 +8,8 @@ pyarrow, fsspec and protobuf; no TensorFlow). It
      ``--out`` (reused when an identical dataset is already there);
   2. on CUDA, measures a bf16 matmul peak (``--matmul-n`` cubed matmuls) for MFU;
   3. trains the preset from those shards through the real reader (DataLoader
-     workers) and models.train.train_lm in three configurations:
+     workers) and the one trainer (models.kinds.train_model, kind lm) in three
+     configurations:
        fp32: FP32 eager, math attention, TF32 off (true FP32)   -- the baseline
        fp16: FP16 autocast + GradScaler, flash attention, torch.compile
        bf16: BF16 autocast, flash attention, torch.compile
@@ -42,9 +43,10 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from models.kinds import train_model  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
-from models.train import TrainConfig, train_lm  # noqa: E402
+from models.train_config import TrainConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
 from records.manifest import load_manifest  # noqa: E402
 from records.spec import VarLenFeature  # noqa: E402
@@ -128,14 +130,14 @@ def run_config(name: str, args, dataset_uri: str, model_config: LMConfig,
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    result = train_lm(dataset_uri=dataset_uri, out_uri=out_uri, model_config=model_config,
-                      train_config=cfg)
+    result = train_model("lm", dataset_uri=dataset_uri, out_uri=out_uri,
+                         model_config=model_config, train_config=cfg)
     wall = time.perf_counter() - t0
     tokens_per_step = args.batch_size * model_config.block_size
     row = throughput_after(result.metrics_uri, warmup=args.warmup, items_per_step=tokens_per_step,
                            unit="tokens")
     row.update(
-        precision=result.precision, attention=result.attention_backend, compile=compile_,
+        precision=result.precision, attention=result.extras["attention"], compile=compile_,
         wall_s=wall, mfu=(row["tokens_per_s"] * args.flops_per_token / peak) if peak else None,
         max_memory_gib=(torch.cuda.max_memory_allocated(device) / 2**30
                         if device.type == "cuda" else None),
@@ -158,8 +160,9 @@ def profile(name: str, args, dataset_uri: str, model_config: LMConfig,
                                            else [])
     with torch.profiler.profile(activities=activities,
                                 schedule=schedule(wait=args.warmup, warmup=2, active=5)) as prof:
-        train_lm(dataset_uri=dataset_uri, out_uri=f"file://{os.path.abspath(args.out)}/prof",
-                 model_config=model_config, train_config=cfg, on_step=lambda _: prof.step())
+        train_model("lm", dataset_uri=dataset_uri,
+                    out_uri=f"file://{os.path.abspath(args.out)}/prof", model_config=model_config,
+                    train_config=cfg, on_step=lambda _: prof.step())
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70),
           file=sys.stderr)

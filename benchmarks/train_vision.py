@@ -9,7 +9,8 @@ protobuf, no TensorFlow. It
      feature layer's contract (raw uint8 HWC ``image``, ``image_shape``, ``label``,
      ``mask``) with records.writer into ``--out`` (reused when identical): one dataset
      at the VQ-VAE's side, one at EfficientNet's resolution; or reads ``--dataset-uri``;
-  2. trains each model from those shards through models.train_vision in
+  2. trains each model from those shards through the one trainer
+     (models.kinds.train_model) in
        fp32: FP32 eager, NCHW, TF32 off (true FP32)                -- the baseline
        fp16: FP16 autocast + GradScaler, channels-last, torch.compile
        bf16: BF16 autocast, channels-last, torch.compile
@@ -42,8 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.efficientnet import EfficientNetConfig  # noqa: E402
+from models.kinds import train_model  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
-from models.train_vision import VisionTrainConfig, train_vision  # noqa: E402
+from models.train_config import TrainConfig  # noqa: E402
 from models.vqvae import VQVAEConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
 from records.manifest import load_manifest  # noqa: E402
@@ -117,8 +119,8 @@ def run_config(kind: str, name: str, args, dataset_uri: str, model_config, steps
                device: torch.device) -> dict:
     precision, compile_, channels_last = CONFIGS[name]
     cuda = device.type == "cuda"
-    cfg = VisionTrainConfig(
-        steps=steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
+    cfg = TrainConfig(
+        kind=kind, steps=steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
         warmup_steps=min(100, max(1, steps // 10)), weight_decay=0.0 if kind == "vqvae" else 0.05,
         device=device.type, precision=precision, compile=compile_ and cuda,
         channels_last=channels_last and cuda, image_size=args.vq_size if kind == "vqvae" else None,
@@ -129,9 +131,9 @@ def run_config(kind: str, name: str, args, dataset_uri: str, model_config, steps
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    result = train_vision(kind=kind, dataset_uri=dataset_uri, model_config=model_config,
-                          out_uri=f"file://{os.path.abspath(args.out)}/runs/{kind}-{name}",
-                          train_config=cfg)
+    result = train_model(kind, dataset_uri=dataset_uri, model_config=model_config,
+                         out_uri=f"file://{os.path.abspath(args.out)}/runs/{kind}-{name}",
+                         train_config=cfg)
     row = throughput_after(result.metrics_uri, warmup=args.warmup, items_per_step=args.batch_size,
                            unit="images")
     row.update(precision=result.precision, compile=cfg.compile, channels_last=cfg.channels_last,
@@ -144,10 +146,9 @@ def model_configs(args) -> dict:
     """kind -> model config, at full size or ``--tiny`` (CPU smoke runs)."""
     if args.tiny:
         return {
-            "vqvae": VQVAEConfig(hidden_channels=32, res_blocks=1, res_channels=8,
-                                 codebook_size=32, embedding_dim=8),
-            "efficientnet": EfficientNetConfig(num_classes=args.num_classes, width=0.25,
-                                               depth=0.1, resolution=args.vq_size),
+            "vqvae": VQVAEConfig.preset("tiny"),
+            "efficientnet": EfficientNetConfig.preset("tiny", num_classes=args.num_classes,
+                                                      resolution=args.vq_size),
         }
     effnet = EfficientNetConfig.preset(args.effnet, num_classes=args.num_classes)
     if args.effnet_size:

@@ -3,7 +3,10 @@
 Every section is a pydantic model with ``extra="forbid"`` and strict types, so a
 misspelt key or a value of the wrong type is an error that names the key
 (``spark.master: Input should be a valid string``) instead of a silent default.
-Paths inside the file (the feature spec) are relative to the file itself.
+Paths inside the file (the feature specs) are relative to the file itself; they are made
+absolute and checked when the file is loaded, and the ``models:`` entries are built into
+their kinds' typed configs then too (:mod:`core.model_entries`), so any mistake surfaces
+before an engine starts, naming the file and the key path.
 
 The embedded default is ``conf/sample.yaml``; ``shardforge run`` with no flags
 uses it.
@@ -18,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -43,10 +48,6 @@ _DT_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Pillow's image modes (Image.MODES), listed here so loading a config never imports Pillow.
 _PIL_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
                         "YCbCr", "LAB", "HSV", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names the file and key."""
 
 
 class _Section(BaseModel):
@@ -237,23 +238,35 @@ class ImageDatasetConfig(DatasetConfig):
     """The image dataset: ``clean_images`` → ``records/<name>/v=<version>`` (``encode --dataset images``)."""
 
     name: str = "images"
-    spec: str = "features/images.yaml"  # its feature spec, relative to the config file
+    # its feature spec, relative to the config file; unset = the embedded features/images.yaml
+    spec: str = "features/images.yaml"
     # A few hundred 32x32 images are ~1 MB: two train shards already let two readers share.
     shards: dict[str, int] = Field(default_factory=lambda: {"train": 2, "eval": 1})
 
 
 class ModelEntry(_Section):
-    # lm trains on the posts dataset; vqvae and efficientnet on the image_dataset.
-    kind: Literal["lm", "vqvae", "efficientnet"] = "lm"
-    # An LMConfig preset (tiny, small) or an EfficientNet one (b0…b7); the VQ-VAE has none.
-    preset: str = "tiny"
-    # Fields of the model's config dataclass (LMConfig, VQVAEConfig, EfficientNetConfig)
-    # that override the preset.
+    # A kind of models.kinds.KINDS: lm trains on the posts dataset; vqvae, efficientnet and
+    # the other image kinds on the image_dataset.
+    kind: str = "lm"
+    # A preset of the kind (lm: tiny, small; efficientnet: b0…b7, tiny; every kind has
+    # tiny); None = the kind's default.
+    preset: str | None = None
+    # Fields of the kind's model config that override the preset (LMConfig, VQVAEConfig,
+    # EfficientNetConfig…); checked by name and type when the file is loaded.
     model: dict[str, Any] = Field(default_factory=dict)
-    # Fields of the trainer's config (TrainConfig, or VisionTrainConfig for the vision
-    # kinds); checked against it by name and type. An lm's `init_from` may name another
-    # lm entry: it starts from that model's checkpoint (and trains after it).
+    # Fields of models.train_config.TrainConfig the kind uses; checked the same way. An lm's
+    # `init_from` may name another lm entry: it starts from that model's checkpoint (and
+    # trains after it).
     train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from models.kinds import KINDS  # torch-free: the registry and the config classes only
+
+        if value not in KINDS:
+            raise ValueError(f"unknown model kind {value!r}; expected one of {sorted(KINDS)}")
+        return value
 
 
 class ShardforgeConfig(_Section):
@@ -264,7 +277,8 @@ class ShardforgeConfig(_Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
-    feature_spec: str = "features/posts.yaml"  # relative to the config file
+    # relative to the config file; absolute once loaded; unset = the embedded features/posts.yaml
+    feature_spec: str = "features/posts.yaml"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     # Optional: the images as a dataset of their own (None: only the posts are encoded).
     image_dataset: ImageDatasetConfig | None = None
@@ -350,6 +364,8 @@ def load_config(path: str | Path | None = None, *, lake_root: str | None = None)
     file = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     try:
         text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config: {exc.strerror or exc}") from None
     try:
@@ -366,8 +382,35 @@ def load_config(path: str | Path | None = None, *, lake_root: str | None = None)
         raise ConfigError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
     if lake_root is not None:
         data = {**data, "lake": {**(data.get("lake") or {}), "root": lake_root}}
+    # A spec the file does not name is the embedded one, wherever the file lies.
+    data.setdefault("feature_spec", str(DEFAULT_CONFIG_PATH.parent / "features" / "posts.yaml"))
+    if isinstance(data.get("image_dataset"), dict):
+        data["image_dataset"] = {
+            "spec": str(DEFAULT_CONFIG_PATH.parent / "features" / "images.yaml"),
+            **data["image_dataset"]}
     data["source"] = str(file.resolve())
     try:
-        return ShardforgeConfig.model_validate(data)
+        cfg = ShardforgeConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(str(file), err)) from None
+    cfg = _with_resolved_paths(cfg)
+    from core.model_entries import check_model_entries
+
+    check_model_entries(cfg)
+    return cfg
+
+
+def _with_resolved_paths(cfg: ShardforgeConfig) -> ShardforgeConfig:
+    """The config with its file paths absolute (against the file's folder) and checked."""
+    def existing(key: str, relative: str) -> str:
+        path = cfg.resolve_path(relative)
+        if not path.is_file():
+            raise ConfigError(f"{cfg.source}: {key}: {relative} does not exist "
+                              f"(looked for {path}; relative paths start at the config file's folder)")
+        return str(path)
+
+    update: dict[str, Any] = {"feature_spec": existing("feature_spec", cfg.feature_spec)}
+    if cfg.image_dataset is not None:
+        update["image_dataset"] = cfg.image_dataset.model_copy(
+            update={"spec": existing("image_dataset.spec", cfg.image_dataset.spec)})
+    return cfg.model_copy(update=update)

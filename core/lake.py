@@ -1,7 +1,8 @@
 """The lake layout of DESIGN.md, and the only place that builds lake paths.
 
 A lake root is a URI: a plain path (made absolute), ``file://…`` or
-``hdfs://namenode:port/…``. Every location below is returned as a full URI that
+``hdfs://namenode:port/…`` (``memory://…``, fsspec's in-process filesystem, stands in for
+a non-local lake in tests: everything but Spark runs on it). Every location below is returned as a full URI that
 Spark reads natively and that Python reads through :attr:`Lake.fs` (fsspec; HDFS
 through pyarrow's libhdfs binding, which needs a configured Hadoop client)::
 
@@ -47,7 +48,10 @@ def _normalize_root(root: str) -> str:
         if not parsed.path.startswith("/"):
             raise LakePathError(f"lake root {root!r}: hdfs:// needs an absolute path")
         return root.rstrip("/")
-    raise LakePathError(f"lake root {root!r}: scheme {parsed.scheme!r} is not supported (file, hdfs)")
+    if parsed.scheme == "memory":  # fsspec's in-process filesystem: non-local like hdfs://
+        return root.rstrip("/")
+    raise LakePathError(f"lake root {root!r}: scheme {parsed.scheme!r} is not supported "
+                        "(file, hdfs; memory for tests)")
 
 
 def _segment(value: str, what: str) -> str:

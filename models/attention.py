@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from models.lm_config import ATTENTION_BACKENDS
+
 __all__ = ["BACKENDS", "probe_backend", "sdpa_backend"]
 
-BACKENDS = ("auto", "math", "cudnn")  # what sdpa_backend(backend=...) accepts
+BACKENDS = ATTENTION_BACKENDS  # what sdpa_backend(backend=...) accepts (torch-free, in lm_config)
 
 log = logging.getLogger(__name__)
 

@@ -15,109 +15,20 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.kv_cache import KVCache
+from models.lm_config import LMConfig
 from models.medusa import MedusaHeads
 from models.mtp import MTPModule
 
 __all__ = ["IGNORE_INDEX", "DecoderLM", "LMConfig", "apply_rope", "rope_cache"]
 
 IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
-
-_PRESETS: dict[str, dict[str, Any]] = {
-    # CPU unit tests: a forward+backward takes milliseconds.
-    "tiny": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=256, multiple_of=32),
-    # GPT-2 small class (~124M parameters with the tied head): the GPU baseline.
-    "small": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),
-}
-
-
-@dataclass
-class LMConfig:
-    """Hyper-parameters of a :class:`DecoderLM`; stored as a plain dict in checkpoints."""
-
-    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64: faster matmuls
-    block_size: int = 1024  # longest sequence; sizes the RoPE cos/sin cache
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0  # pretraining on plenty of data does not need it; ~0.1 to finetune
-    rope_theta: float = 10000.0  # RoPE base from RoFormer/LLaMA; raise it for long contexts
-    bias: bool = False  # no biases in Linear layers: slightly better and faster (LLaMA, PaLM)
-    multiple_of: int = 256  # SwiGLU hidden size is rounded up to this: tensor-core friendly
-    norm_eps: float = 1e-5  # RMSNorm epsilon; LLaMA's value, safe under fp16 autocast
-    # Multi-token prediction (models.mtp): D sequential modules, module k predicts t+k+1.
-    mtp_depth: int = 0  # D; 0 = off. DeepSeek-V3 uses 1; more gives longer speculative drafts
-    mtp_lambda: float = 0.3  # loss = main + lambda * mean of the D MTP losses (DeepSeek-V3 early)
-    # Medusa heads (models.medusa): head k predicts t+k+1 from the last hidden state.
-    medusa_heads: int = 0  # K; 0 = off. The Medusa paper uses 4-5
-    medusa_own_head: bool = False  # each head gets its own output Linear instead of the LM's
-    medusa_decay: float = 0.8  # head k's loss weight is decay**k (Medusa paper: 0.8**k)
-    medusa_weight: float = 1.0  # scales the summed Medusa loss; ~0.2 for joint (Medusa-2) runs
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "multiple_of"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"LMConfig.{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"LMConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
-        if self.head_size % 2:
-            raise ValueError(f"RoPE needs an even head size, got {self.head_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LMConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.rope_theta <= 0 or self.norm_eps <= 0:
-            raise ValueError("LMConfig.rope_theta and norm_eps must be > 0")
-        for name in ("mtp_depth", "medusa_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"LMConfig.{name} must be an int >= 0, got {value!r}")
-        for name in ("mtp_lambda", "medusa_decay", "medusa_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"LMConfig.{name} must be a number, got {value!r}")
-            if not 0.0 <= value < math.inf:
-                raise ValueError(f"LMConfig.{name} must be finite and >= 0, got {value}")
-        if not isinstance(self.medusa_own_head, bool):
-            raise TypeError(f"LMConfig.medusa_own_head must be a bool, got {self.medusa_own_head!r}")
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def mlp_hidden(self) -> int:
-        """SwiGLU hidden width: 2/3 of 4*C (same params as a GELU MLP), rounded up."""
-        hidden = int(2 * 4 * self.n_embd / 3)
-        return self.multiple_of * math.ceil(hidden / self.multiple_of)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> LMConfig:
-        """Returns a named configuration ("tiny", "small") with ``overrides`` applied.
-
-        Raises:
-            ValueError: unknown preset name.
-            TypeError: an override that is not an LMConfig field.
-        """
-        if name not in _PRESETS:
-            raise ValueError(
-                f"unknown LMConfig preset {name!r}; expected one of {sorted(_PRESETS)}"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - fields
-        if unknown:
-            raise TypeError(f"unknown LMConfig fields {sorted(unknown)}")
-        return cls(**{**_PRESETS[name], **overrides})
 
 
 def rope_cache(

@@ -15,8 +15,7 @@ import torch
 
 from records.uri import open_uri, resolve
 
-__all__ = ["IntervalTimer", "MetricsLog", "ProgressBar", "images_record", "metrics_record",
-           "throughput_after"]
+__all__ = ["IntervalTimer", "MetricsLog", "ProgressBar", "step_record", "throughput_after"]
 
 
 class IntervalTimer:
@@ -112,7 +111,7 @@ class ProgressBar:
             post = {"loss": f"{record['loss']:.4f}"}
             if "tokens_per_s" in record:
                 post["tok/s"] = f"{record['tokens_per_s']:.0f}"
-            if "images_per_s" in record:  # the vision trainer's records
+            if "images_per_s" in record:  # the vision models' records
                 post["img/s"] = f"{record['images_per_s']:.0f}"
             if record.get("mfu") is not None:
                 post["mfu"] = f"{record['mfu']:.1%}"
@@ -124,51 +123,33 @@ class ProgressBar:
             self._bar.close()
 
 
-def metrics_record(
-    step: int, loss: float, lr: float, timer: IntervalTimer, tokens_per_step: int,
-    world_size: int, flops_per_token: float, peak_flops: float | None,
-    scaler: torch.amp.GradScaler, skipped: int, raw_model: torch.nn.Module,
-) -> dict[str, Any]:
-    """One metrics line; throughput is over the steps since the previous line."""
+def step_record(
+    step: int, loss: float, lr: float, timer: IntervalTimer, *, items_per_step: int,
+    world_size: int, unit: str, scaler: torch.amp.GradScaler, skipped: int,
+) -> tuple[dict[str, Any], float]:
+    """One metrics line; throughput is over the steps since the previous line.
+
+    Args:
+        items_per_step: examples one rank consumes per optimizer step.
+        unit: what an example is ("tokens", "images"): the rate is ``<unit>_per_s``.
+
+    Returns:
+        The line and the per-rank rate (examples per second of one rank).
+    """
     steps = timer.steps
     dt, wait = timer.lap()
-    per_rank = steps * tokens_per_step / dt if dt > 0 else float("inf")
-    record: dict[str, Any] = {
+    per_rank = steps * items_per_step / dt if dt > 0 else float("inf")
+    record = {
         "step": step,
         "loss": loss,
         "lr": lr,
-        "tokens_per_s": per_rank * world_size,  # all ranks together
-        "mfu": per_rank * flops_per_token / peak_flops if peak_flops else None,
+        f"{unit}_per_s": per_rank * world_size,  # all ranks together
         "input_wait": wait / dt if dt > 0 else 0.0,  # share of wall time blocked on data
         "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
         "skipped_steps": skipped,
         "elapsed_s": timer.elapsed,
     }
-    parts = getattr(raw_model, "last_loss_parts", None)
-    if parts:
-        record["loss_parts"] = {k: float(v) for k, v in parts.items()}
-    return record
-
-
-def images_record(
-    step: int, loss: float, lr: float, timer: IntervalTimer, images_per_step: int,
-    world_size: int, scaler: torch.amp.GradScaler, skipped: int, metrics: dict[str, float],
-) -> dict[str, Any]:
-    """One metrics line of the vision trainer; throughput is over the steps since the last."""
-    steps = timer.steps
-    dt, wait = timer.lap()
-    per_rank = steps * images_per_step / dt if dt > 0 else float("inf")
-    return {
-        "step": step,
-        "loss": loss,
-        "lr": lr,
-        "images_per_s": per_rank * world_size,  # all ranks together
-        "input_wait": wait / dt if dt > 0 else 0.0,  # share of wall time blocked on data
-        "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
-        "skipped_steps": skipped,
-        "elapsed_s": timer.elapsed,
-        **metrics,  # the model's own: psnr, perplexity, accuracy...
-    }
+    return record, per_rank
 
 
 def throughput_after(metrics_uri: str, *, warmup: int, items_per_step: int, unit: str) -> dict[str, Any]:

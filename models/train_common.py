@@ -1,23 +1,102 @@
-"""What the LM and the vision trainers share: one device, precision, seeding and optimizer policy.
+"""What the training loop is made of besides the loop: the task contract and shared policies.
 
-:mod:`models.train` (the LM) and :mod:`models.train_vision` both build their runs from
-these, so a flag means the same thing in either: ``device: auto``, ``precision: auto``,
-the seed, AdamW's parameter groups and the float32 matmul precision.
+:class:`Task` is what a model kind brings to :mod:`models.trainer` (the LM's is in
+:mod:`models.task_lm`, the vision models' in :mod:`models.task_vision`); the rest is
+policy the loop applies to every kind, so a flag means the same thing for all of them:
+``device: auto``, ``precision: auto``, seeding, AdamW's parameter groups, the float32
+matmul and cuDNN precision, the GradScaler's skipped-step count, DataLoader workers,
+pinning and evaluation.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["make_optimizer", "matmul_precision", "resolve_device", "resolve_precision",
-           "seed_everything"]
+from models.distributed import DistInfo, gather_objects
+
+__all__ = ["DTYPES", "StepOutput", "Task", "cudnn_tf32", "evaluate", "make_loader",
+           "make_optimizer", "matmul_precision", "pin_batch", "resolve_device",
+           "resolve_precision", "scaler_step", "seed_everything"]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+Batch = tuple[Any, ...]  # host tensors (or None) of one micro-batch, as a task streams them
+
+
+class StepOutput(NamedTuple):
+    """One micro-batch's forward: what to backpropagate and what to log."""
+
+    loss: torch.Tensor  # the objective (0-d, attached to the graph)
+    logged: torch.Tensor  # the training loss to log (0-d, detached); usually loss.detach()
+    metrics: dict[str, torch.Tensor]  # detached 0-d tensors, averaged over micro-batches and ranks
+
+
+class Task(Protocol):
+    """What a model kind brings to the training loop: composition, not a trainer subclass.
+
+    Built per run from ``(model_config, train_config)`` by the kind's factory (see
+    ``models.kinds.ModelKind.task``). The loop owns everything else.
+    """
+
+    name: str  # the kind
+    unit: str  # what one example is: "tokens" or "images"
+    model_config: Any
+    train_config: Any  # a models.train_config.TrainConfig
+    reader_options: dict[str, Any]  # RecordDataset keyword arguments (feature_spec, bytes_as)
+    drop_last: bool  # the train reader yields whole batches only
+    items_per_batch: int  # examples in one micro-batch on one rank
+
+    def resume(self, ckpt: dict[str, Any]) -> Any:
+        """Checks ``ckpt`` can continue this run (raises ValueError); returns the train config."""
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model (the loop has seeded the RNGs)."""
+
+    def start_weights(self, model: nn.Module, ckpt: dict[str, Any] | None) -> int:
+        """Loads the checkpoint (or a warm start), freezes what must not train; returns the
+        number of trainable parameters."""
+
+    def memory_format(self, device: torch.device) -> torch.memory_format:
+        """The model's memory format on ``device`` (channels-last for convnets on CUDA)."""
+
+    def stream(self, batches: Iterator[dict]) -> Iterator[Batch]:
+        """Reader batches (epoch after epoch) -> host micro-batches. May have
+        ``state_dict``/``load_state_dict`` (the LM's packer): checkpointed per rank."""
+
+    def eval_batches(self, reader: Iterable[dict]) -> Iterator[Batch]:
+        """One pass over the eval reader -> host micro-batches."""
+
+    def prepare(self, batch: Batch, device: torch.device) -> Batch:
+        """Host micro-batch -> the model's inputs on ``device`` (outside autocast)."""
+
+    def step(self, model: nn.Module, inputs: Batch) -> StepOutput:
+        """The forward of one micro-batch under autocast (``model`` may be compiled/DDP)."""
+
+    def eval_sums(self, model: nn.Module, inputs: Batch) -> dict[str, torch.Tensor]:
+        """Additive statistics of one eval micro-batch (summed over batches and ranks)."""
+
+    def eval_finish(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Summed statistics -> the eval metrics (plain numbers)."""
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Puts the raw model in training mode (Medusa-1 keeps its frozen backbone in eval)."""
+
+    def running(self, device: torch.device, dtype: torch.dtype) -> AbstractContextManager[dict]:
+        """Entered around the whole loop; yields the run's extras (lm: the attention kernel)."""
+
+    def rate_fields(self, per_rank_rate: float) -> dict[str, Any]:
+        """Metrics of the throughput (lm: MFU), for a metrics line."""
+
+    def log_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """What the raw model reports on log steps (lm: loss_parts; VQ-VAE: restarts)."""
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -48,10 +127,10 @@ def seed_everything(seed: int) -> None:
 def make_optimizer(model: nn.Module, cfg: Any, device: torch.device) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters; weight decay on matrices only.
 
-    ``cfg`` is a TrainConfig or VisionTrainConfig (lr, betas, weight_decay); fused on CUDA.
+    ``cfg`` is a TrainConfig (lr, betas, weight_decay); fused on CUDA.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]  # matmul weights and the (tied) embedding
+    decay = [p for p in params if p.dim() >= 2]  # matmul weights, conv kernels, the embedding
     no_decay = [p for p in params if p.dim() < 2]  # norm gains and biases
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
@@ -73,3 +152,102 @@ def matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+@contextmanager
+def cudnn_tf32(device: torch.device, precision: str) -> Iterator[None]:
+    """cuDNN convolutions follow the matmul policy: TF32 in fp16/bf16 runs, IEEE FP32 in fp32."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = precision != "fp32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def scaler_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer
+                ) -> torch.Tensor | None:
+    """``scaler.step(optimizer)`` and ``scaler.update()``; reports a skipped step.
+
+    Returns:
+        None when the scaler is disabled (fp32/bf16); else a 0-d bool tensor on the
+        scaler's device, True when the gradients held inf/nan so that the optimizer step
+        was skipped (the scale backed off). No host sync: sum it and read it when logging.
+    """
+    if not scaler.is_enabled():
+        scaler.step(optimizer)
+        return None
+    scale_before = scaler._scale.clone()  # get_scale() would sync; scale() created _scale
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler._scale < scale_before  # a backoff is a skipped step
+
+
+def pin_batch(batch: Batch, device: torch.device) -> Batch:
+    """Pins a host micro-batch's tensors (None stays), so the copies to ``device`` are async."""
+    torch.cuda.set_device(device)  # the prefetch thread pins on this rank's GPU
+    return tuple(t.pin_memory() if isinstance(t, torch.Tensor) else t for t in batch)
+
+
+def make_loader(source: Any, *, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``num_workers`` processes over reader ``source`` (its own batches).
+
+    Workers come from a forkserver, not fork(): the trainer runs a read-ahead thread and
+    often shares its process with other threaded runtimes (a Spark JVM gateway, Airflow),
+    and forking a multi-threaded process can deadlock a child on a lock held by a thread
+    that does not exist in it. The server preloads torch and the reader: forks stay cheap.
+    """
+    context = torch.multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "records.reader"])
+    return torch.utils.data.DataLoader(
+        source, batch_size=None, num_workers=num_workers, prefetch_factor=4,
+        multiprocessing_context=context,
+        persistent_workers=False,  # the reader's resume contract needs fresh workers
+        # its own generator: each iter() would otherwise draw worker seeds from the global
+        # RNG at epoch starts, shifting dropout masks after a resume
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def evaluate(task: Task, model: nn.Module, reader: Iterable[dict], *, device: torch.device,
+             autocast: AbstractContextManager | None = None, max_batches: int = 0,
+             info: DistInfo | None = None) -> dict[str, Any] | None:
+    """The task's eval metrics of ``model`` over one pass of ``reader`` (all ranks together).
+
+    Runs ``model`` (the raw one: eager) in eval mode under ``no_grad``; leaves it in the
+    mode it found it in.
+
+    Args:
+        reader: this rank's partition of the eval split.
+        autocast: entered around the model calls (None = full precision).
+        max_batches: stop after this many micro-batches per rank; 0 = all of them.
+        info: this rank's place under DDP; the sums are gathered from every rank.
+
+    Returns:
+        The metrics, or None when no rank got a whole micro-batch out of the split.
+    """
+    modes = {m: m.training for m in model.modules()}  # Medusa-1 mixes train and eval
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    batches = task.eval_batches(reader)
+    try:
+        with torch.no_grad():
+            for batch in itertools.islice(batches, max_batches or None):
+                inputs = task.prepare(batch, device)
+                with autocast or nullcontext():
+                    for k, v in task.eval_sums(model, inputs).items():
+                        sums[k] = sums[k] + v.double() if k in sums else v.double()
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops the reader's decode threads
+        for m, mode in modes.items():
+            m.training = mode
+    merged: dict[str, torch.Tensor] = {}
+    for part in gather_objects({k: v.cpu() for k, v in sums.items()}, info or DistInfo()):
+        for k, v in part.items():  # a rank may have seen no batch
+            merged[k] = merged[k] + v if k in merged else v
+    return task.eval_finish(merged) if merged else None

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from records.spec import FixedLenFeature
 
-__all__ = ["IMAGE_KEY", "LABEL_KEY", "SHAPE_KEY", "decode_images", "image_batches", "image_spec",
-           "to_model_input"]
+__all__ = ["IMAGE_KEY", "LABEL_KEY", "SHAPE_KEY", "ImageBatch", "decode_images", "image_batches",
+           "image_spec", "to_model_input"]
 
 IMAGE_KEY, SHAPE_KEY, LABEL_KEY = "image", "image_shape", "label"
 

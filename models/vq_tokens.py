@@ -4,7 +4,7 @@ The first stage of the two-stage recipe (VQ-VAE-2, VQGAN): a trained VQ-VAE turn
 every image into an (h, w) grid of code indices; read row-major they are a token
 sequence, and a decoder LM trained on those sequences is the second stage (a prior
 over images). The output has the layout of the posts dataset, so
-:func:`models.train.train_lm` reads it unchanged:
+:func:`models.kinds.train_model` (kind ``lm``) reads it unchanged:
 
     input_ids  VarLen int64   the h*w codes, row-major, each + ``id_offset``
     length     int64 [1]      h*w
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from models.checkpoint import load_checkpoint
+from models.task_vision import VISION_MODELS
 from models.vision_data import decode_images, image_spec, to_model_input
-from models.vision_tasks import TASKS
 from models.vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["DEFAULT_ID_OFFSET", "EOS_ID", "export_vq_tokens"]
@@ -45,7 +45,7 @@ def export_vq_tokens(
     """Writes the code indices of ``dataset_uri``'s images as a records/ token dataset.
 
     Args:
-        checkpoint_uri: a ``ckpt.pt`` of a VQ-VAE run (:func:`models.train_vision.train_vision`);
+        checkpoint_uri: a ``ckpt.pt`` of a VQ-VAE run (:func:`models.kinds.train_model`);
             its model config and train config (``image_size``) are used.
         dataset_uri: the image dataset version folder.
         out_uri: the token dataset version folder to write (replaced atomically).
@@ -80,7 +80,7 @@ def export_vq_tokens(
     model.load_state_dict(ckpt["model"])
     dev = torch.device(device)
     model.to(dev).eval()
-    mean, std = TASKS["vqvae"].normalization(config)
+    mean, std = VISION_MODELS["vqvae"].normalization(config)
     image_size = ckpt["train_config"].get("image_size")
 
     source = load_manifest(dataset_uri)

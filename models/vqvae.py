@@ -22,51 +22,14 @@ a records/ dataset that :class:`models.lm.DecoderLM` can train on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from models.vqvae_config import VQVAEConfig
+
 __all__ = ["VQVAE", "VQVAEConfig", "VectorQuantizer", "perplexity", "psnr"]
-
-
-@dataclass
-class VQVAEConfig:
-    """The architecture; stored as a dict in checkpoints (``VQVAEConfig(**d)`` rebuilds it)."""
-
-    in_channels: int = 3  # RGB
-    hidden_channels: int = 128  # conv width of encoder and decoder (the paper uses 256)
-    res_blocks: int = 2  # residual blocks on each side of the bottleneck, as in the paper
-    res_channels: int = 32  # bottleneck width inside a residual block
-    downsample: int = 2  # stride-2 convs: one code per 4x4 pixels, a 64x64 image -> 16x16 codes
-    codebook_size: int = 512  # K, as in the paper's ImageNet model
-    embedding_dim: int = 64  # D, width of one code vector
-    commitment: float = 0.25  # beta: pulls z_e towards its code (the paper found 0.1-2.0 robust)
-    decay: float = 0.99  # EMA decay of the codebook statistics (paper appendix: 0.99)
-    eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
-    restart_after: int = 100  # re-init codes unused for this many training batches; 0 = never
-
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "hidden_channels", "res_channels", "codebook_size",
-                     "embedding_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"VQVAEConfig.{name} must be a positive int, got {value!r}")
-        for name in ("res_blocks", "downsample", "restart_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"VQVAEConfig.{name} must be an int >= 0, got {value!r}")
-        if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"VQVAEConfig.decay must lie in [0, 1), got {self.decay}")
-        if not (self.eps > 0 and self.commitment >= 0):
-            raise ValueError(f"need eps > 0 and commitment >= 0, got {self.eps}, {self.commitment}")
-
-    @property
-    def factor(self) -> int:
-        """Pixels per code along each side."""
-        return 2**self.downsample
 
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Where an LM run's weights start: its checkpoint, another run's weights, and Medusa-1.
 
-:func:`train_lm <models.train.train_lm>` calls these around building its model:
+:class:`~models.task_lm.LMTask` calls these around building its model (the
+configs that cannot work are rejected before, by :func:`models.train_config.check_lm_run`):
 
-- :func:`check_run` rejects configs that cannot work before any device work starts;
 - :func:`resumed_config` keeps a resumed run honest about where its weights came from;
 - :func:`start_weights` loads the run's own checkpoint (resume), else ``init_from``'s
   model weights, then for Medusa-1 (``freeze_backbone``) freezes all but the heads;
@@ -22,40 +22,17 @@ import logging
 from typing import Any
 
 from models.checkpoint import load_model_weights
-from models.lm import DecoderLM, LMConfig
+from models.lm import DecoderLM
 from models.medusa import freeze_backbone
 from models.train_config import TrainConfig
 
-__all__ = ["check_run", "init_from_checkpoint", "medusa1_train_mode", "resumed_config",
-           "start_weights"]
+__all__ = ["init_from_checkpoint", "medusa1_train_mode", "resumed_config", "start_weights"]
 
 log = logging.getLogger(__name__)
 
 # LMConfig fields that change no tensor shape but what the weights mean: a checkpoint
 # trained with other values would load without complaint and compute nonsense.
 _SAME_MEANING = ("n_head", "rope_theta", "norm_eps")
-
-
-def check_run(model_config: LMConfig, cfg: TrainConfig, block_size: int) -> None:
-    """Raises ValueError for a Medusa-1 run that cannot train its heads.
-
-    Args:
-        model_config: the architecture.
-        cfg: the optimisation.
-        block_size: the tokens per training sequence.
-    """
-    if cfg.freeze_backbone and not model_config.medusa_heads:
-        raise ValueError(
-            "TrainConfig.freeze_backbone trains only the Medusa heads, but the model has none "
-            "(set LMConfig.medusa_heads > 0)"
-        )
-    if model_config.medusa_heads and block_size <= model_config.medusa_heads:
-        # Head k needs k + 1 positions; a head without a loss gets no gradient and DDP,
-        # which expects one for every trainable parameter, would fail a step later.
-        raise ValueError(
-            f"block_size {block_size} leaves Medusa heads without targets: it must exceed "
-            f"medusa_heads ({model_config.medusa_heads})"
-        )
 
 
 def resumed_config(cfg: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:

@@ -8,6 +8,7 @@ one line, never a traceback (set ``SHARDFORGE_DEBUG=1`` for the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -121,67 +122,49 @@ def _spark(cfg, lake):
     return build_session(cfg.spark, lake)
 
 
-def _train_with_bar(cfg, lake, model: str, *, run_id: str, device: str | None,
-                    resume: bool = False):
+@contextlib.contextmanager
+def _train_bar(model: str, steps: int):
+    """A progress bar for one training stage; yields its ``on_step`` callback."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from shardforge import stages
-
-    steps = int(cfg.models[model].train.get("steps", 0)) if model in cfg.models else 0
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} {task.fields[loss]}"), TimeRemainingColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task(f"train {model}", total=steps or None, loss="")
-        return stages.train(cfg, lake, model, run_id=run_id, device=device, resume=resume,
-                            on_step=lambda m: bar.update(
-                                task, completed=m.get("step", 0),
-                                loss=f"loss {m['loss']:.3f}" if "loss" in m else ""))
+        yield lambda m: bar.update(task, completed=m.get("step", 0),
+                                   loss=f"loss {m['loss']:.3f}" if "loss" in m else "")
 
 
 def _run_all(cfg, lake, args) -> dict:
+    """``shardforge run``: the sample (when raw/ is empty), then every declared stage in order."""
     from shardforge import stages
-    from shardforge.summary import write_summary
+    from shardforge.pipeline import declared_stages, run_stages
 
-    run_id = stages.new_run_id()
-    reports = [stages.sample(cfg, lake)]
+    ctx = stages.StageContext(cfg, lake, stages.new_run_id(), progress=_progress, device=args.device,
+                              spark_factory=lambda: _spark(cfg, lake), train_bar=_train_bar)
+    ctx.reports.append(stages.sample(cfg, lake))
     missing = stages.missing_corpora(cfg, lake)
     for name, why in missing.items():
-        _progress(f"[yellow]corpus {name!r} is configured but not in the lake: {why}[/yellow]")
+        _progress(f"corpus {name!r} is configured but not in the lake: {why}")
     if "feeds" in missing:
         raise RuntimeError(f"nothing to do: the feeds corpus is missing ({missing['feeds']})")
-    spark = _spark(cfg, lake)
-    reports.extend(stages.ingest(cfg, lake, spark, progress=_progress))
-    reports.extend(stages.clean(cfg, lake, spark, run_id=run_id, progress=_progress))
+    ctx.extra.update(missing_corpora=missing, not_processed={
+        n: "cleaning of this corpus is not built (feeds, articles and the image corpus are)"
+        for n in cfg.corpora if n not in ("feeds", "articles", cfg.images.corpus) and n not in missing})
     # Each gate stops the run (exit 1, naming expectation and column) before bad data moves on.
-    reports.append(stages.validate(cfg, lake, run_id=run_id, what="clean", progress=_progress))
-    if stages.image_partitions(cfg, lake):
-        reports.append(stages.images(cfg, lake, progress=_progress))
-        reports.append(stages.validate(cfg, lake, run_id=run_id, what="images", progress=_progress))
-    reports.append(stages.encode(cfg, lake, progress=_progress))
-    reports.append(stages.validate(cfg, lake, run_id=run_id, what="dataset", progress=_progress))
-    for model in cfg.train_order():  # a model trains after the one its init_from names
-        reports.append(_train_with_bar(cfg, lake, model, run_id=run_id, device=args.device))
-    extra = {
-        "missing_corpora": missing,
-        "not_processed": {n: "cleaning of this corpus is not built yet (feeds, articles, images only)"
-                          for n in cfg.corpora
-                          if n not in ("feeds", "articles", cfg.images.corpus) and n not in missing},
-    }
-    extra["summary_uri"] = write_summary(lake, run_id, reports, extra)
-    summary = {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports],
-               **extra}
-    summary["report_uri"] = _write_report(cfg, lake, summary)
-    return summary
+    for _ in run_stages(declared_stages(cfg), ctx):
+        pass
+    return {"run_id": ctx.run_id, "lake": lake.root, "stages": [r.as_dict() for r in ctx.reports],
+            **ctx.extra}
 
 
 def _write_report(cfg, lake, summary: dict) -> str:
-    from features.spec import load_spec
-    from shardforge.report_html import write_report
+    from shardforge.run_report import write_run_report
+    from shardforge.stages import StageReport
 
-    name, text = load_spec(cfg.resolve_path(cfg.feature_spec)).text_feature()
-    return write_report(lake, summary, database=cfg.spark.database,
-                        dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version),
-                        text_feature=name, vocab_size=text.vocab_size)
+    extra = {k: v for k, v in summary.items() if k not in ("run_id", "lake", "stages")}
+    return write_run_report(cfg, lake, summary["run_id"],
+                            [StageReport(**s) for s in summary["stages"]], extra)["report_uri"]
 
 
 def _dispatch(args) -> int:
@@ -229,21 +212,27 @@ def _dispatch(args) -> int:
         _progress(f"{report.stage}: {report.rows_in} rows → {report.details['records']} "
                   f"({report.quarantined} quarantined) at {report.outputs[0]}")
     elif args.command == "train":
+        from shardforge import training
+
         run_id = stages.new_run_id()
         if args.resume is not None:
-            run_id = (stages.latest_model_run(lake, args.model) if args.resume == "latest"
+            run_id = (training.latest_model_run(lake, args.model) if args.resume == "latest"
                       else args.resume)
             _progress(f"train: resuming {args.model} run {run_id}")
-        report = _train_with_bar(cfg, lake, args.model, run_id=run_id, device=args.device,
-                                 resume=args.resume is not None)
+        steps = int(cfg.models[args.model].train.get("steps", 0)) if args.model in cfg.models else 0
+        with _train_bar(args.model, steps) as on_step:
+            report = training.train(cfg, lake, args.model, run_id=run_id, device=args.device,
+                                    on_step=on_step, resume=args.resume is not None)
         _progress(f"train: loss {report.details['first_loss']:.3f} → {report.details['final_loss']:.3f}, "
                   f"checkpoint {report.outputs[0]}")
         if report.details.get("init_from"):
             frozen = " (backbone frozen: Medusa-1)" if report.details.get("freeze_backbone") else ""
             _progress(f"train: {args.model} started from {report.details['init_from']}{frozen}")
     elif args.command == "tokens":
-        run_id = args.run_id or stages.latest_model_run(lake, args.model)
-        report = stages.export_tokens(cfg, lake, args.model, run_id=run_id, device=args.device)
+        from shardforge import training
+
+        run_id = args.run_id or training.latest_model_run(lake, args.model)
+        report = training.export_tokens(cfg, lake, args.model, run_id=run_id, device=args.device)
         _progress(f"tokens: {report.details['records']} token sequences → {report.outputs[0]}")
     elif args.command == "validate":
         run_id = stages.new_run_id()

@@ -119,6 +119,26 @@ def _stage_table(stages: list[dict[str, Any]]) -> str:
             "<th>duplicates</th><th>reconciliation</th></tr>" + "".join(rows) + "</table>")
 
 
+def _training_charts(rows: list[dict[str, Any]]) -> list[str]:
+    """Loss, throughput (tokens/s or images/s), fp16 loss scale, and each evaluation metric."""
+    steps = [r["step"] for r in rows]
+    unit = "tokens" if any("tokens_per_s" in r for r in rows) else "images"
+    charts = [line_chart(steps, {"loss": [r.get("loss") for r in rows]},
+                         title="training loss", x_label="step"),
+              line_chart(steps, {f"{unit}/s": [r.get(f"{unit}_per_s") for r in rows]},
+                         title="throughput", x_label="step", y_label=f"{unit}/s"),
+              line_chart(steps, {"loss scale": [r.get("loss_scale") for r in rows]},
+                         title="fp16 loss scale", x_label="step")]
+    evals = [r["eval"] for r in rows if isinstance(r.get("eval"), dict)]
+    names = sorted({k for e in evals for k, v in e.items()
+                    if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)})
+    eval_steps = [e.get("step", 0) for e in evals]
+    for name in names:
+        charts.append(line_chart(eval_steps, {name: [e.get(name) for e in evals]},
+                                 title=f"eval {name}", x_label="step"))
+    return charts
+
+
 def render_report(data: dict[str, Any]) -> str:
     """The HTML page for :func:`collect_report_data`'s output."""
     parts = [f"<h1>shardforge run {escape(data['run_id'])}</h1>",
@@ -143,14 +163,7 @@ def render_report(data: dict[str, Any]) -> str:
                          f"{c['vocab_size']} ids used ({100 * c['used'] / c['vocab_size']:.1f}%) "
                          f"in {c['tokens']} tokens.</p>")
     for stage, rows in data["training"].items():
-        steps = [r["step"] for r in rows]
-        parts += [f"<h2>{escape(stage)}</h2><div class='grid'>",
-                  line_chart(steps, {"loss": [r.get("loss") for r in rows]},
-                             title="training loss", x_label="step"),
-                  line_chart(steps, {"tokens/s": [r.get("tokens_per_s") for r in rows]},
-                             title="throughput", x_label="step", y_label="tokens/s"),
-                  line_chart(steps, {"loss scale": [r.get("loss_scale") for r in rows]},
-                             title="fp16 loss scale", x_label="step"), "</div>"]
+        parts += [f"<h2>{escape(stage)}</h2><div class='grid'>", *_training_charts(rows), "</div>"]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>shardforge {escape(data['run_id'])}</title><style>{_STYLE}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")

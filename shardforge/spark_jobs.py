@@ -1,8 +1,9 @@
 """The entry script ``spark-submit`` runs: ``jobs.py <job> --config FILE [--lake URI] [--dt D …]``.
 
 It is shipped as the primary resource of the command :mod:`shardforge.submit`
-builds, with the project zipped on ``--py-files``; it runs the same stage functions
-as ``shardforge run`` and prints their reports as one JSON line on stdout.
+builds, with the project zipped on ``--py-files``. The jobs are the declared stages that
+run on Spark (:data:`shardforge.pipeline.SPARK_JOBS`); each runs the same entry as in
+``shardforge run`` and prints its reports as one JSON line on stdout.
 
 Jobs:
     ingest: raw feed dumps → ``raw_feeds``, JSONL articles → ``raw_articles``.
@@ -20,9 +21,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from shardforge.pipeline import SPARK_JOBS
+
 __all__ = ["JOBS", "main"]
 
-JOBS = ("ingest", "explode_clean", "encode", "encode_images")
+JOBS = SPARK_JOBS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.config import load_config
     from core.lake import Lake
     from pipelines.spark.session import build_session
-    from shardforge import stages
+    from shardforge.pipeline import stage_named
+    from shardforge.stages import StageContext, new_run_id
 
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, lake_root=args.lake)
@@ -48,17 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    for name, corpus in cfg.corpora.items()}
         cfg = cfg.model_copy(update={"corpora": corpora})
     lake = Lake(cfg.lake.root)
-    spark = build_session(cfg.spark, lake, submitted=True)
+    ctx = StageContext(cfg, lake, new_run_id(), encode_engine="spark",
+                       spark_factory=lambda: build_session(cfg.spark, lake, submitted=True))
     try:
-        if args.job == "ingest":
-            reports = stages.ingest(cfg, lake, spark)
-        elif args.job in ("encode", "encode_images"):
-            dataset = "posts" if args.job == "encode" else "images"
-            reports = [stages.encode(cfg, lake, engine="spark", spark=spark, dataset=dataset)]
-        else:
-            reports = stages.clean(cfg, lake, spark, run_id=stages.new_run_id())
+        reports = stage_named(args.job).entry(ctx)
     finally:
-        spark.stop()
+        ctx.stop_spark()
     print(json.dumps({"job": args.job, "stages": [r.as_dict() for r in reports]}, ensure_ascii=False))
     return 0
 

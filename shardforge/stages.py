@@ -1,9 +1,10 @@
-"""The stage entry points the CLI (and the Airflow DAG) call, one function each.
+"""The data stages' entry points, one function each, and what every stage reports.
 
-Each takes the validated config and the lake and returns a :class:`StageReport`
-with its row accounting, so ``shardforge run`` can print one summary table and
-write ``summary.json``. Engines are imported inside the functions: a GPU host with
-only ``records/`` and ``models/`` installed can still run ``shardforge train``.
+Each takes the validated config and the lake and returns a :class:`StageReport` with its
+row accounting, so ``shardforge run`` can print one summary table and write
+``summary.json``. The order they run in is declared once, in :mod:`shardforge.pipeline`;
+training is in :mod:`shardforge.training`. Engines are imported inside the functions: a GPU
+host with only ``records/`` and ``models/`` installed can still run ``shardforge train``.
 """
 
 from __future__ import annotations
@@ -18,25 +19,27 @@ from core.config import ShardforgeConfig
 from core.lake import Lake
 
 __all__ = [
+    "StageContext",
     "StageReport",
     "article_partitions",
     "clean",
     "corpus_partitions",
     "encode",
-    "export_tokens",
     "feed_partitions",
-    "image_dataset_uri",
     "image_partitions",
     "images",
-    "resolve_init_from",
     "ingest",
     "missing_corpora",
     "new_run_id",
     "sample",
-    "train",
+    "validate",
 ]
 
 Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 @dataclass
@@ -55,26 +58,52 @@ class StageReport:
         return dataclasses.asdict(self)
 
 
-def latest_model_run(lake: Lake, name: str) -> str:
-    """The newest run id of model ``name`` (run ids sort by time).
+@dataclass
+class StageContext:
+    """What a declared stage's entry gets (see :mod:`shardforge.pipeline`).
 
-    Raises:
-        FileNotFoundError: the model has no runs in this lake.
+    Attributes:
+        dts: the partitions to work on; None = the configured ones (else all present).
+            A DAG run passes its own ``dt``.
+        encode_engine: ``beam`` or ``spark``, for the encode stages.
+        spark_factory: starts the SparkSession the first Spark stage asks for.
+        train_bar: ``train_bar(model, steps)`` is a context manager giving the ``on_step``
+            callback of a training stage (the CLI draws a progress bar); None = no callback.
+        reports, stages_run: filled as stages run; the report stage writes them out.
+        extra: more for the summary (e.g. the corpora the lake lacks).
     """
-    folder = lake.fs_path(lake.model_runs(name))
-    runs = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in lake.fs.ls(folder, detail=False)
-                  ) if lake.fs.exists(folder) else []
-    if not runs:
-        raise FileNotFoundError(f"no run of model {name!r} to resume under {lake.root}/models/{name}")
-    return runs[-1]
+
+    cfg: ShardforgeConfig
+    lake: Lake
+    run_id: str
+    progress: Progress = _quiet
+    device: str | None = None
+    dts: list[str] | None = None
+    encode_engine: str = "beam"
+    spark_factory: Callable[[], Any] | None = None
+    train_bar: Callable[[str, int], Any] | None = None
+    reports: list[StageReport] = field(default_factory=list)
+    stages_run: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _spark: Any = None
+
+    def spark(self):
+        """The SparkSession (started on first use)."""
+        if self._spark is None:
+            if self.spark_factory is None:
+                raise RuntimeError("this stage needs Spark, but no SparkSession factory was given")
+            self._spark = self.spark_factory()
+        return self._spark
+
+    def stop_spark(self) -> None:
+        """Stop the SparkSession if a stage started one."""
+        if self._spark is not None:
+            self._spark.stop()
+            self._spark = None
 
 
 def new_run_id() -> str:
     return "run-" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def missing_corpora(cfg: ShardforgeConfig, lake: Lake) -> dict[str, str]:
@@ -177,9 +206,10 @@ def clean(cfg: ShardforgeConfig, lake: Lake, spark, *, run_id: str,
         ``[explode, clean, explode articles, clean paragraphs]``; the clean reports carry
         ``details["duplicates_by_kind"]`` (exact / truncation / near).
     """
+    from core.accounting import JobCounts
     from pipelines.spark.articles import run_clean_paragraphs, run_explode_articles
     from pipelines.spark.clean import run_clean, run_explode
-    from pipelines.spark.reconcile import JobCounts, record_job_run
+    from pipelines.spark.reconcile import record_job_run
 
     db = cfg.spark.database
     explode, cleaned = StageReport("explode"), StageReport("clean")
@@ -326,8 +356,13 @@ def _data_docs_dir(lake: Lake, run_id: str) -> str | None:
 
 
 def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
-             progress: Progress = _quiet) -> StageReport:
+             dts: list[str] | None = None, progress: Progress = _quiet) -> StageReport:
     """Great Expectations gate over ``clean_posts`` (``what="clean"``), ``clean_images`` or the dataset.
+
+    ``dts`` narrows the clean_posts and clean_images gates to those partitions (default:
+    the configured ones). Data Docs go to ``reports/<run_id>/data_docs`` on a local lake;
+    on any other filesystem the gates run the same and their messages carry the failures.
+    ``details["results"]`` holds each suite's result as a plain dict.
 
     Raises:
         ValidationFailed: an expectation failed; the message names it and its column.
@@ -337,7 +372,7 @@ def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
 
     docs = _data_docs_dir(lake, run_id)
     if what == "clean":
-        dts = feed_partitions(cfg, lake)
+        dts = feed_partitions(cfg, lake) if dts is None else dts
         progress(f"validate: clean_posts ({len(dts)} dt) against the clean_posts suite")
         topics = sorted({*cfg.clean.topics, cfg.clean.default_topic})
         results = [check_clean_posts(
@@ -350,7 +385,7 @@ def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
         results = check_dataset(uri, spec=load_spec(cfg.resolve_path(cfg.feature_spec)),
                                 docs_dir=docs)
     elif what == "images":
-        dts = image_partitions(cfg, lake)
+        dts = image_partitions(cfg, lake) if dts is None else dts
         progress(f"validate: clean_images ({len(dts)} dt) against the clean_images suite")
         results = [check_clean_images(
             [lake.table(cfg.spark.database, "clean_images", dt) for dt in dts],
@@ -359,160 +394,7 @@ def validate(cfg: ShardforgeConfig, lake: Lake, *, run_id: str, what: str,
     else:
         raise ValueError(f"validate: what must be 'clean', 'images' or 'dataset', got {what!r}")
     return StageReport(f"validate {what}", outputs=[r.docs_index for r in results if r.docs_index],
-                       details={"gates": [r.summary() for r in results]})
+                       details={"gates": [r.summary() for r in results],
+                                "results": [dataclasses.asdict(r) for r in results]})
 
 
-def model_configs(cfg: ShardforgeConfig, name: str, *, vocab_size: int, eos_id: int):
-    """Build the (LMConfig, TrainConfig) of ``models.<name>``, checking keys and types by name."""
-    from core.config import ConfigError
-    from models.lm import LMConfig
-    from models.train import TrainConfig
-
-    if name not in cfg.models:
-        raise ConfigError(f"{cfg.source}: models.{name}: no such model (configured: {sorted(cfg.models)})")
-    entry = cfg.models[name]
-    model = _checked(cfg, name, "model", LMConfig, {"vocab_size": vocab_size, **entry.model},
-                     build=lambda **v: LMConfig.preset(entry.preset, **v))
-    return model, _checked(cfg, name, "train", TrainConfig, {"eos_id": eos_id, **entry.train})
-
-
-def _checked(cfg: ShardforgeConfig, name: str, section: str, cls, values: dict, build=None):
-    """``cls(**values)`` (or ``build(**values)``), with unknown keys and bad values named."""
-    from core.config import ConfigError
-
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigError(f"{cfg.source}: models.{name}.{section}.{unknown[0]}: unknown key")
-    try:
-        return (build or cls)(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{cfg.source}: models.{name}.{section}: {exc}") from None
-
-
-def image_dataset_uri(cfg: ShardforgeConfig, lake: Lake) -> str:
-    """The image dataset version folder (``encode --dataset images`` writes it)."""
-    from core.config import ConfigError
-
-    if cfg.image_dataset is None:
-        raise ConfigError(f"{cfg.source}: image_dataset: not configured (the vision models train on it)")
-    return lake.records(cfg.image_dataset.name, cfg.image_dataset.version)
-
-
-def _train_vision(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
-                  device: str | None, on_step, resume: bool) -> StageReport:
-    from models.efficientnet import EfficientNetConfig
-    from models.train_vision import VisionTrainConfig, train_vision
-    from models.vqvae import VQVAEConfig
-
-    entry = cfg.models[name]
-    if entry.kind == "vqvae":
-        model_cfg = _checked(cfg, name, "model", VQVAEConfig, dict(entry.model))
-    else:
-        values = {"num_classes": len(cfg.images.labels), **entry.model}
-        model_cfg = _checked(cfg, name, "model", EfficientNetConfig, values,
-                             build=lambda **v: EfficientNetConfig.preset(entry.preset, **v))
-    train_cfg = _checked(cfg, name, "train", VisionTrainConfig, dict(entry.train))
-    if device is not None:
-        train_cfg = dataclasses.replace(train_cfg, device=device)
-    result = train_vision(kind=entry.kind, dataset_uri=image_dataset_uri(cfg, lake),
-                          out_uri=lake.model_run(name, run_id), model_config=model_cfg,
-                          train_config=train_cfg, on_step=on_step, resume=resume)
-    return StageReport(
-        f"train {name}", outputs=[result.checkpoint_uri],
-        details={"first_loss": result.first_loss, "final_loss": result.final_loss,
-                 "steps": result.steps, "images": result.images, "device": result.device,
-                 "precision": result.precision, "skipped_steps": result.skipped_steps,
-                 "eval": result.eval_metrics},
-    )
-
-
-def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
-                  device: str = "cpu") -> StageReport:
-    """The code indices of the image dataset under VQ-VAE ``models.<name>`` run ``run_id``.
-
-    Writes ``records/<name>-tokens/v=<run_id>``: ``input_ids`` per image (codes + 3, ids
-    0/1/2 reserved like the posts dataset), which the LM trains on (VQGAN's second stage).
-    """
-    from core.config import ConfigError
-    from models.vq_tokens import export_vq_tokens
-
-    if cfg.models.get(name) is None or cfg.models[name].kind != "vqvae":
-        raise ConfigError(f"{cfg.source}: models.{name}: not a vqvae model "
-                          f"(configured: {sorted(cfg.models)})")
-    dataset = f"{name}-tokens"
-    out = lake.records(dataset, run_id)
-    manifest = export_vq_tokens(checkpoint_uri=f"{lake.model_run(name, run_id)}/ckpt.pt",
-                                dataset_uri=image_dataset_uri(cfg, lake), out_uri=out,
-                                dataset=dataset, version=run_id, device=device)
-    records = {split: info.records for split, info in manifest.splits.items()}
-    return StageReport(f"tokens {name}", rows_in=sum(records.values()), rows_out=sum(records.values()),
-                       outputs=[out], details={"records": records})
-
-
-def resolve_init_from(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str) -> str | None:
-    """The checkpoint ``models.<name>.train.init_from`` means, for the run ``run_id``.
-
-    A model entry's name means that model's checkpoint of the same run id when there is one
-    (``shardforge run`` and the DAG train both models under one run id, parent first), else
-    of its latest run. Anything else is a checkpoint URI or run folder, returned as written.
-
-    Raises:
-        FileNotFoundError: the named model has no run, or its run no ``ckpt.pt``, yet.
-    """
-    ref = cfg.models[name].train.get("init_from") if name in cfg.models else None
-    parent = cfg.init_from_model(name)
-    if parent is None:
-        return ref
-    same_run = f"{lake.model_run(parent, run_id)}/ckpt.pt"
-    if lake.fs.exists(lake.fs_path(same_run)):
-        return same_run
-    try:
-        latest = latest_model_run(lake, parent)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"models.{name}.train.init_from: model {parent!r} has no run yet "
-                                f"under {lake.model_runs(parent)}; train it first "
-                                f"(shardforge train {parent})") from None
-    uri = f"{lake.model_run(parent, latest)}/ckpt.pt"
-    if not lake.fs.exists(lake.fs_path(uri)):
-        raise FileNotFoundError(f"models.{name}.train.init_from: the latest run of {parent!r} "
-                                f"has no checkpoint ({uri}); did it finish?")
-    return uri
-
-
-def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: str | None = None,
-          on_step: Callable[[dict], None] | None = None, resume: bool = False) -> StageReport:
-    """PyTorch: train ``models.<name>`` on its dataset's train split; checkpoint under ``models/``.
-
-    ``lm`` models train on the posts dataset, ``vqvae`` and ``efficientnet`` models on the
-    image dataset. With ``resume``, the run ``run_id`` continues from its ``ckpt.pt`` (same
-    data order, RNG and optimizer state, so the loss curve is the one the uninterrupted run
-    would have had). An lm whose ``train.init_from`` names another model entry starts from
-    that model's checkpoint (see :func:`resolve_init_from`), e.g. Medusa-1 heads trained
-    on a frozen ``lm`` (``freeze_backbone: true``).
-    """
-    from features.spec import RESERVED_IDS, load_spec
-    from models.train import train_lm
-
-    if name in cfg.models and cfg.models[name].kind != "lm":
-        return _train_vision(cfg, lake, name, run_id=run_id, device=device, on_step=on_step,
-                             resume=resume)
-
-    spec = load_spec(cfg.resolve_path(cfg.feature_spec))
-    _, text = spec.text_feature()
-    model_cfg, train_cfg = model_configs(cfg, name, vocab_size=text.vocab_size, eos_id=RESERVED_IDS["eos"])
-    if device is not None:
-        train_cfg = dataclasses.replace(train_cfg, device=device)
-    if train_cfg.init_from is not None:  # the run records the checkpoint, not the model name
-        train_cfg = dataclasses.replace(
-            train_cfg, init_from=resolve_init_from(cfg, lake, name, run_id=run_id))
-    out = lake.model_run(name, run_id)
-    result = train_lm(dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version), out_uri=out,
-                      model_config=model_cfg, train_config=train_cfg, on_step=on_step,
-                      resume=resume)
-    return StageReport(
-        f"train {name}", outputs=[result.checkpoint_uri],
-        details={"first_loss": result.first_loss, "final_loss": result.final_loss,
-                 "steps": result.steps, "tokens": result.tokens, "device": result.device,
-                 "precision": result.precision, "attention": result.attention_backend,
-                 "init_from": train_cfg.init_from, "freeze_backbone": train_cfg.freeze_backbone},
-    )

@@ -26,15 +26,46 @@ def write_summary(lake: Lake, run_id: str, reports: list[StageReport], extra: di
 
 
 def latest_summary(lake: Lake, run_id: str | None = None) -> dict[str, Any]:
-    """Read a run's ``summary.json`` (the latest run's when ``run_id`` is None)."""
-    if run_id is None:
-        base = lake.fs_path(lake.reports())
-        runs = sorted(p.rsplit("/", 1)[-1] for p in lake.fs.ls(base)) if lake.fs.exists(base) else []
-        if not runs:
-            raise FileNotFoundError(f"no run reports under {lake.reports()}: run `shardforge run` first")
-        run_id = runs[-1]
-    with lake.fs.open(lake.fs_path(f"{lake.reports(run_id)}/summary.json")) as handle:
+    """Read a run's ``summary.json``: ``run_id``'s, else the newest run that has one.
+
+    A run folder without a summary (``validate`` alone, a failed gate, a killed run) is
+    passed over for an older one.
+
+    Raises:
+        FileNotFoundError: ``run_id`` has no summary, or no run has one; one line saying so.
+    """
+    if run_id is not None:
+        uri = f"{lake.reports(run_id)}/summary.json"
+        if not lake.fs.exists(lake.fs_path(uri)):
+            raise FileNotFoundError(f"run {run_id} has no summary ({uri} does not exist): "
+                                    "it did not finish")
+        return _read_json(lake, uri)
+    base = lake.fs_path(lake.reports())
+    runs = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in lake.fs.ls(base, detail=False)),
+                  reverse=True) if lake.fs.exists(base) else []
+    for run in runs:
+        uri = f"{lake.reports(run)}/summary.json"
+        if lake.fs.exists(lake.fs_path(uri)):
+            return _read_json(lake, uri)
+    raise FileNotFoundError(f"no completed run under {lake.reports()} (none has a summary.json): "
+                            "run `shardforge run` first")
+
+
+def _read_json(lake: Lake, uri: str) -> dict[str, Any]:
+    with lake.fs.open(lake.fs_path(uri)) as handle:
         return json.load(handle)
+
+
+def _training_notes(details: dict[str, Any]) -> str:
+    """One line for a training stage, whatever the model kind."""
+    how = [details.get("device"), details.get("precision")]
+    if details.get("attention"):
+        how.append(f"attention {details['attention']}")
+    evaluation = details.get("eval") or {}
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in sorted(evaluation.items())
+                      if k != "step" and isinstance(v, int | float) and not isinstance(v, bool))
+    return (f"loss {details['first_loss']:.3f} → {details['final_loss']:.3f} in {details['steps']} steps"
+            f" ({', '.join(str(h) for h in how if h)})" + (f"; eval {shown}" if shown else ""))
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
@@ -52,8 +83,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         elif "gates" in details:
             notes = "; ".join(details["gates"])
         elif "final_loss" in details:
-            notes = (f"loss {details['first_loss']:.3f} → {details['final_loss']:.3f} in {details['steps']} steps"
-                     f" ({details['device']}, {details['precision']}, attention {details['attention']})")
+            notes = _training_notes(details)
         else:
             notes = details.get("unit", "")
         table.add_row(stage["stage"], str(stage["rows_in"]), str(stage["rows_out"]),

@@ -32,7 +32,6 @@ reach the lake (``file://`` on one host or a shared mount, ``hdfs://`` with a Ha
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import sys
@@ -40,6 +39,7 @@ import sys
 from core.engines import require
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
+from pipelines.beam.launch import parse_launch_args, pipeline_options
 from pipelines.encode.commit import EncodeResult, commit_encoded, count_rows, discard
 from pipelines.encode.shards import ShardPlan, analysis_columns, input_columns
 from records.uri import join, resolve
@@ -102,19 +102,6 @@ def build_encode(tables, *, spec: FeatureSpec, plan: ShardPlan, staging_uri: str
     )
     results = (written, quarantined) | "CollectResults" >> beam.Flatten()
     return EncodedPCollections(results, artifacts)
-
-
-def pipeline_options(runner: str, options: dict):
-    """``PipelineOptions`` from a runner and ``{flag: value}`` (True: a bare switch)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    flags = [f"--runner={runner}"]
-    for key, value in sorted(options.items()):
-        if value is True:
-            flags.append(f"--{key}")
-        elif value is not False:
-            flags.append(f"--{key}={value}")
-    return PipelineOptions(flags)
 
 
 def _stage_artifacts(artifacts: Artifacts, *, uri: str) -> None:
@@ -194,25 +181,18 @@ def run(argv: list[str] | None = None) -> EncodeResult:
     from features.spec import load_spec
     from pipelines.encode.inputs import dataset_inputs
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--lake", default=None)
-    parser.add_argument("--dt", action="append", default=[])
-    parser.add_argument("--runner", default=None)
-    parser.add_argument("--dataset", choices=["posts", "images"], default="posts")
-    known, passthrough = parser.parse_known_args(argv)
-    cfg = load_config(known.config, lake_root=known.lake)
+    args = parse_launch_args(argv, description=__doc__.splitlines()[0], add_own=lambda p: p.add_argument(
+        "--dataset", choices=["posts", "images"], default="posts"))
+    dataset = args.own.dataset
+    cfg = load_config(args.config, lake_root=args.lake)
     lake = Lake(cfg.lake.root)
-    options = dict(cfg.beam.options)
-    for flag in passthrough:
-        key, sep, value = flag.lstrip("-").partition("=")
-        options[key] = value if sep else True
-    image_dts = (known.dt or lake.raw_partitions(cfg.images.corpus)) if known.dataset == "images" else ()
-    source = dataset_inputs(cfg, lake, known.dataset, image_dts=image_dts)
+    options = {**cfg.beam.options, **args.options}
+    image_dts = (args.dt or lake.raw_partitions(cfg.images.corpus)) if dataset == "images" else ()
+    source = dataset_inputs(cfg, lake, dataset, image_dts=image_dts)
     result = run_encode(
         lake=lake, inputs=source.inputs, spec=load_spec(cfg.resolve_path(source.spec_path)),
         dataset=source.entry.name, version=source.entry.version, splits=dict(source.entry.splits),
-        shards=dict(source.entry.shards), runner=known.runner or cfg.beam.runner, options=options,
+        shards=dict(source.entry.shards), runner=args.runner or cfg.beam.runner, options=options,
         config=source.config)
     print(json.dumps(result.__dict__, sort_keys=True), file=sys.stdout)
     return result

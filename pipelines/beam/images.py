@@ -12,7 +12,7 @@ warehouse (:meth:`core.lake.Lake.table`; ``dt`` is in the folder, not the files)
     <db>.db/image_duplicates/dt=…/part-…parquet               one row per dropped copy
 
 Every manifest row ends in exactly one of them, and :func:`run_images` fails with
-:class:`~pipelines.spark.reconcile.ReconciliationError` (committing nothing) when rows in
+:class:`~core.accounting.ReconciliationError` (committing nothing) when rows in
 != out + quarantined + duplicates. ``image`` holds the resized pixels as raw uint8 HWC
 bytes (``np.frombuffer(image, np.uint8).reshape(height, width, channels)``), ``mask``
 the resized class ids as HW bytes (resized with NEAREST, so ids are never blended).
@@ -55,12 +55,12 @@ so no corpus data passes through the job graph (Dataflow caps it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import uuid
 from typing import Any, NamedTuple
 
+from core.accounting import JobCounts
 from core.config import ImagesConfig, ShardforgeConfig
 from core.engines import require
 from core.lake import Lake
@@ -77,7 +77,7 @@ from pipelines.beam.image_io import (
 )
 from pipelines.beam.image_manifest import count_manifest_rows, manifest_entries, read_source
 from pipelines.beam.image_ops import clean_image
-from pipelines.spark.reconcile import JobCounts
+from pipelines.beam.launch import parse_launch_args, pipeline_options
 
 __all__ = ["JOB", "CleanedImages", "build_clean_images", "read_sources", "run", "run_images"]
 
@@ -146,18 +146,6 @@ def _write(rows, *, name: str, table: str, staging_uri: str, shards: int):
     )
 
 
-def _pipeline_options(runner: str, options: dict):
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    flags = [f"--runner={runner}"]
-    for key, value in sorted(options.items()):
-        if value is True:
-            flags.append(f"--{key}")  # Beam's boolean options are bare switches
-        elif value is not False:
-            flags.append(f"--{key}={value}")
-    return PipelineOptions(flags)
-
-
 def run_images(cfg: ShardforgeConfig, dt: str, *, runner: str | None = None,
                options: dict | None = None) -> JobCounts:
     """Clean one dt partition of the image corpus into ``clean_images`` (+ quarantine, duplicates).
@@ -186,7 +174,7 @@ def run_images(cfg: ShardforgeConfig, dt: str, *, runner: str | None = None,
     staging = {table: lake.table_staging(db, table, dt, token) for table in TABLES}
     shards = {"clean_images": rules.output_shards, "image_quarantine": 1, "image_duplicates": 1}
     try:
-        with beam.Pipeline(options=_pipeline_options(runner or cfg.beam.runner,
+        with beam.Pipeline(options=pipeline_options(runner or cfg.beam.runner,
                                                      {**cfg.beam.options, **(options or {})})) as p:
             cleaned = build_clean_images(read_sources(p, manifest_uri), rules=rules)
             for name, table, rows in (("CleanImages", "clean_images", cleaned.images),
@@ -227,21 +215,12 @@ def run(argv: list[str] | None = None) -> list[JobCounts]:
     """
     from core.config import load_config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--lake", default=None)
-    parser.add_argument("--dt", action="append", default=[])
-    parser.add_argument("--runner", default=None)
-    known, passthrough = parser.parse_known_args(argv)
-    cfg = load_config(known.config, lake_root=known.lake)
-    options: dict = {}
-    for flag in passthrough:
-        key, sep, value = flag.lstrip("-").partition("=")
-        options[key] = value if sep else True
+    args = parse_launch_args(argv, description=__doc__.splitlines()[0])
+    cfg = load_config(args.config, lake_root=args.lake)
     corpus = cfg.corpora.get(cfg.images.corpus)
-    dts = known.dt or (corpus.dt if corpus and corpus.dt else
+    dts = args.dt or (corpus.dt if corpus and corpus.dt else
                        Lake(cfg.lake.root).raw_partitions(cfg.images.corpus))
-    counts = [run_images(cfg, dt, runner=known.runner, options=options) for dt in sorted(dts)]
+    counts = [run_images(cfg, dt, runner=args.runner, options=args.options) for dt in sorted(dts)]
     print(json.dumps({"job": JOB, "counts": [c.as_dict() for c in counts]}), file=sys.stdout)
     return counts
 

@@ -11,7 +11,7 @@ exactly-once output, Spark's collected task results). :func:`commit_encoded` the
    and names shards ``part-i-of-N`` (:func:`records.writer.finalize_shards`) and
    quarantine parts ``quarantine/part-i-of-N.parquet``;
 3. reconciles: rows in (Parquet footers) = rows encoded + rows quarantined, else raises
-   :class:`~pipelines.spark.reconcile.ReconciliationError` and commits nothing;
+   :class:`~core.accounting.ReconciliationError` and commits nothing;
 4. saves the artifacts (``artifacts/<dataset>/v=<version>/``), writes the manifest (decode
    spec from ``decode_spec(spec, artifacts)``, artifacts and quarantine parts by URI) and
    commits the version folder atomically (:func:`records.writer.commit_staged`).
@@ -31,11 +31,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.accounting import ReconciliationError
 from features.artifacts import Artifacts, save_artifacts
 from features.exports import decode_spec
 from features.spec import FeatureSpec
 from pipelines.encode.shards import QUARANTINE_DIR, ShardPlan
-from pipelines.spark.reconcile import ReconciliationError
 from records.manifest import Manifest, ShardInfo, write_manifest
 from records.uri import join, resolve, to_uri
 from records.writer import commit_staged, finalize_shards, split_dir, write_shard

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.accounting import JobCounts
 from core.config import CleanConfig
 from pipelines.spark.clean import split_cleaned, write_cleaned
 from pipelines.spark.ingest import drop_partitions, ensure_tables
 from pipelines.spark.normalize import normalize
-from pipelines.spark.reconcile import JobCounts
 from pipelines.spark.sql_files import run_sql_file
 
 __all__ = ["ExplodedArticles", "build_clean_paragraphs", "run_clean_paragraphs", "run_explode_articles"]

@@ -10,11 +10,11 @@ DataFrame into kept rows, quarantine and duplicates.
 
 from __future__ import annotations
 
+from core.accounting import JobCounts
 from core.config import CleanConfig
 from pipelines.spark.dedup import KINDS, mark_duplicates
 from pipelines.spark.ingest import drop_partitions, ensure_tables
 from pipelines.spark.normalize import TRUNCATION_MARKER, normalize, quarantine_rows
-from pipelines.spark.reconcile import JobCounts
 from pipelines.spark.sql_files import run_sql_file
 
 __all__ = [

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from pipelines.spark.reconcile import JobCounts
+from core.accounting import JobCounts
 
 __all__ = ["LINK_COLUMNS", "find_links", "index_rows", "run_link", "winner_order"]
 

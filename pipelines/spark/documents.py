@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.accounting import JobCounts
 from pipelines.spark.crossday import LINK_COLUMNS, winner_order
-from pipelines.spark.reconcile import JobCounts
 
 __all__ = ["DocumentsBuild", "rebuild_documents", "roots_of"]
 

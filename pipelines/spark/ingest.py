@@ -18,7 +18,7 @@ the reason and the raw size; every other file becomes one ``raw_feeds`` row whos
 
 from __future__ import annotations
 
-from pipelines.spark.reconcile import JobCounts
+from core.accounting import JobCounts
 from pipelines.spark.sql_files import run_sql_file
 
 __all__ = [

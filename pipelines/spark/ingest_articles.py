@@ -19,8 +19,8 @@ record: a non-blank line of a readable file, or a whole unreadable file.
 
 from __future__ import annotations
 
+from core.accounting import JobCounts, ReconciliationError
 from pipelines.spark.ingest import drop_partitions, ensure_tables, list_raw_files
-from pipelines.spark.reconcile import JobCounts, ReconciliationError
 
 __all__ = ["ARTICLE_SCHEMA", "build_raw_articles", "run_ingest_articles"]
 

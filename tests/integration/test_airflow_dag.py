@@ -132,17 +132,16 @@ def test_parsing_imports_no_engine(airflow_env):
 def test_task_graph(dag):
     downstream = {task_id: dag.task_dict[task_id].downstream_task_ids for task_id in TASKS}
     assert downstream == {
-        "prepare": {"ingest", "images", "validate_clean_posts", "validate_clean_images",
-                    "validate_dataset", "report"},
+        "prepare": {"ingest", "images"},  # the stages that wait for nothing
         "ingest": {"explode_clean"},
         "explode_clean": {"validate_clean_posts"},
-        "validate_clean_posts": {"encode", "report"},
+        "validate_clean_posts": {"encode"},
         "images": {"validate_clean_images"},
-        "validate_clean_images": {"encode_images", "report"},
-        "encode_images": {"report"},
+        "validate_clean_images": {"encode_images"},
+        "encode_images": {"report"},  # no vision model in this config: a leaf
         "encode": {"validate_dataset"},
-        "validate_dataset": {"train_lm", "train_medusa", "report"},
-        "train_lm": {"train_medusa", "report"},  # medusa's init_from: lm
+        "validate_dataset": {"train_lm", "train_medusa"},
+        "train_lm": {"train_medusa"},  # medusa's init_from: lm
         "train_medusa": {"report"},
         "report": set(),
     }
@@ -150,6 +149,34 @@ def test_task_graph(dag):
     # Medusa-1 also runs when train_lm is skipped (params.models): then on lm's latest run.
     assert dag.task_dict["train_medusa"].trigger_rule == "none_failed"
     assert dag.task_dict["train_lm"].trigger_rule == "all_success"
+
+
+VISION_MODELS = """\
+  vq: {kind: vqvae, preset: tiny}
+  net: {kind: efficientnet, preset: tiny}
+"""
+
+
+def test_the_dag_is_the_declared_sequence_run_executes(airflow_env, tmp_path):
+    # `shardforge run` executes declared_stages(cfg) in order (test_cli's end-to-end run
+    # checks its summary's "pipeline" against it); the DAG's tasks are the same, in the same
+    # order, with each stage's `after` as upstream: vision models included.
+    from airflow_dags.shardforge_daily import build_dag
+    from core.config import load_config
+    from shardforge.pipeline import declared_stages
+
+    config = tmp_path / "vision.yaml"
+    text = Path(airflow_env.config).read_text(encoding="utf-8")
+    config.write_text(text.replace("\nmodels:\n", "\nmodels:\n" + VISION_MODELS, 1), encoding="utf-8")
+    stages = declared_stages(load_config(config))
+    built = build_dag(str(config))
+    order = [t for t in built.task_dict if t != "prepare"]
+    assert order == [s.name for s in stages]
+    assert {"encode_images", "train_vq", "train_net"} <= set(order)
+    for stage in stages:
+        upstream = built.task_dict[stage.name].upstream_task_ids
+        assert upstream == (set(stage.after) or {"prepare"}), stage.name
+    assert built.task_dict["train_vq"].upstream_task_ids == {"encode_images"}
 
 
 def test_operators_call_the_cli_entry_points(dag):
@@ -305,8 +332,8 @@ def test_bad_topic_stops_the_dag_at_the_clean_posts_gate(daily_run, dag, airflow
         "upstream_failed"}
     # The reason the task failed with: the expectation, the column and the bad value.
     with pytest.raises(tasks.GateFailed) as failed:
-        tasks.validate_clean_posts(config=airflow_env.config, lake=str(airflow_env.lake),
-                                   dt=BAD_DT, run_id="gate-check")
+        tasks.run_gate("clean", config=airflow_env.config, lake=str(airflow_env.lake),
+                       dt=BAD_DT, run_id="gate-check")
     message = str(failed.value)
     assert "ExpectColumnValuesToBeInSet" in message or "in_set" in message
     assert "topic" in message and "gossip" in message

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from core.accounting import ReconciliationError
 from core.config import load_config
 from core.lake import Lake
 from pipelines.beam.image_io import TABLES
 from pipelines.beam.images import build_clean_images, run, run_images
-from pipelines.spark.reconcile import ReconciliationError
 from pipelines.validate.checks import check_clean_images
 from shardforge.sample_images import SHAPES, write_images
 

@@ -89,11 +89,47 @@ def test_medusa1_model_starts_from_the_latest_run_of_the_model_it_names(tmp_path
     assert all(torch.equal(medusa["model"][k], v) for k, v in lm["model"].items())
 
 
+def _subcommands(parser, prefix=()):
+    """Every leaf subcommand of the CLI's parser, as argv prefixes."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        return [prefix]
+    return [leaf for name, sub in actions[0].choices.items() for leaf in _subcommands(sub, (*prefix, name))]
+
+
 def test_every_subcommand_has_help():
-    for command in ("sample", "ingest", "clean", "encode", "train", "report", "run", "dedup explain"):
-        out = subprocess.run([sys.executable, "-m", "shardforge.cli", *command.split(), "--help"],
+    from shardforge.cli import build_parser
+
+    leaves = _subcommands(build_parser())
+    assert {" ".join(c) for c in leaves} >= {
+        "sample", "ingest", "clean", "images", "encode", "train", "tokens", "validate", "report",
+        "run", "submit", "dedup explain", "records inspect", "records verify"}
+    for command in leaves:
+        out = subprocess.run([sys.executable, "-m", "shardforge.cli", *command, "--help"],
                              capture_output=True, text=True, check=True).stdout
-        assert "--config" in out and "--lake" in out
+        assert out.startswith("usage: shardforge " + " ".join(command)), command
+        if command[0] != "records":  # records read a path, not the lake
+            assert "--config" in out and "--lake" in out, command
+
+
+def test_report_takes_the_latest_run_that_finished(tmp_path, capsys):
+    from core.lake import Lake
+    from shardforge.stages import StageReport
+    from shardforge.summary import latest_summary, write_summary
+
+    lake = Lake(str(tmp_path / "lake"))
+    assert main(["report", "--lake", str(tmp_path / "lake")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no completed run" in err and len(err.splitlines()) == 1
+    write_summary(lake, "run-20261101T000000Z", [StageReport("ingest", 3, 3)], {})
+    # What validate, a failed gate or a killed run leave: a newer folder without summary.json.
+    for run in ("run-20261102T000000Z", "run-20261103T000000Z"):
+        (tmp_path / "lake" / "reports" / run / "data_docs").mkdir(parents=True)
+    assert latest_summary(lake)["run_id"] == "run-20261101T000000Z"
+    with pytest.raises(FileNotFoundError, match="run-20261103T000000Z has no summary"):
+        latest_summary(lake, "run-20261103T000000Z")
 
 
 def test_sample_writes_a_deterministic_corpus(tmp_path, capsys):
@@ -106,6 +142,18 @@ def test_sample_writes_a_deterministic_corpus(tmp_path, capsys):
     # A second sample into a lake that has data is a no-op unless forced.
     assert main(["sample", "--lake", str(tmp_path / "a")]) == 0
     assert "raw/ already holds data" in capsys.readouterr().err
+
+
+VISION_MODELS = """\
+  vq:
+    kind: vqvae
+    preset: tiny
+    train: {steps: 2, batch_size: 8, warmup_steps: 1}
+  net:
+    kind: efficientnet
+    preset: tiny
+    train: {steps: 2, batch_size: 8, warmup_steps: 1}
+"""
 
 
 def _shardforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -121,7 +169,10 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
     text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
     text = text.replace("posts: 3000", "posts: 300").replace("images: 200", "images: 20")
     text = text.replace("feature_spec: features/posts.yaml", f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
+    text = text.replace("spec: features/images.yaml", f"spec: {ROOT / 'conf/features/images.yaml'}")
     text = text.replace("steps: 40", "steps: 6")
+    # Vision models in the config: run must encode the image dataset and train them too.
+    text = text.replace("\nmodels:\n", "\nmodels:\n" + VISION_MODELS, 1)
     config.write_text(text, encoding="utf-8")
     lake = tmp_path / "lake"
 
@@ -147,6 +198,17 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
     assert stages["encode"]["rows_in"] == stages["clean"]["rows_out"] == stages["encode"]["rows_out"]
     assert sum(split["records"] for split in manifest["splits"].values()) == stages["encode"]["rows_out"]
     assert stages["train lm"]["details"]["final_loss"] < stages["train lm"]["details"]["first_loss"]
+    # The declared sequence, the one the DAG is built from (test_airflow_dag checks the DAG's).
+    from core.config import load_config
+    from shardforge.pipeline import declared_stages
+
+    assert summary["pipeline"] == [s.name for s in declared_stages(load_config(config))]
+    assert {"encode_images", "train_vq", "train_net"} <= set(summary["pipeline"])
+    assert stages["encode images"]["rows_out"] > 0
+    for model, metric in (("lm", "perplexity"), ("vq", "psnr"), ("net", "accuracy")):
+        details = stages[f"train {model}"]["details"]
+        assert details["steps"] > 0 and metric in details["eval"], (model, details)
+    assert "eval perplexity" in next((lake / "reports").glob("run-*/report.html")).read_text()
 
     digests = {p: p.read_bytes() for p in shards}
     second = _shardforge("run", "--config", str(config), "--lake", str(lake), "--device", "cpu", cwd=tmp_path)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from core.accounting import JobCounts, ReconciliationError
 from pipelines.spark.articles import ExplodedArticles, run_clean_paragraphs, run_explode_articles
 from pipelines.spark.ingest_articles import run_ingest_articles
-from pipelines.spark.reconcile import JobCounts, ReconciliationError, record_job_run
+from pipelines.spark.reconcile import record_job_run
 
 pytestmark = pytest.mark.integration
 

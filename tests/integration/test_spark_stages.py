@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.accounting import JobCounts, ReconciliationError
 from pipelines.spark.clean import run_clean, run_explode
 from pipelines.spark.ingest import run_ingest_feeds
-from pipelines.spark.reconcile import JobCounts, ReconciliationError
 from shardforge.sample_text import FOOTERS
 
 pytestmark = pytest.mark.integration

@@ -49,16 +49,18 @@ RECORDS_SPEC = {
 }
 
 
-def toy_dataset(tmp_path: Path, docs: list[list[int]]) -> str:
-    """Writes ``docs`` as a records/ dataset under ``tmp_path`` (16 records a shard); its URI."""
+def toy_dataset(tmp_path: Path, docs: list[list[int]],
+                eval_docs: list[list[int]] | None = None) -> str:
+    """Writes ``docs`` (split train) and ``eval_docs`` (split eval, when given) as a records/
+    dataset under ``tmp_path`` (16 records a shard); returns its URI."""
     uri = (tmp_path / "records" / "toy" / "v=1").as_uri()
     with DatasetWriter(
         uri=uri, dataset="toy", version="1", feature_spec=RECORDS_SPEC, max_records_per_shard=16
     ) as writer:
-        for i, doc in enumerate(docs):
-            writer.write(
-                "train", encode_example({"input_ids": doc, "topic": [i % 3], "length": [len(doc)]})
-            )
+        for split, split_docs in (("train", docs), ("eval", eval_docs or [])):
+            for i, doc in enumerate(split_docs):
+                example = {"input_ids": doc, "topic": [i % 3], "length": [len(doc)]}
+                writer.write(split, encode_example(example))
     return uri
 
 

@@ -45,7 +45,8 @@ def test_small_preset_is_124m_class():
         (dict(n_embd=36, n_head=12), ValueError),  # head size 3: odd, RoPE needs pairs
         (dict(dropout=1.0), ValueError),
         (dict(vocab_size=0), ValueError),
-        (dict(n_layer=True), ValueError),
+        (dict(n_layer=True), TypeError),  # a bool is no int
+        (dict(dropout="0.1"), TypeError),  # YAML 1.1 reads some numbers as strings
         (dict(norm_eps=0.0), ValueError),
         (dict(no_such_field=1), TypeError),
     ],

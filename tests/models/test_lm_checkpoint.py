@@ -12,7 +12,7 @@ import torch
 
 from models.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from models.lm import DecoderLM, LMConfig
-from models.train import TrainConfig
+from models.train_config import TrainConfig
 
 SHA = "ab" * 32
 

@@ -1,4 +1,5 @@
-"""train_lm_on_source / train_lm: LR schedule, config checks, a real (tiny) training run."""
+"""The LM through the one training loop (models.trainer + models.task_lm) on in-memory sources:
+LR schedule, config checks, a real (tiny) training run, evaluation."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import math
 import pytest
 import torch
 
-import models.train as train_module
+import models.task_lm as task_lm
 from models.checkpoint import load_checkpoint
 from models.lm import DecoderLM, LMConfig
-from models.train import TrainConfig, cosine_lr, train_lm_on_source
+from models.task_lm import LMTask
+from models.train_config import TrainConfig, cosine_lr
+from models.trainer import train_on_source
 
 V = 64
 SHA = "cd" * 32
@@ -58,22 +61,26 @@ def test_cosine_lr(step, expected):
         (dict(attention="xformers"), ValueError),
         (dict(peak_flops=0), ValueError),
         (dict(progress="yes"), TypeError),
+        (dict(eval_every=-1), ValueError),
+        (dict(image_size=32), ValueError),  # a vision field
+        (dict(kind="gpt"), ValueError),
     ],
 )
 def test_bad_train_config_raises(overrides, error):
-    with pytest.raises(error):
+    with pytest.raises(error, match=next(iter(overrides))):  # the message names the field
         tiny_train(**overrides)
 
 
-def run(tmp_path, list_source, toy_docs, name="run", docs=None, resume=False, **overrides):
+def run(tmp_path, list_source, toy_docs, name="run", docs=None, resume=False, eval_source=None,
+        **overrides):
     source = list_source(docs if docs is not None else toy_docs(60, V), batch_size=4, seed=0)
     steps_seen = []
-    result = train_lm_on_source(
+    result = train_on_source(
+        LMTask(MODEL, tiny_train(**overrides)),
         source,
         out_uri=str(tmp_path / name),
-        model_config=MODEL,
-        train_config=tiny_train(**overrides),
         dataset_manifest_sha256=SHA,
+        eval_source=eval_source,
         on_step=steps_seen.append,
         resume=resume,
     )
@@ -84,8 +91,11 @@ def test_training_learns_and_writes_metrics_and_checkpoint(tmp_path, list_source
     result, steps_seen, source = run(tmp_path, list_source, toy_docs, steps=30, prefetch=0)
     assert result.final_loss < 0.6 * result.first_loss, result
     assert (result.device, result.precision, result.steps) == ("cpu", "fp32", 30)
-    assert result.tokens == 30 * 4 * 32
-    assert result.attention_backend in {"flash", "math"}
+    assert (result.examples, result.unit, result.kind) == (30 * 4 * 32, "tokens", "lm")
+    assert result.extras == {"attention": result.extras["attention"], "init_from": None,
+                             "freeze_backbone": False}
+    assert result.extras["attention"] in {"flash", "math"}
+    assert result.eval_metrics == {}  # no eval source: no evaluation
     assert [s["step"] for s in steps_seen] == list(range(1, 31))
 
     with open(result.metrics_uri) as f:
@@ -100,7 +110,8 @@ def test_training_learns_and_writes_metrics_and_checkpoint(tmp_path, list_source
     assert ckpt["model_config"]["block_size"] == 32 and ckpt["train_config"]["steps"] == 30
     assert ckpt["reader"] == source.state_dict()  # no read-ahead: the live position
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["dataset_manifest_sha256"] == SHA
+    assert config["dataset_manifest_sha256"] == SHA and config["kind"] == "lm"
+    assert all("eval" not in m for m in lines)
 
 
 def test_same_seed_same_loss_other_seed_other_loss(tmp_path, list_source, toy_docs):
@@ -132,7 +143,7 @@ def test_precisions_and_accumulation(tmp_path, list_source, toy_docs, overrides,
     overrides.pop("dropout_free", None)
     result, steps_seen, _ = run(tmp_path, list_source, toy_docs, steps=3, **overrides)
     assert result.precision == precision and math.isfinite(result.final_loss)
-    assert result.tokens == 3 * overrides.get("grad_accum", 1) * 4 * 32
+    assert result.examples == 3 * overrides.get("grad_accum", 1) * 4 * 32
     scales = [s["loss_scale"] for s in steps_seen]
     if precision == "fp16":
         assert all(s is not None and s > 0 for s in scales)
@@ -154,13 +165,11 @@ def test_mismatched_data_or_config_raises(
     tmp_path, list_source, toy_docs, model_overrides, train_overrides, match
 ):
     with pytest.raises(ValueError, match=match):
-        train_lm_on_source(
+        model = LMConfig.preset("tiny", **{"vocab_size": V, "block_size": 32, **model_overrides})
+        train_on_source(
+            LMTask(model, tiny_train(steps=2, **train_overrides)),
             list_source(toy_docs(20, V), batch_size=4),
             out_uri=str(tmp_path / "bad"),
-            model_config=LMConfig.preset(
-                "tiny", **{"vocab_size": V, "block_size": 32, **model_overrides}
-            ),
-            train_config=tiny_train(steps=2, **train_overrides),
             dataset_manifest_sha256=SHA,
         )
 
@@ -175,7 +184,7 @@ class PartsLM(DecoderLM):
 
 
 def test_metrics_hold_mfu_input_wait_and_loss_parts(tmp_path, list_source, toy_docs, monkeypatch):
-    monkeypatch.setattr(train_module, "DecoderLM", PartsLM)
+    monkeypatch.setattr(task_lm, "DecoderLM", PartsLM)
     result, _, _ = run(tmp_path, list_source, toy_docs, steps=4, log_every=2, peak_flops=1e9)
     with open(result.metrics_uri) as f:
         lines = [json.loads(line) for line in f]
@@ -202,7 +211,7 @@ def test_progress_bar_on_stderr(tmp_path, list_source, toy_docs, capsys, progres
 
 def test_math_attention_is_pinned_when_asked(tmp_path, list_source, toy_docs):
     result, _, _ = run(tmp_path, list_source, toy_docs, steps=1, attention="math")
-    assert result.attention_backend == "math"
+    assert result.extras["attention"] == "math" and result.details()["attention"] == "math"
 
 
 def test_resume_needs_a_source_that_can_skip(tmp_path, list_source, toy_docs):
@@ -218,3 +227,52 @@ def test_prefetch_changes_nothing_but_reads_ahead(tmp_path, list_source, toy_doc
     saved = load_checkpoint(ahead.checkpoint_uri)
     assert saved["reader"] == load_checkpoint(inline.checkpoint_uri)["reader"]  # consumed only
     assert source.state_dict()["batches_read"] > saved["reader"]["batches_read"]  # read ahead
+
+
+def lines_of(result) -> list[dict]:
+    with open(result.metrics_uri) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_evaluation_at_eval_every_and_at_the_end(tmp_path, list_source, toy_docs):
+    held_out = list_source(toy_docs(12, V, seed=1), batch_size=4)  # ~13 windows of 33 tokens
+    result, steps_seen, _ = run(tmp_path, list_source, toy_docs, steps=10, log_every=5,
+                                eval_every=4, eval_source=held_out)
+    lines = lines_of(result)
+    assert [m["step"] for m in lines] == [1, 4, 5, 8, 10]  # eval steps get a line too
+    evals = [m["eval"] for m in lines if "eval" in m]
+    assert [e["step"] for e in evals] == [4, 8, 10]
+    assert "eval" in steps_seen[3] and "eval" not in steps_seen[4]  # on_step sees it too
+    last = result.eval_metrics
+    assert last == evals[-1] and set(last) == {"step", "loss", "perplexity", "tokens"}
+    assert last["perplexity"] == pytest.approx(math.exp(last["loss"]), rel=1e-12)
+    assert evals[0]["loss"] > last["loss"]  # it learns the held-out counting documents too
+    assert result.details()["eval"] == last
+
+    # The reported loss is the mean next-token cross-entropy of the final weights over every
+    # whole window of the split, recomputed here by hand.
+    model = DecoderLM(MODEL)
+    model.load_state_dict(load_checkpoint(result.checkpoint_uri)["model"])
+    packer = task_lm.DocumentPacker(iter(list_source(toy_docs(12, V, seed=1), batch_size=4)),
+                                    block_size=32, batch_size=1, eos_id=0, vocab_size=V)
+    x, y = (torch.cat(t) for t in zip(*packer, strict=True))  # (N, 32) each
+    with torch.no_grad():
+        logits, _ = model.eval()(x)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    assert last["tokens"] == y.numel() and y.shape[0] > 4  # a short last batch included
+    assert last["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_eval_batches_limits_the_evaluation(tmp_path, list_source, toy_docs):
+    held_out = list_source(toy_docs(12, V, seed=1), batch_size=4)
+    result, _, _ = run(tmp_path, list_source, toy_docs, steps=2, eval_batches=1,
+                       eval_source=held_out)
+    assert result.eval_metrics["tokens"] == 4 * 32  # one batch of batch_size windows
+    assert result.eval_metrics["step"] == 2
+
+
+def test_eval_of_a_split_without_a_whole_window_is_skipped(tmp_path, list_source, toy_docs):
+    held_out = list_source([[1, 2, 3]], batch_size=4)  # 4 tokens: no window of 33
+    result, _, _ = run(tmp_path, list_source, toy_docs, steps=2, eval_source=held_out)
+    assert result.eval_metrics == {} and all("eval" not in m for m in lines_of(result))
+    assert load_checkpoint(result.checkpoint_uri)["step"] == 2  # and the run still finished

@@ -1,7 +1,7 @@
 """Medusa-1 through the trainer: heads trained on a frozen LM from another run's checkpoint.
 
 One base LM and one Medusa-1 run on top of it are trained per module (records shards in a
-temporary folder, as train_lm reads them in production); the tests read their outputs.
+temporary folder, as the trainer reads them in production); the tests read their outputs.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.checkpoint import load_checkpoint
 from models.generate import generate_greedy, generate_speculative
+from models.kinds import train_model
 from models.lm import DecoderLM, LMConfig
 from models.medusa import freeze_backbone
-from models.train import TrainConfig, train_lm
+from models.train_config import TrainConfig
 from models.warm_start import init_from_checkpoint
 
 V = 64
@@ -43,13 +44,13 @@ def runs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the tests: the resume test compares bits with this run
     tmp = tmp_path_factory.mktemp("medusa1")
-    dataset = toy_dataset(tmp, counting(80, V))
+    dataset = toy_dataset(tmp, counting(80, V), eval_docs=counting(100, V)[80:])
     base = (tmp / "base").as_uri()
-    train_lm(dataset_uri=dataset, out_uri=base, model_config=BASE,
-             train_config=config(steps=30, lr=1e-2, min_lr=1e-3, ckpt_every=0))
-    medusa = train_lm(dataset_uri=dataset, out_uri=(tmp / "medusa").as_uri(),
-                      model_config=MEDUSA,
-                      train_config=config(init_from=base, freeze_backbone=True))
+    train_model("lm", dataset_uri=dataset, out_uri=base, model_config=BASE,
+                train_config=config(steps=30, lr=1e-2, min_lr=1e-3, ckpt_every=0))
+    medusa = train_model("lm", dataset_uri=dataset, out_uri=(tmp / "medusa").as_uri(),
+                         model_config=MEDUSA,
+                         train_config=config(init_from=base, freeze_backbone=True))
     torch.set_num_threads(threads)
     return tmp, dataset, base, medusa
 
@@ -84,6 +85,16 @@ def test_logged_loss_is_the_weighted_medusa_loss_and_it_drops(runs):
     assert medusa.final_loss < medusa.first_loss
 
 
+def test_evaluation_is_the_frozen_backbones_next_token_loss(runs):
+    tmp, _, _, medusa = runs
+    base_lines = [json.loads(line) for line in (tmp / "base" / "metrics.jsonl").open()]
+    base_eval = base_lines[-1]["eval"]
+    assert medusa.eval_metrics["step"] == STEPS and base_eval["step"] == 30
+    # The heads trained, the backbone and its LM head did not: the same next-token loss.
+    assert medusa.eval_metrics["loss"] == pytest.approx(base_eval["loss"], rel=1e-6)
+    assert medusa.eval_metrics["tokens"] == base_eval["tokens"] > 0
+
+
 class Killed(Exception):
     """Stands in for a preempted job."""
 
@@ -97,11 +108,13 @@ def test_killed_and_resumed_medusa1_run_matches_the_straight_run(runs):
             raise Killed
 
     with pytest.raises(Killed):
-        train_lm(dataset_uri=dataset, out_uri=out, model_config=MEDUSA,
-                 train_config=config(init_from=base, freeze_backbone=True), on_step=kill_at_10)
+        train_model("lm", dataset_uri=dataset, out_uri=out, model_config=MEDUSA,
+                    train_config=config(init_from=base, freeze_backbone=True),
+                    on_step=kill_at_10)
     # On resume the run's own checkpoint wins: init_from is not even read.
-    resumed = train_lm(dataset_uri=dataset, out_uri=out, model_config=MEDUSA, resume=True,
-                       train_config=config(init_from=str(tmp / "gone"), freeze_backbone=True))
+    resumed = train_model("lm", dataset_uri=dataset, out_uri=out, model_config=MEDUSA,
+                          resume=True,
+                          train_config=config(init_from=str(tmp / "gone"), freeze_backbone=True))
     assert resumed.start_step == 8 and resumed.final_loss == straight.final_loss
     a, b = load_checkpoint(straight.checkpoint_uri), load_checkpoint(resumed.checkpoint_uri)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -179,23 +192,24 @@ def test_medusa1_run_that_cannot_work_raises(runs, model_overrides, train_overri
     model = dataclasses.replace(MEDUSA, **model_overrides)
     train = config(**{"init_from": base, "freeze_backbone": True, **train_overrides})
     with pytest.raises(error, match=match):
-        train_lm(dataset_uri=dataset, out_uri=(tmp / "bad").as_uri(), model_config=model,
-                 train_config=train)
+        train_model("lm", dataset_uri=dataset, out_uri=(tmp / "bad").as_uri(),
+                    model_config=model, train_config=train)
 
 
 def test_resume_refuses_to_unfreeze(runs):
     tmp, dataset, base, medusa = runs
     with pytest.raises(ValueError, match="freeze_backbone"):
-        train_lm(dataset_uri=dataset, out_uri=(tmp / "unfrozen").as_uri(), model_config=MEDUSA,
-                 train_config=config(init_from=base), resume=medusa.checkpoint_uri)
+        train_model("lm", dataset_uri=dataset, out_uri=(tmp / "unfrozen").as_uri(),
+                    model_config=MEDUSA, train_config=config(init_from=base),
+                    resume=medusa.checkpoint_uri)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_medusa1_under_autocast_keeps_the_backbone(runs, precision):
     tmp, dataset, base, _ = runs
-    result = train_lm(dataset_uri=dataset, out_uri=(tmp / precision).as_uri(),
-                      model_config=MEDUSA, train_config=config(
-                          steps=2, init_from=base, freeze_backbone=True, precision=precision))
+    result = train_model("lm", dataset_uri=dataset, out_uri=(tmp / precision).as_uri(),
+                         model_config=MEDUSA, train_config=config(
+                             steps=2, init_from=base, freeze_backbone=True, precision=precision))
     source = load_checkpoint(f"{base}/ckpt.pt")["model"]
     weights = load_checkpoint(result.checkpoint_uri)["model"]
     assert all(torch.equal(weights[k], v) for k, v in source.items())
@@ -229,10 +243,11 @@ def test_ddp_with_a_frozen_backbone_reduces_the_heads_only(tmp_path):
 def test_cuda_medusa1_with_compile_and_fp16(runs):
     """torch.compile + GradScaler + flash: the backbone stays put, the logged loss is the heads'."""
     tmp, dataset, base, _ = runs
-    result = train_lm(dataset_uri=dataset, out_uri=(tmp / "cuda").as_uri(), model_config=MEDUSA,
-                      train_config=config(steps=8, init_from=base, freeze_backbone=True,
-                                          device="cuda", precision="fp16", compile=True))
-    assert (result.device, result.attention_backend) == ("cuda", "flash")
+    result = train_model("lm", dataset_uri=dataset, out_uri=(tmp / "cuda").as_uri(),
+                         model_config=MEDUSA,
+                         train_config=config(steps=8, init_from=base, freeze_backbone=True,
+                                             device="cuda", precision="fp16", compile=True))
+    assert (result.device, result.extras["attention"]) == ("cuda", "flash")
     source = load_checkpoint(f"{base}/ckpt.pt")["model"]
     weights = load_checkpoint(result.checkpoint_uri)["model"]
     assert all(torch.equal(weights[k], v) for k, v in source.items())

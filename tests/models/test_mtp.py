@@ -10,15 +10,17 @@ from lm_testlib import V, make_model, periodic_batch, train_on_periodic_batch
 
 from models.checkpoint import load_checkpoint
 from models.lm import DecoderLM, LMConfig
-from models.train import TrainConfig, train_lm_on_source
+from models.task_lm import LMTask
+from models.train_config import TrainConfig
+from models.trainer import train_on_source
 
 
 @pytest.mark.parametrize(
     "overrides, error",
     [
         (dict(mtp_depth=-1), ValueError),
-        (dict(mtp_depth=1.0), ValueError),
-        (dict(mtp_depth=True), ValueError),
+        (dict(mtp_depth=1.0), TypeError),
+        (dict(mtp_depth=True), TypeError),
         (dict(mtp_lambda=-0.1), ValueError),
         (dict(mtp_lambda="0.3"), TypeError),
         (dict(mtp_lambda=float("inf")), ValueError),
@@ -85,11 +87,10 @@ def test_trainer_contract_with_mtp_and_medusa(tmp_path, list_source, toy_docs):
     cfg = LMConfig.preset("tiny", vocab_size=V, block_size=32, mtp_depth=1, medusa_heads=2)
     train = TrainConfig(steps=25, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2,
                         device="cpu", log_every=5)
-    result = train_lm_on_source(
+    result = train_on_source(
+        LMTask(cfg, train),
         list_source(toy_docs(40, V), batch_size=4),
         out_uri=f"file://{tmp_path}",
-        model_config=cfg,
-        train_config=train,
         dataset_manifest_sha256="ab" * 32,
     )
     assert result.final_loss < 0.6 * result.first_loss

@@ -1,4 +1,4 @@
-"""The vision trainer end to end on CPU: records/ shards -> train_vision -> checkpoint, resume."""
+"""The vision kinds through the one loop on CPU: records/ shards -> train_model -> checkpoint."""
 
 from __future__ import annotations
 
@@ -15,18 +15,25 @@ from vision_testlib import tiny_effnet, tiny_vqvae, write_images
 
 from models.checkpoint import load_checkpoint
 from models.efficientnet import EfficientNet
-from models.train_vision import VisionTrainConfig, scaler_step, train_vision
+from models.kinds import train_model
+from models.task_vision import IMAGENET_MEAN, IMAGENET_STD, VISION_MODELS, VisionTask
+from models.train_common import scaler_step
+from models.train_config import TrainConfig
+from models.trainer import train
 from models.vision_data import decode_images, image_spec, to_model_input
-from models.vision_tasks import IMAGENET_MEAN, IMAGENET_STD, TASKS
 from records.reader import RecordDataset
 
 MODELS = {"vqvae": tiny_vqvae, "efficientnet": tiny_effnet}
 
 
-def config(**overrides) -> VisionTrainConfig:
+def config(kind: str, **overrides) -> TrainConfig:
     base = dict(steps=8, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, weight_decay=0.0,
                 log_every=1, device="cpu", progress=False)
-    return VisionTrainConfig(**{**base, **overrides})
+    return TrainConfig(kind=kind, **{**base, **overrides})
+
+
+def train_vision(*, kind: str, train_config: TrainConfig | None = None, **kwargs):
+    return train_model(kind, train_config=train_config or config(kind), **kwargs)
 
 
 def lines(result) -> list[dict]:
@@ -41,11 +48,13 @@ def images(tmp_path):
 
 def test_vqvae_overfits_a_tiny_batch(tmp_path, images):
     result = train_vision(kind="vqvae", dataset_uri=images, out_uri=(tmp_path / "vq").as_uri(),
-                          model_config=tiny_vqvae(), train_config=config(steps=100, log_every=25))
+                          model_config=tiny_vqvae(),
+                          train_config=config("vqvae", steps=100, log_every=25))
     assert result.final_loss < result.first_loss / 10, result
     assert result.train_metrics["psnr"] > 20 and result.train_metrics["perplexity"] > 4
     assert set(result.eval_metrics) == {"step", "mse", "psnr", "perplexity", "usage"}
-    assert result.eval_metrics["step"] == 100 and result.images == 800
+    assert result.eval_metrics["step"] == 100 and result.examples == 800
+    assert (result.unit, result.kind, result.extras) == ("images", "vqvae", {})
     records = lines(result)
     assert [r["step"] for r in records] == [1, 25, 50, 75, 100]
     assert {"images_per_s", "input_wait", "psnr", "usage", "restarts"} <= set(records[-1])
@@ -55,7 +64,8 @@ def test_vqvae_overfits_a_tiny_batch(tmp_path, images):
 def test_efficientnet_overfits_a_tiny_batch(tmp_path, images):
     result = train_vision(kind="efficientnet", dataset_uri=images,
                           out_uri=(tmp_path / "en").as_uri(), model_config=tiny_effnet(),
-                          train_config=config(steps=40, log_every=10, eval_every=20))
+                          train_config=config("efficientnet", steps=40, log_every=10,
+                                              eval_every=20))
     assert result.train_metrics["accuracy"] == 1.0  # on the batch, BatchNorm in training mode
     assert result.final_loss < result.first_loss / 10, result
     evals = [r["eval"]["step"] for r in lines(result) if "eval" in r]
@@ -92,7 +102,7 @@ def test_killed_and_resumed_run_matches_the_straight_run(tmp_path, kind, num_wor
     uri = write_images(tmp_path, train=20, eval=4)
     model = {"vqvae": tiny_vqvae(restart_after=2),
              "efficientnet": tiny_effnet(drop_connect=0.3, dropout=0.2)}[kind]
-    cfg = config(steps=8, ckpt_every=4, num_workers=num_workers)
+    cfg = config(kind, steps=8, ckpt_every=4, num_workers=num_workers)
     straight = train_vision(kind=kind, dataset_uri=uri, out_uri=(tmp_path / "a").as_uri(),
                             model_config=model, train_config=cfg)
 
@@ -122,17 +132,20 @@ def test_killed_and_resumed_run_matches_the_straight_run(tmp_path, kind, num_wor
 def test_resume_refuses_another_model(tmp_path, images):
     out = (tmp_path / "run").as_uri()
     train_vision(kind="vqvae", dataset_uri=images, out_uri=out, model_config=tiny_vqvae(),
-                 train_config=config(steps=2))
+                 train_config=config("vqvae", steps=2))
     with pytest.raises(ValueError, match="model config"):
         train_vision(kind="vqvae", dataset_uri=images, out_uri=out,
-                     model_config=tiny_vqvae(codebook_size=8), train_config=config(steps=4),
-                     resume=True)
+                     model_config=tiny_vqvae(codebook_size=8),
+                     train_config=config("vqvae", steps=4), resume=True)
     with pytest.raises(ValueError, match="batch_size"):
         train_vision(kind="vqvae", dataset_uri=images, out_uri=out, model_config=tiny_vqvae(),
-                     train_config=config(steps=4, batch_size=4), resume=True)
+                     train_config=config("vqvae", steps=4, batch_size=4), resume=True)
     with pytest.raises(TypeError, match="EfficientNetConfig"):
         train_vision(kind="efficientnet", dataset_uri=images, out_uri=out,
-                     model_config=tiny_vqvae(), train_config=config(steps=4))
+                     model_config=tiny_vqvae(), train_config=config("efficientnet", steps=4))
+    with pytest.raises(ValueError, match="'vqvae' TrainConfig"):
+        train_vision(kind="efficientnet", dataset_uri=images, out_uri=out,
+                     model_config=tiny_effnet(), train_config=config("vqvae", steps=4))
 
 
 def test_scaler_step_counts_a_skipped_step():
@@ -154,17 +167,17 @@ def test_fp16_trainer_counts_and_logs_overflowed_steps(tmp_path, images):
     # The GradScaler starts at 2**16 and backs off through a few overflowing steps; then an
     # overflow is injected into the last step. Every backoff must be counted exactly once.
     steps, calls = 12, []
-    base = TASKS["efficientnet"]
+    base = VISION_MODELS["efficientnet"]
 
     def overflow_on_last_call(model, x, y):
         loss, metrics = base.train_step(model, x, y)
         calls.append(1)
         return (loss * float("inf") if len(calls) == steps else loss), metrics
 
-    task = dataclasses.replace(base, train_step=overflow_on_last_call)
-    result = train_vision(kind=task, dataset_uri=images, out_uri=(tmp_path / "fp16").as_uri(),
-                          model_config=tiny_effnet(),
-                          train_config=config(steps=steps, precision="fp16"), eval_split=None)
+    task = VisionTask(dataclasses.replace(base, train_step=overflow_on_last_call), tiny_effnet(),
+                      config("efficientnet", steps=steps, precision="fp16"))
+    result = train(task, dataset_uri=images, out_uri=(tmp_path / "fp16").as_uri(),
+                   eval_split=None)
     assert result.precision == "fp16"
     records = lines(result)
     scale, skipped = 2.0**16, 0
@@ -221,11 +234,11 @@ def test_cuda_mixed_precision_compile_channels_last_workers_and_resume(tmp_path,
     cfg = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=5, ckpt_every=10,
                device="cuda", precision=precision, num_workers=2, progress=False)
     first = train_vision(kind=kind, dataset_uri=uri, out_uri=out, model_config=model,
-                         train_config=VisionTrainConfig(steps=20, **cfg))
+                         train_config=TrainConfig(kind=kind, steps=20, **cfg))
     assert (first.device, first.precision) == ("cuda", precision)
     assert first.final_loss < first.first_loss and first.eval_metrics
     more = train_vision(kind=kind, dataset_uri=uri, out_uri=out, model_config=model,
-                        train_config=VisionTrainConfig(steps=30, **cfg), resume=True)
+                        train_config=TrainConfig(kind=kind, steps=30, **cfg), resume=True)
     assert more.start_step == 20 and load_checkpoint(more.checkpoint_uri)["step"] == 30
     records = lines(more)
     assert [r["step"] for r in records] == [1, 5, 10, 15, 20, 21, 25, 30]

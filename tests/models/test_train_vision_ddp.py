@@ -1,4 +1,4 @@
-"""DDP on CPU: ``torchrun --nproc_per_node 2`` runs train_vision over gloo on image shards."""
+"""DDP on CPU: ``torchrun --nproc_per_node 2`` trains the vision kinds over gloo on image shards."""
 
 from __future__ import annotations
 
@@ -20,20 +20,19 @@ import dataclasses, json, sys
 import torch
 sys.path.insert(0, __TESTS__)
 from vision_testlib import tiny_effnet, tiny_vqvae
-from models.train_vision import VisionTrainConfig, train_vision
-from models.vision_tasks import TASKS
+from models.task_vision import VISION_MODELS, VisionTask
+from models.train_config import TrainConfig
+from models.trainer import train
 
 dataset_uri, out_uri, report, kind = sys.argv[1:5]
 torch.set_num_threads(1)
 config = tiny_vqvae(restart_after=1) if kind == "vqvae" else tiny_effnet(drop_connect=0.2)
 made = []
-task = dataclasses.replace(TASKS[kind], build=lambda c: made.append(TASKS[kind].build(c))
-                           or made[-1])
-result = train_vision(kind=task, dataset_uri=dataset_uri, out_uri=f"{out_uri}/{kind}",
-                      model_config=config,
-                      train_config=VisionTrainConfig(steps=4, batch_size=4, warmup_steps=1,
-                                                     log_every=1, device="cpu",
-                                                     progress=False))
+spec = VISION_MODELS[kind]
+keeping = dataclasses.replace(spec, build=lambda c: made.append(spec.build(c)) or made[-1])
+task = VisionTask(keeping, config, TrainConfig(kind=kind, steps=4, batch_size=4, warmup_steps=1,
+                                               log_every=1, device="cpu", progress=False))
+result = train(task, dataset_uri=dataset_uri, out_uri=f"{out_uri}/{kind}")
 torch.save(made[0].state_dict(), f"{report}/{kind}-rank{result.rank}.pt")
 with open(f"{report}/{kind}-rank{result.rank}.json", "w") as f:
     json.dump({"world_size": result.world_size, "eval": result.eval_metrics,

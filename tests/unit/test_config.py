@@ -79,7 +79,7 @@ def test_models_train_after_the_model_their_init_from_names(tmp_path):
 
 def test_init_from_a_model_means_its_run_of_this_run_id_else_its_latest(tmp_path):
     from core.lake import Lake
-    from shardforge.stages import resolve_init_from
+    from shardforge.training import resolve_init_from
 
     conf = tmp_path / "c.yaml"
     conf.write_text("models:\n  lm: {}\n  heads: {train: {init_from: lm}}\n"
@@ -98,3 +98,49 @@ def test_init_from_a_model_means_its_run_of_this_run_id_else_its_latest(tmp_path
     (lake.local_path(lake.model_run("lm", "run-d"))).mkdir()  # a run that died before saving
     with pytest.raises(FileNotFoundError, match="has no checkpoint"):
         resolve_init_from(cfg, lake, "heads", run_id="run-x")
+
+
+@pytest.mark.parametrize(
+    ("models_yaml", "expected"),
+    [
+        ("  lm: {kind: gpt}\n", "models.lm.kind: Value error, unknown model kind 'gpt'"),
+        ("  lm: {model: {n_hed: 4}}\n", "models.lm.model.n_hed"),
+        ("  lm: {train: {lr: -1}}\n", "models.lm.train.lr"),
+        ("  lm: {train: {stpes: 3}}\n", "models.lm.train.stpes"),
+        ("  lm: {preset: enormous}\n", "models.lm.preset"),
+        ("  vq: {kind: vqvae, model: {codebook_size: 0}}\n", "models.vq"),
+        ("  net: {kind: efficientnet}\n", "no image_dataset section"),
+    ],
+)
+def test_model_blocks_are_checked_when_the_file_loads(tmp_path, models_yaml, expected):
+    path = tmp_path / "bad.yaml"
+    images = "image_dataset: {}\n" if "vqvae" in models_yaml else ""
+    path.write_text(images + "models:\n" + models_yaml, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_copy_of_the_sample_elsewhere_fails_at_load_naming_the_spec(tmp_path):
+    copy = tmp_path / "copied.yaml"
+    copy.write_text(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"feature_spec: features/posts.yaml does not exist"):
+        load_config(copy)
+
+
+def test_paths_are_absolute_once_loaded_and_unset_specs_are_the_embedded_ones(tmp_path):
+    cfg = load_config()
+    assert cfg.feature_spec == str(DEFAULT_CONFIG_PATH.parent / "features" / "posts.yaml")
+    assert cfg.image_dataset.spec == str(DEFAULT_CONFIG_PATH.parent / "features" / "images.yaml")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("image_dataset: {name: pics}\n", encoding="utf-8")
+    loaded = load_config(bare)
+    assert loaded.feature_spec == cfg.feature_spec and loaded.image_dataset.spec == cfg.image_dataset.spec
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("sample: {dt: '2026-11-01'}  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text"):
+        load_config(path)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.accounting import ReconciliationError
 from core.lake import Lake
 from features.artifacts import static_artifacts
 from features.spec import load_spec
@@ -25,7 +26,6 @@ from pipelines.encode.shards import (
     write_group,
     write_quarantine,
 )
-from pipelines.spark.reconcile import ReconciliationError
 from records.framing import iter_records
 from records.inspect import verify
 from records.uri import resolve
