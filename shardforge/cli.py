@@ -20,6 +20,9 @@ from rich.markup import escape
 
 __all__ = ["main"]
 
+# The commands that write the lake take its lock (core.lake_lock); the others only read.
+WRITERS = frozenset({"sample", "ingest", "clean", "images", "encode", "train", "tokens", "validate",
+                     "run", "submit"})
 USAGE_ERROR = 2
 STAGE_ERROR = 1
 console = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
@@ -40,6 +43,9 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="config YAML (default: the embedded conf/sample.yaml)")
     common.add_argument("--lake", metavar="URI", help="lake root: a path, file://… or hdfs://… (overrides lake.root)")
+    common.add_argument("--wait", action="store_true",
+                        help="a command that writes the lake waits for another writer to finish "
+                             "(default: exit 2 naming it)")
     return common
 
 
@@ -177,11 +183,24 @@ def _dispatch(args) -> int:
 
     from core.config import load_config
     from core.lake import Lake
-    from shardforge import stages
-    from shardforge.summary import latest_summary, print_summary
 
     cfg = load_config(args.config, lake_root=args.lake)
     lake = Lake(cfg.lake.root)
+    # torchrun starts one CLI per rank: rank 0 holds the lock for all of them.
+    if args.command in WRITERS and int(os.environ.get("RANK", "0")) == 0:
+        from core.lake_lock import LakeLock
+
+        with LakeLock(lake, f"shardforge {args.command}", wait=args.wait,
+                      on_wait=lambda h: _progress(f"waiting for the lake's writer, {h.describe()}"),
+                      on_stale=lambda h: _progress(f"taking over a stale lake lock ({h.describe()})")):
+            return _command(args, cfg, lake)
+    return _command(args, cfg, lake)
+
+
+def _command(args, cfg, lake) -> int:
+    from shardforge import stages
+    from shardforge.summary import latest_summary, print_summary
+
     if args.command == "sample":
         overrides = {k: getattr(args, k) for k in ("posts", "images", "seed") if getattr(args, k) is not None}
         if overrides:
@@ -274,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.config import ConfigError
     from core.engines import MissingEngineError
     from core.lake import LakePathError
+    from core.lake_lock import LakeLockedError
     from features.spec import SpecError
 
     try:
@@ -282,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return USAGE_ERROR
-    except (ConfigError, SpecError, MissingEngineError, LakePathError) as exc:
+    except (ConfigError, SpecError, MissingEngineError, LakePathError, LakeLockedError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return USAGE_ERROR
     except Exception as exc:  # a stage failed: one line naming what, the traceback on demand

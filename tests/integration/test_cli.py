@@ -40,6 +40,21 @@ def test_broken_config_names_the_key(tmp_path, capsys):
     assert f"{bad}: spark.cores: unknown key" in err.replace("\n", "")
 
 
+def test_run_fails_on_a_model_block_typo_at_once_before_any_engine(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("models:\n  lm: {train: {lrr: 0.1}}\n", encoding="utf-8")
+    probe = ("import sys, time; from shardforge.cli import main; t = time.perf_counter(); "
+             f"rc = main(['run', '--config', {str(bad)!r}, '--lake', {str(tmp_path / 'lake')!r}]); "
+             "print(rc, round(time.perf_counter() - t, 3), sorted(m for m in ('pyspark', 'apache_beam', "
+             "'torch', 'great_expectations') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    rc, seconds, engines = out.stdout.split(" ", 2)
+    assert rc == "2" and engines.strip() == "[]", out.stdout + out.stderr
+    assert float(seconds) < 2.0
+    assert "models.lm.train.lrr: unknown key" in out.stderr and "did you mean 'lr'" in out.stderr
+    assert not (tmp_path / "lake").exists()  # nothing ran, not even the sample
+
+
 def test_unknown_model_is_a_config_error(tmp_path, capsys):
     assert main(["train", "gpt5", "--lake", str(tmp_path)]) == 2
     assert "models.gpt5: no such model" in capsys.readouterr().err.replace("\n", "")
