@@ -33,10 +33,10 @@ reach the lake (``file://`` on one host or a shared mount, ``hdfs://`` with a Ha
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 
 from core.engines import require
+from features.accumulators import decode_artifacts, encode_artifacts
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
 from pipelines.beam.launch import parse_launch_args, pipeline_options
@@ -47,6 +47,7 @@ from records.uri import join, resolve
 __all__ = ["EncodeResult", "EncodedPCollections", "build_encode", "run", "run_encode"]
 
 WORK_DIR = "_work"  # inside staging: results and artifacts for the driver, removed before commit
+ARTIFACTS_FILE = "artifacts.json"  # the extracted artifacts, as data (never a pickle)
 
 
 class EncodedPCollections:
@@ -107,7 +108,7 @@ def build_encode(tables, *, spec: FeatureSpec, plan: ShardPlan, staging_uri: str
 def _stage_artifacts(artifacts: Artifacts, *, uri: str) -> None:
     fs, path = resolve(uri)
     with fs.open(path, "wb") as handle:
-        handle.write(pickle.dumps(artifacts))
+        handle.write(encode_artifacts(artifacts))  # data, not a pickle: see features.accumulators
 
 
 def _read_work(staging_uri: str) -> tuple[list[dict], Artifacts]:
@@ -117,8 +118,9 @@ def _read_work(staging_uri: str) -> tuple[list[dict], Artifacts]:
     for file in sorted(fs.glob(join(work, "results*.jsonl"))):
         with fs.open(file, "rt") as handle:
             results += [json.loads(line) for line in handle if line.strip()]
-    with fs.open(join(work, "artifacts.pkl"), "rb") as handle:
-        artifacts = pickle.loads(handle.read())  # written by this run's own pipeline
+    artifacts_path = join(work, ARTIFACTS_FILE)
+    with fs.open(artifacts_path, "rb") as handle:
+        artifacts = decode_artifacts(handle.read(), source=artifacts_path)
     fs.rm(work, recursive=True)
     return results, artifacts
 
@@ -153,7 +155,7 @@ def run_encode(*, lake, inputs: list[str], spec: FeatureSpec, dataset: str, vers
             _ = encoded.results | "WriteResults" >> beam.io.WriteToText(
                 f"{work}/results", file_name_suffix=".jsonl")
             _ = encoded.artifacts | "StageArtifacts" >> beam.Map(
-                _stage_artifacts, uri=f"{work}/artifacts.pkl")
+                _stage_artifacts, uri=f"{work}/{ARTIFACTS_FILE}")
         results, artifacts = _read_work(staging)
         return commit_encoded(lake=lake, staging_uri=staging, plan=plan, results=results,
                               rows_in=rows_in, spec=spec, artifacts=artifacts, dataset=dataset,

@@ -5,7 +5,7 @@ Spark, so the same spec on the same input gives the same bytes from both engines
 
 1. **Analyze** (:func:`analyze`): ``mapInArrow`` runs
    :class:`~features.analyzers.SpecAnalyzer` over each partition's train rows and yields
-   one pickled accumulator per partition; the driver merges them and extracts the
+   one accumulator per partition, as JSON (never a pickle); the driver merges them and extracts the
    artifacts (a full pass, as tf.Transform's analyzers).
 2. **Encode** (:func:`build_encode`): ``mapInArrow`` routes each Arrow batch (the artifacts
    broadcast) into payload rows ``(gid, key, payload)``: tf.Example bytes keyed by their
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import pickle
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from features.accumulators import decode_accumulator, encode_accumulator
 from features.analyzers import SpecAnalyzer
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
@@ -67,22 +67,24 @@ def _analyze_partition(batches: Iterator[pa.RecordBatch], *, spec: FeatureSpec,
     acc = analyzer.create()
     for batch in batches:
         acc = analyzer.add_batch(acc, train_rows(batch, spec.key, splits))
-    yield pa.RecordBatch.from_arrays([pa.array([pickle.dumps(acc)], pa.binary())],
+    yield pa.RecordBatch.from_arrays([pa.array([encode_accumulator(acc)], pa.binary())],
                                      schema=_ACC_SCHEMA)
 
 
 def analyze(df, spec: FeatureSpec, splits: dict[str, float]) -> Artifacts:
     """One full pass over the train split of ``df``: the spec's artifacts.
 
-    Only :func:`analysis_columns` are read. Each partition yields one pickled accumulator
-    (a few KB: counts, sketches, moments); the driver merges them in partition order and
-    extracts.
+    Only :func:`analysis_columns` are read. Each partition yields one accumulator as JSON
+    (:mod:`features.accumulators`: counts, sketches, moments; never a pickle, so nothing a
+    worker sends can run code on the driver); the driver checks, merges them in partition
+    order and extracts.
     """
     analyzer = SpecAnalyzer(spec)
     task = functools.partial(_analyze_partition, spec=spec, splits=dict(splits))
     rows = df.select(*analysis_columns(spec)).mapInArrow(task, "accumulator binary").collect()
-    # Accumulators are pickles made by this job's own workers, never outside data.
-    return analyzer.extract(analyzer.merge(pickle.loads(row.accumulator) for row in rows))
+    return analyzer.extract(analyzer.merge(
+        decode_accumulator(row.accumulator, analyzer, source=f"partition {i} accumulator")
+        for i, row in enumerate(rows)))
 
 
 def _route_partition(batches: Iterator[pa.RecordBatch], *, spec: FeatureSpec, plan: ShardPlan,
