@@ -233,6 +233,16 @@ class DatasetConfig(_Section):
             raise ValueError(f"split ratios must be >= 0 and sum to 1, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _a_shard_count_per_split(self) -> DatasetConfig:
+        for split, count in self.shards.items():
+            if count < 1:
+                raise ValueError(f"shards.{split} must be >= 1, got {count}")
+        if set(self.shards) != set(self.splits):
+            raise ValueError(f"shards {sorted(self.shards)} must name the same splits as "
+                             f"splits {sorted(self.splits)}")
+        return self
+
 
 class ImageDatasetConfig(DatasetConfig):
     """The image dataset: ``clean_images`` → ``records/<name>/v=<version>`` (``encode --dataset images``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -50,14 +51,18 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shardforge.sample_images import MIN_IMAGES
+    from shardforge.sample_text import MIN_POSTS
     from shardforge.spark_jobs import JOBS as SPARK_JOBS  # argparse, json and sys only: no pyspark
 
     common = _common()
     parser = _Parser(prog="shardforge", description="Raw corpora → Spark/Beam cleaning → TFRecord shards → PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sample = sub.add_parser("sample", parents=[common], help="write the seeded sample corpus under raw/")
-    sample.add_argument("--posts", type=int, help="post lines to write (default: sample.posts)")
-    sample.add_argument("--images", type=int, help="images to write (default: sample.images)")
+    sample.add_argument("--posts", type=_at_least(MIN_POSTS),
+                        help=f"post lines to write, >= {MIN_POSTS} (default: sample.posts)")
+    sample.add_argument("--images", type=_at_least(MIN_IMAGES),
+                        help=f"images to write, >= {MIN_IMAGES} (default: sample.images)")
     sample.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
     sample.add_argument("--force", action="store_true", help="write even if raw/ already holds data")
     sub.add_parser("ingest", parents=[common], help="Spark: raw feed dumps → Hive raw_feeds + quarantine")
@@ -92,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("job", choices=list(SPARK_JOBS), help="the job to run")
     submit.add_argument("--profile", choices=["local", "yarn"], default="local",
                         help="local: spark.master; yarn: cluster mode with spark.yarn settings")
-    submit.add_argument("--dt", action="append", help="a dt partition (repeatable; default: all)")
+    submit.add_argument("--dt", action="append", type=_dt,
+                        help="a dt partition YYYY-MM-DD (repeatable; default: all)")
     submit.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     dedup = sub.add_parser("dedup", help="the dedup audit: why a post was dropped or kept")
     dsub = dedup.add_subparsers(dest="dedup_command", required=True, parser_class=_Parser)
@@ -104,17 +110,39 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = rsub.add_parser("inspect", help="manifest, schema, counts and the first examples")
     inspect.add_argument("path", help="a dataset version folder or a single .tfrecord file")
     inspect.add_argument("--json", action="store_true", help="print decoded examples as JSON lines")
-    inspect.add_argument("--limit", type=int, default=5, help="examples to print (default: 5)")
+    inspect.add_argument("--limit", type=_at_least(0), default=5, help="examples to print (default: 5)")
     verify = rsub.add_parser("verify", help="check every CRC and the manifest's counts and checksums")
     verify.add_argument("path", help="a dataset version folder or a single .tfrecord file")
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _at_least(minimum: int):
+    """An argparse type: an int >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+_positive = _at_least(1)
+
+
+def _dt(text: str) -> str:
+    """An argparse type: a real calendar date written YYYY-MM-DD (a partition name, nothing else)."""
+    import datetime as _dt_module
+
+    try:
+        if len(text) != 10:
+            raise ValueError
+        _dt_module.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+    return text
 
 
 def _progress(message: str) -> None:
@@ -305,12 +333,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SpecError, MissingEngineError, LakePathError, LakeLockedError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return USAGE_ERROR
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return _stage_failed(exc)
+        path = exc.filename or "the lake"
+        console.print(f"[red]error:[/red] {escape(str(path))}: {escape(exc.strerror or str(exc))}: "
+                      "the lake (or this path) is not writable by this user", highlight=False)
+        return USAGE_ERROR
     except Exception as exc:  # a stage failed: one line naming what, the traceback on demand
-        if os.environ.get("SHARDFORGE_DEBUG"):
-            raise
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        console.print(f"[red]failed:[/red] {type(exc).__name__}: {escape(first_line)}", highlight=False)
-        return STAGE_ERROR
+        return _stage_failed(exc)
+
+
+def _stage_failed(exc: Exception) -> int:
+    if os.environ.get("SHARDFORGE_DEBUG"):
+        raise exc
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    console.print(f"[red]failed:[/red] {type(exc).__name__}: {escape(first_line)}", highlight=False)
+    return STAGE_ERROR
 
 
 if __name__ == "__main__":

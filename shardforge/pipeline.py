@@ -18,6 +18,7 @@ A stage's entry takes a :class:`~shardforge.stages.StageContext` and returns its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -194,11 +195,16 @@ def run_stages(stage_list: list[Stage], ctx: StageContext) -> Iterator[tuple[Sta
     """Run the stages in order in this process; yields each stage with its reports.
 
     A stage that raises stops the run there (a gate's failure names its expectation).
-    ``ctx.reports`` collects every report so far, which the ``report`` stage writes out.
+    ``ctx.reports`` collects every report so far, which the ``report`` stage writes out, and
+    ``ctx.extra["durations_s"]`` each stage's wall time (the report stage's own is the time
+    to write the report, known only after it: it is the one stage not listed).
     """
+    durations = ctx.extra.setdefault("durations_s", {})
     for stage in stage_list:
         ctx.progress(f"stage {stage.name} ({stage.engine})")
+        started = time.perf_counter()
         reports = stage.entry(ctx)
+        durations[stage.name] = round(time.perf_counter() - started, 3)
         ctx.reports.extend(reports)
         ctx.stages_run.append(stage.name)
         yield stage, reports

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ([], "the following arguments are required: command"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["sample", "--posts", "many"], "argument --posts: invalid int value: 'many'"),
+        (["sample", "--images", "5"], "argument --images: must be >= 6, got 5"),
+        (["submit", "spark", "ingest", "--dt", "../../etc"], "--dt: not a date YYYY-MM-DD: '../../etc'"),
+        (["submit", "spark", "ingest", "--dt", "2026-02-30"], "not a date YYYY-MM-DD: '2026-02-30'"),
+        (["records", "inspect", "x", "--limit", "-1"], "argument --limit: must be >= 0, got -1"),
         (["train", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["run", "--lake", "s3://bucket/lake"], "scheme 's3' is not supported"),
     ],
@@ -29,6 +33,14 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, expected, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_lake_that_cannot_be_written_is_named_in_one_line(capsys):
+    # /sys is read-only (EPERM or EROFS, whoever runs the test, root included).
+    assert main(["sample", "--lake", "/sys/kernel/shardforge-lake"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: /sys/kernel/shardforge-lake") and "not writable" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
@@ -218,6 +230,8 @@ def test_run_end_to_end_twice_gives_the_same_shards(tmp_path):
     from shardforge.pipeline import declared_stages
 
     assert summary["pipeline"] == [s.name for s in declared_stages(load_config(config))]
+    assert list(summary["durations_s"]) == summary["pipeline"][:-1]  # all but the report itself
+    assert "stage durations: ingest" in first.stdout
     assert {"encode_images", "train_vq", "train_net"} <= set(summary["pipeline"])
     assert stages["encode images"]["rows_out"] > 0
     for model, metric in (("lm", "perplexity"), ("vq", "psnr"), ("net", "accuracy")):

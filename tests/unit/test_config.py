@@ -32,6 +32,8 @@ def test_lake_override_replaces_root_only(tmp_path):
         ("sample:\n  dt: '2026-13-01'\n", "sample.dt"),
         ("corpora:\n  feeds: {format: csv}\n", "corpora.feeds.format"),
         ("dataset:\n  splits: {train: 0.5, eval: 0.4}\n", "dataset.splits"),
+        ("dataset:\n  shards: {train: 0, eval: 1}\n", "shards.train must be >= 1, got 0"),
+        ("dataset:\n  shards: {train: 2}\n", "must name the same splits"),
         ("lake: [1, 2]\n", "lake"),
         ("- just a list\n", "expected a mapping"),
         ("spark: {master: [unclosed\n", "not valid YAML"),
