@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain = dsub.add_parser("explain", parents=[common], help="every copy of a post and the document it ended in")
     explain.add_argument("query", help="a doc_id or member_id (6-16 hex digits, a prefix) or the opening of a post")
     explain.add_argument("--limit", type=_positive, default=10, help="copies to explain (default: 10)")
+    lake_cmd = sub.add_parser("lake", help="the lake itself: what killed runs left behind")
+    lsub = lake_cmd.add_subparsers(dest="lake_command", required=True, parser_class=_Parser)
+    fsck = lsub.add_parser("fsck", parents=[common],
+                           help="report leftover staging, uncommitted datasets and metastore/file "
+                                "mismatches (exit 1 if any)")
+    fsck.add_argument("--repair", action="store_true",
+                      help="fix what was found (takes the lake's lock)")
+    fsck.add_argument("--no-metastore", action="store_true",
+                      help="files only: do not start Spark to compare partitions with the metastore")
     records = sub.add_parser("records", help="inspect or verify TFRecord files and datasets")
     rsub = records.add_subparsers(dest="records_command", required=True, parser_class=_Parser)
     inspect = rsub.add_parser("inspect", help="manifest, schema, counts and the first examples")
@@ -215,14 +224,40 @@ def _dispatch(args) -> int:
     cfg = load_config(args.config, lake_root=args.lake)
     lake = Lake(cfg.lake.root)
     # torchrun starts one CLI per rank: rank 0 holds the lock for all of them.
-    if args.command in WRITERS and int(os.environ.get("RANK", "0")) == 0:
+    writes = args.command in WRITERS or (args.command == "lake" and args.repair)
+    if writes and int(os.environ.get("RANK", "0")) == 0:
         from core.lake_lock import LakeLock
+        from shardforge.lake_fsck import sweep_leftovers
 
         with LakeLock(lake, f"shardforge {args.command}", wait=args.wait,
                       on_wait=lambda h: _progress(f"waiting for the lake's writer, {h.describe()}"),
                       on_stale=lambda h: _progress(f"taking over a stale lake lock ({h.describe()})")):
+            for uri in sweep_leftovers(lake):  # a killed commit's: nobody else writes now
+                _progress(f"removed {uri}, left by an interrupted commit")
             return _command(args, cfg, lake)
     return _command(args, cfg, lake)
+
+
+def _fsck(args, cfg, lake) -> int:
+    from shardforge.lake_fsck import repair, scan_files, scan_metastore
+
+    findings = scan_files(lake)
+    spark = None
+    if not args.no_metastore and lake.fs.exists(lake.fs_path(lake.database(cfg.spark.database))):
+        spark = _spark(cfg, lake)
+        findings += scan_metastore(lake, spark, cfg.spark.database)
+    for finding in findings:
+        print(finding.line())
+    if not findings:
+        _progress(f"lake fsck: {lake.root} is clean")
+        return 0
+    if not args.repair:
+        _progress(f"lake fsck: {len(findings)} finding(s); --repair fixes them")
+        return STAGE_ERROR
+    for line in repair(lake, findings, spark):
+        print(line)
+    _progress(f"lake fsck: repaired {len(findings)} finding(s)")
+    return 0
 
 
 def _command(args, cfg, lake) -> int:
@@ -291,6 +326,8 @@ def _command(args, cfg, lake) -> int:
         summary = latest_summary(lake, args.run_id)
         print_summary(summary, Console())
         _progress(f"report: {_write_report(cfg, lake, summary)}")
+    elif args.command == "lake":
+        return _fsck(args, cfg, lake)
     elif args.command == "dedup":
         from pipelines.spark.dedup_explain import explain
 
