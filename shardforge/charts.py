@@ -1,123 +1,124 @@
-"""Tiny inline-SVG charts for the HTML report: no JavaScript, no network, no plotting library.
+"""The report's charts: matplotlib figures rendered to inline SVG.
 
-Each function returns an ``<svg>`` string sized ``WIDTH x HEIGHT`` that renders the same in
-any browser and in an email client. Values are drawn as given; empty input draws an empty
-frame with "no data" so a report never breaks on a stage that did not run.
+Each function returns one ``<svg>`` element (no XML declaration, text kept as text) that
+renders the same in any browser and needs no JavaScript or network. matplotlib's
+object-oriented API is used (``Figure``, never ``pyplot``), so nothing touches a display
+or global figure state. Count axes get integer ticks only; long category labels are
+wrapped and turned, never cut. Empty input draws a frame saying "no data"; the report
+leaves out a chart whose series has no value at all (``has_values``).
+
+Each bar carries an SVG id ``bar-<i>-<value>``, so tests (and people reading the source)
+can find what was drawn.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import textwrap
 from collections.abc import Sequence
-from html import escape
 
-__all__ = ["bar_chart", "histogram", "line_chart"]
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-WIDTH, HEIGHT = 520, 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 44  # margins: room for axis labels and the title
+__all__ = ["COLOR", "bar_chart", "has_values", "histogram", "line_chart"]
+
 COLOR = "#3b6ea8"
+PALETTE = [COLOR, "#d1603d", "#5a9e4b", "#8c5fb2"]
+SIZE = (5.2, 2.6)  # inches at 100 dpi: the 520 x 260 px panels of the report's grid
+_RC = {"svg.fonttype": "none", "svg.hashsalt": "shardforge", "font.size": 8,
+       "axes.spines.top": False, "axes.spines.right": False}
 
 
-def _frame(title: str, body: str, *, y_max: float, y_label: str = "") -> str:
-    ticks = []
-    for i in range(5):
-        value = y_max * i / 4
-        y = HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * i / 4
-        ticks.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#e3e3e3"/><text x="{LEFT - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end" font-size="11">{_fmt(value)}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
-            f'font-family="sans-serif">'
-            f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13" '
-            f'font-weight="bold">{escape(title)}</text>{"".join(ticks)}'
-            f'<text x="12" y="{TOP - 8}" font-size="11" fill="#555">{escape(y_label)}</text>'
-            f'{body}</svg>')
+def has_values(values: Sequence[float | None]) -> bool:
+    """Whether a series has at least one finite value to draw."""
+    return any(v is not None and math.isfinite(v) for v in values)
 
 
-def _fmt(value: float) -> str:
-    if value >= 1e6:
-        return f"{value / 1e6:.1f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{value:.3g}"
+def _figure(title: str) -> tuple[Figure, object]:
+    fig = Figure(figsize=SIZE, dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, loc="left", fontsize=9)
+    return fig, ax
 
 
-def _nice_max(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    top = max(finite, default=0.0)
-    if finite and all(float(v).is_integer() for v in finite) and top <= 4:
-        return 4.0  # small counts: whole-number ticks 0..4 rather than 0.263 rows
-    return top * 1.05 if top > 0 else 1.0
+def _svg(fig: Figure) -> str:
+    out = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(out, format="svg", metadata=dict.fromkeys(("Creator", "Date", "Format", "Type")))
+    text = out.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", color="#999", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _wrap(label: str, width: int = 14) -> str:
+    return "\n".join(textwrap.wrap(label, width, break_long_words=True)) or label
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str,
               y_label: str = "") -> str:
-    """Vertical bars, one per label (labels are cut to 14 characters under the bars)."""
-    if not values:
-        return _frame(title, _no_data(), y_max=1.0)
-    y_max = _nice_max(values)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    step = plot_w / len(values)
-    bars = []
-    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-        h = plot_h * max(value, 0) / y_max
-        x = LEFT + i * step + step * 0.1
-        bars.append(f'<rect x="{x:.1f}" y="{HEIGHT - BOTTOM - h:.1f}" width="{step * 0.8:.1f}" '
-                    f'height="{h:.1f}" fill="{COLOR}"><title>{escape(str(label))}: '
-                    f'{value:g}</title></rect>'
-                    f'<text x="{x + step * 0.4:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="10" '
-                    f'text-anchor="middle">{escape(_short(str(label), step))}</text>')
-    return _frame(title, "".join(bars), y_max=y_max, y_label=y_label)
+    """One bar per label; integer ticks when every value is an integer."""
+    with matplotlib.rc_context(_RC):
+        fig, ax = _figure(title)
+        if not labels:
+            _no_data(ax)
+            return _svg(fig)
+        bars = ax.bar(range(len(labels)), values, color=COLOR)
+        for i, (bar, value) in enumerate(zip(bars, values, strict=True)):
+            bar.set_gid(f"bar-{i}-{value:g}")
+        turn = len(labels) > 6 or max(len(str(label)) for label in labels) > 10
+        ax.set_xticks(range(len(labels)), [_wrap(str(label)) for label in labels],
+                      rotation=35 if turn else 0, ha="right" if turn else "center")
+        if all(float(v).is_integer() for v in values):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(y_label)
+        return _svg(fig)
 
 
 def histogram(values: Sequence[float], *, bins: int = 20, title: str, x_label: str = "") -> str:
-    """Counts of ``values`` in ``bins`` equal-width bins, labelled by their lower edges."""
-    if not values:
-        return _frame(title, _no_data(), y_max=1.0)
-    low, high = min(values), max(values)
-    width = (high - low) / bins or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(int((v - low) / width), bins - 1)] += 1
-    labels = [_fmt(low + i * width) for i in range(bins)]
-    return bar_chart(labels, counts, title=f"{title}" + (f" ({x_label})" if x_label else ""),
-                     y_label="count")
+    """Counts of ``values`` in ``bins`` equal-width bins (integer count axis)."""
+    with matplotlib.rc_context(_RC):
+        fig, ax = _figure(title)
+        if not len(values):
+            _no_data(ax)
+            return _svg(fig)
+        counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
+        bars = ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=COLOR,
+                      edgecolor="white", linewidth=0.5)
+        for i, (bar, count) in enumerate(zip(bars, counts, strict=True)):
+            bar.set_gid(f"bar-{i}-{int(count)}")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("count")
+        return _svg(fig)
 
 
-def line_chart(xs: Sequence[float], series: dict[str, Sequence[float]], *, title: str,
+def line_chart(xs: Sequence[float], series: dict[str, Sequence[float | None]], *, title: str,
                x_label: str = "", y_label: str = "") -> str:
-    """One polyline per named series over shared ``xs`` (None/NaN points are skipped)."""
-    points = {name: [(x, y) for x, y in zip(xs, ys, strict=True)
-                     if y is not None and math.isfinite(y)] for name, ys in series.items()}
-    if not xs or not any(points.values()):
-        return _frame(title, _no_data(), y_max=1.0)
-    y_max = _nice_max([y for pts in points.values() for _, y in pts])
-    x_low, x_high = min(xs), max(xs)
-    span = (x_high - x_low) or 1
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    palette = [COLOR, "#d1603d", "#5a9e4b", "#8c5fb2"]
-    body = []
-    for i, (name, pts) in enumerate(points.items()):
-        coords = " ".join(f"{LEFT + plot_w * (x - x_low) / span:.1f},"
-                          f"{HEIGHT - BOTTOM - plot_h * y / y_max:.1f}" for x, y in pts)
-        color = palette[i % len(palette)]
-        body.append(f'<polyline points="{coords}" fill="none" stroke="{color}" '
-                     f'stroke-width="2"/><text x="{WIDTH - RIGHT - 4}" y="{TOP + 14 * (i + 1)}" '
-                     f'text-anchor="end" font-size="11" fill="{color}">{escape(name)}</text>')
-    body.append(f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="11">{_fmt(x_low)}</text>'
-                f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 8}" font-size="11" text-anchor="end">'
-                f'{_fmt(x_high)}</text><text x="{WIDTH / 2}" y="{HEIGHT - 8}" font-size="11" '
-                f'text-anchor="middle">{escape(x_label)}</text>')
-    return _frame(title, "".join(body), y_max=y_max, y_label=y_label)
-
-
-def _short(label: str, room: float) -> str:
-    """Cuts a label to what fits under a bar ~``room`` pixels wide (~6 px a character)."""
-    fits = max(int(room / 6), 3)
-    return label if len(label) <= fits else label[: fits - 1] + "…"
-
-
-def _no_data() -> str:
-    return (f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#999" '
-            f'font-size="13">no data</text>')
+    """One line per named series over shared ``xs`` (None/NaN points are skipped)."""
+    with matplotlib.rc_context(_RC):
+        fig, ax = _figure(title)
+        drawn = False
+        for i, (name, ys) in enumerate(series.items()):
+            points = [(x, y) for x, y in zip(xs, ys, strict=True)
+                      if y is not None and math.isfinite(y)]
+            if points:
+                px, py = zip(*points, strict=True)
+                ax.plot(px, py, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=name,
+                        marker="o" if len(points) < 3 else None, markersize=3)
+                drawn = True
+        if not drawn:
+            _no_data(ax)
+            return _svg(fig)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.legend(loc="best", frameon=False)
+        return _svg(fig)

@@ -2,7 +2,7 @@
 
 Per-stage row counts with their reconciliation, quarantine reasons, text length, topic
 and language distributions of ``clean_posts``, the dataset's shard sizes and vocabulary
-coverage, and the training curves (loss, tokens/s, loss scale). Plots are inline SVG
+coverage, and the training and evaluation curves. Plots are matplotlib figures inlined as SVG
 (:mod:`shardforge.charts`): the file opens offline, needs no JavaScript, and can be
 mailed or attached to an Airflow task as it is.
 """
@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from core.lake import Lake
-from shardforge.charts import bar_chart, histogram, line_chart
+from shardforge.charts import bar_chart, has_values, histogram, line_chart
 
 __all__ = ["collect_report_data", "render_report", "write_report"]
 
@@ -120,23 +120,20 @@ def _stage_table(stages: list[dict[str, Any]]) -> str:
 
 
 def _training_charts(rows: list[dict[str, Any]]) -> list[str]:
-    """Loss, throughput (tokens/s or images/s), fp16 loss scale, and each evaluation metric."""
+    """Loss, throughput (tokens/s or images/s), the fp16 loss scale and each evaluation metric;
+    a curve with no value at all (the loss scale of an fp32 or bf16 run) is left out."""
     steps = [r["step"] for r in rows]
     unit = "tokens" if any("tokens_per_s" in r for r in rows) else "images"
-    charts = [line_chart(steps, {"loss": [r.get("loss") for r in rows]},
-                         title="training loss", x_label="step"),
-              line_chart(steps, {f"{unit}/s": [r.get(f"{unit}_per_s") for r in rows]},
-                         title="throughput", x_label="step", y_label=f"{unit}/s"),
-              line_chart(steps, {"loss scale": [r.get("loss_scale") for r in rows]},
-                         title="fp16 loss scale", x_label="step")]
+    curves = [("training loss", "loss", [r.get("loss") for r in rows], "", steps),
+              ("throughput", f"{unit}/s", [r.get(f"{unit}_per_s") for r in rows], f"{unit}/s", steps),
+              ("fp16 loss scale", "loss scale", [r.get("loss_scale") for r in rows], "", steps)]
     evals = [r["eval"] for r in rows if isinstance(r.get("eval"), dict)]
     names = sorted({k for e in evals for k, v in e.items()
                     if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)})
     eval_steps = [e.get("step", 0) for e in evals]
-    for name in names:
-        charts.append(line_chart(eval_steps, {name: [e.get(name) for e in evals]},
-                                 title=f"eval {name}", x_label="step"))
-    return charts
+    curves += [(f"eval {name}", name, [e.get(name) for e in evals], "", eval_steps) for name in names]
+    return [line_chart(xs, {label: ys}, title=title, x_label="step", y_label=y_label)
+            for title, label, ys, y_label, xs in curves if has_values(ys)]
 
 
 def render_report(data: dict[str, Any]) -> str:

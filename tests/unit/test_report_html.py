@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -15,7 +16,7 @@ from PIL import Image
 
 from core.lake import Lake
 from shardforge.charts import bar_chart, histogram, line_chart
-from shardforge.report_html import collect_report_data, write_report
+from shardforge.report_html import _training_charts, collect_report_data, write_report
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -31,16 +32,49 @@ def test_charts_are_well_formed_svg(svg):
     assert root.tag == f"{SVG}svg"
 
 
+def _bars(svg: str) -> dict[int, tuple[float, float]]:
+    """bar index -> (value the chart was given, drawn height in SVG units), from the bar ids."""
+    root = ET.fromstring(svg)
+    out = {}
+    for group in root.iter(f"{SVG}g"):
+        gid = group.get("id", "")
+        if gid.startswith("bar-"):
+            _, index, value = gid.split("-", 2)
+            ys = [float(y) for y in re.findall(r"[ML] [-\d.]+ ([-\d.]+)",
+                                               group.find(f"{SVG}path").get("d"))]
+            out[int(index)] = (float(value), max(ys) - min(ys))
+    return out
+
+
+def _texts(svg: str) -> list[str]:
+    return ["".join(t.itertext()) for t in ET.fromstring(svg).iter(f"{SVG}text")]
+
+
 def test_bar_heights_are_proportional():
-    root = ET.fromstring(bar_chart(["x", "y"], [1, 4], title="t"))
-    heights = [float(r.get("height")) for r in root.iter(f"{SVG}rect")]
-    assert heights[1] == pytest.approx(4 * heights[0])
+    bars = _bars(bar_chart(["x", "y"], [1, 4], title="t"))
+    assert bars[1][1] == pytest.approx(4 * bars[0][1], rel=1e-3)
 
 
 def test_histogram_counts_every_value():
-    root = ET.fromstring(histogram([0, 1, 1, 2, 9, 10], bins=5, title="t"))
-    titles = [r.find(f"{SVG}title").text for r in root.iter(f"{SVG}rect")]
-    assert sum(float(t.rsplit(": ", 1)[1]) for t in titles) == 6
+    bars = _bars(histogram([0, 1, 1, 2, 9, 10], bins=5, title="t"))
+    assert len(bars) == 5 and sum(value for value, _ in bars.values()) == 6
+
+
+def test_count_axes_have_whole_ticks_and_long_labels_are_not_cut():
+    label = "a-category-label-far-too-long-for-its-bar"
+    texts = _texts(bar_chart([label, "b", "c"], [7, 14, 3], title="counts"))
+    ticks = [t for t in texts if re.fullmatch(r"[\d.,−-]+", t)]
+    assert ticks and all("." not in t for t in ticks)  # 0, 2, 4 … never 7.09 or 14.2
+    assert label in "".join(texts).replace("\n", "")  # wrapped over lines, whole
+
+
+def test_a_series_without_values_is_not_drawn_in_the_report():
+    rows = [{"step": s, "loss": 1.0 / s, "tokens_per_s": 10.0, "loss_scale": None} for s in (1, 2)]
+    charts = _training_charts(rows)
+    assert len(charts) == 2 and not any("fp16 loss scale" in "".join(_texts(c)) for c in charts)
+    rows[0]["eval"] = {"step": 1, "loss": 2.0, "perplexity": 7.39}
+    titles = ["".join(_texts(c)) for c in _training_charts(rows)]
+    assert any("eval perplexity" in t for t in titles) and any("eval loss" in t for t in titles)
 
 
 def _lake(tmp_path) -> tuple[Lake, dict]:
@@ -80,8 +114,9 @@ def test_report_collects_the_lake_and_flags_what_does_not_reconcile(tmp_path):
 
     uri = write_report(lake, summary, database="db")
     html = lake.local_path(uri).read_text(encoding="utf-8")
-    assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
-    assert html.count("<svg") == 7  # quarantine, length, topic, language, 3 training curves
+    # Self-contained: XML namespaces only, no script, nothing fetched from anywhere.
+    assert re.findall(r'(?:src|href|url)\(?=?["\']?https?:', html) == [] and "<script" not in html
+    assert html.count("<svg") == 6  # quarantine, length, topic, language, loss, throughput
     assert html.count("does not reconcile") == 1  # clean: 9 != 3 + 0 + 5
 
 
@@ -109,7 +144,7 @@ def test_report_renders_its_charts_in_headless_chromium(tmp_path):
     assert (np.abs(pixels.astype(int) - chart_blue).sum(axis=1) < 12).sum() > 2000
     dom = _chromium("--dump-dom", page, profile=tmp_path / "p2")
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<svg") == 7
+    assert dom.stdout.count("<svg") == 6
     console_errors = [line for line in shown.stderr.splitlines() + dom.stderr.splitlines()
                       if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
     assert console_errors == []
