@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = _common()
     parser = _Parser(prog="shardforge", description="Raw corpora → Spark/Beam cleaning → TFRecord shards → PyTorch.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="the engines' own logs too (Spark's log4j, Beam, Great Expectations)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sample = sub.add_parser("sample", parents=[common], help="write the seeded sample corpus under raw/")
     sample.add_argument("--posts", type=_at_least(MIN_POSTS),
@@ -160,9 +162,12 @@ def _progress(message: str) -> None:
 
 def _spark(cfg, lake):
     from pipelines.spark.session import build_session
+    from shardforge.spark_progress import SparkProgress
 
     _progress(f"starting Spark ({cfg.spark.master}, Hive metastore in {lake.system()})")
-    return build_session(cfg.spark, lake)
+    spark = build_session(cfg.spark, lake)
+    SparkProgress(spark, _progress).start()  # a daemon: it ends with the process
+    return spark
 
 
 @contextlib.contextmanager
@@ -210,7 +215,25 @@ def _write_report(cfg, lake, summary: dict) -> str:
                             [StageReport(**s) for s in summary["stages"]], extra)["report_uri"]
 
 
+def _quiet_engines(verbose: bool) -> None:
+    """Engine logs: errors only unless ``-v`` (Spark reads SHARDFORGE_VERBOSE when it starts)."""
+    import logging
+
+    if verbose:
+        os.environ["SHARDFORGE_VERBOSE"] = "1"
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return
+    for name in ("apache_beam", "great_expectations", "py4j", "urllib3", "numba"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _summary_console() -> Console:
+    """Where the summary table goes: the terminal's width, or wide enough not to wrap in a pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _dispatch(args) -> int:
+    _quiet_engines(args.verbose)
     if args.command == "records":
         from records.inspect import inspect, verify
 
@@ -324,7 +347,7 @@ def _command(args, cfg, lake) -> int:
         _progress(f"Data Docs under {lake.reports(run_id)}/data_docs")
     elif args.command == "report":
         summary = latest_summary(lake, args.run_id)
-        print_summary(summary, Console())
+        print_summary(summary, _summary_console())
         _progress(f"report: {_write_report(cfg, lake, summary)}")
     elif args.command == "lake":
         return _fsck(args, cfg, lake)
@@ -348,7 +371,7 @@ def _command(args, cfg, lake) -> int:
     elif args.command == "run":
         started = time.perf_counter()
         summary = _run_all(cfg, lake, args)
-        print_summary(summary, Console())
+        print_summary(summary, _summary_console())
         _progress(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -105,6 +105,8 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     model_cfg, train_cfg = model_configs(cfg, name)
     if device is not None:
         train_cfg = dataclasses.replace(train_cfg, device=device)
+    if on_step is not None:  # the caller draws its own progress: no second bar (tqdm) under it
+        train_cfg = dataclasses.replace(train_cfg, progress=False)
     if getattr(train_cfg, "init_from", None) is not None:  # the run records the checkpoint
         train_cfg = dataclasses.replace(
             train_cfg, init_from=resolve_init_from(cfg, lake, name, run_id=run_id))

@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 from core.config import SparkConfig
 from core.engines import require
 from core.lake import Lake
 
-__all__ = ["build_session", "local_cores", "session_conf"]
+__all__ = ["QUIET_LOG4J", "build_session", "local_cores", "session_conf"]
+
+# Errors only on the driver's stderr (see the file); SHARDFORGE_VERBOSE=1 keeps Spark's default.
+QUIET_LOG4J = Path(__file__).resolve().with_name("log4j2-quiet.properties")
 
 
 def local_cores(master: str) -> int | None:
@@ -44,6 +48,9 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         # tiny Parquet files in raw_feeds; at 64 KB a task reads ~128 MB of dumps.
         "spark.sql.files.openCostInBytes": str(64 * 1024),
     }
+    java_options = []
+    if spark.master.startswith("local") and not os.environ.get("SHARDFORGE_VERBOSE"):
+        java_options.append(f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
     if spark.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = spark.metastore_uri
     else:
@@ -52,7 +59,7 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
             f"jdbc:derby:;databaseName={metastore};create=true"
         )
         # derby.log lands next to the metastore, not in whatever folder we were started from.
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={metastore.parent}"
+        java_options.append(f"-Dderby.system.home={metastore.parent}")
     if spark.master.startswith("local"):
         # Python workers must run the interpreter that has our packages (pandas for the
         # Arrow UDFs), not whatever "python3" is first on PATH.
@@ -64,6 +71,8 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         # tasks: one core idled through the third. Large inputs still split at 128 MB.
         if cores := local_cores(spark.master):
             conf["spark.sql.files.minPartitionNum"] = str(4 * cores)
+    if java_options:
+        conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
     # The console progress bar would interleave with our own progress lines on stderr.
     conf["spark.ui.showConsoleProgress"] = "false"
     conf.update(spark.conf)

@@ -68,7 +68,11 @@ def run_gate(frame: pd.DataFrame, suite: Suite, *, docs_dir: str | None = None,
         MissingEngineError: great-expectations is not installed.
     """
     gx = require("great_expectations", for_what="the data quality gates")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # GE draws a tqdm bar per validation on stderr; the CLI shows its own progress.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     actions = []
     if docs_dir is not None:
         os.makedirs(docs_dir, exist_ok=True)
