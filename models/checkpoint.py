@@ -17,17 +17,25 @@ trusting arbitrary pickles:
       "data": list[dict] | None,       # per rank: {"reader", "packer", "rng"}, to resume exactly
       "rng": {"torch_cpu", "torch_cuda", "numpy", "python"},
       "extra": dict,
+      "peft": dict,                    # PEFT runs only: see below
     }
+
+A parameter-efficient fine-tuning run (``TrainConfig.peft``, :mod:`models.peft`) keeps in
+``"model"`` only its trainable tensors, and under ``"peft"`` where the rest comes from:
+``{"base_uri": the base checkpoint file, "base_sha256": its bytes' sha256, ...}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import pickle  # only for its UnpicklingError: checkpoints load with weights_only=True
 import posixpath
 import random
 import uuid
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
@@ -42,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "capture_rng_state",
     "checkpoint_file",
+    "checkpoint_sha256",
     "load_checkpoint",
     "load_model_weights",
     "restore_rng_state",
@@ -146,6 +155,8 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     extra: Mapping[str, Any] | None = None,
     data_state: Sequence[Mapping[str, Any]] | None = None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
+    peft: Mapping[str, Any] | None = None,
 ) -> str:
     """Saves a checkpoint to ``uri`` (local path, ``file://`` or any fsspec URI) atomically.
 
@@ -161,6 +172,9 @@ def save_checkpoint(
         extra: more plain values to keep (must be ``weights_only``-loadable).
         data_state: one mapping per DDP rank (index = rank) with what that rank needs
             to continue its data stream exactly: reader and packer states, RNG states.
+        model_state: the tensors to keep instead of ``model.state_dict()`` (a PEFT run
+            keeps only its trainable ones).
+        peft: a PEFT run's reference to its base checkpoint (kept under ``"peft"``).
 
     Returns:
         ``uri``.
@@ -177,7 +191,7 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "step": step,
-        "model": raw_model.state_dict(),
+        "model": raw_model.state_dict() if model_state is None else dict(model_state),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "model_config": _plain_config(model_config, "model_config"),
@@ -188,6 +202,8 @@ def save_checkpoint(
         "extra": dict(extra or {}),
         "data": [dict(d) for d in data_state] if data_state is not None else None,
     }
+    if peft is not None:
+        payload["peft"] = dict(peft)
     _atomic_write(uri, lambda f: torch.save(payload, f))
     return uri
 
@@ -196,10 +212,16 @@ def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> di
     """Loads a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Raises:
-        ValueError: the file has a different ``format_version``.
+        ValueError: the file is empty, truncated or not a checkpoint (copied half-way, or
+            written in place by another tool: ours are atomic), or has a different
+            ``format_version``; the message names the file.
     """
     with open_uri(uri, "rb") as f:
-        ckpt = torch.load(f, map_location=map_location, weights_only=True)
+        try:
+            ckpt = torch.load(f, map_location=map_location, weights_only=True)
+        except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{uri}: not a readable checkpoint (empty or truncated?): "
+                             f"{type(exc).__name__}: {exc}") from None
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{uri}: checkpoint format_version {version!r}, expected {FORMAT_VERSION}")
@@ -219,6 +241,15 @@ def checkpoint_file(uri: str) -> str:
     if not fs.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {uri}")
     return uri
+
+
+def checkpoint_sha256(uri: str) -> str:
+    """Hex sha256 of the bytes of checkpoint file ``uri`` (what a PEFT run refers to)."""
+    digest = hashlib.sha256()
+    with open_uri(uri, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_model_weights(
@@ -242,11 +273,15 @@ def load_model_weights(
 
     Raises:
         FileNotFoundError: no checkpoint at ``uri``.
-        ValueError: a tensor of another shape or a missing one (the message names it), or
-            another ``format_version``.
+        ValueError: a tensor of another shape or a missing one (the message names it),
+            another ``format_version``, or a PEFT checkpoint (it holds its adapters only).
     """
     uri = checkpoint_file(uri)
     source = load_checkpoint(uri)
+    if source.get("peft") is not None:
+        raise ValueError(f"{uri} is a PEFT checkpoint: it holds only its trainable tensors "
+                         f"over base {source['peft'].get('base_uri')}; load it with "
+                         "models.peft.load_peft_checkpoint")
     weights = source["model"]
     raw_model = getattr(model, "_orig_mod", model)
     target = raw_model.state_dict()

@@ -131,3 +131,15 @@ def test_other_format_version_is_refused(tmp_path):
     torch.save({"format_version": 99}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="format_version"):
         load_checkpoint(str(tmp_path / "old.pt"))
+
+
+@pytest.mark.parametrize("cut", [0, 0.5])  # an empty file, a file cut in half
+def test_an_empty_or_truncated_checkpoint_names_its_file(tmp_path, cut):
+    from models.checkpoint import load_checkpoint
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format_version": 1, "w": torch.zeros(4096)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match=rf"{path}: not a readable checkpoint \(empty or truncated\?\)"):
+        load_checkpoint(str(path))
