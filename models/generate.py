@@ -14,6 +14,11 @@ every token but the last one, ``t_n``, which the verifier produced. A step
 Every emitted token is the model's own greedy choice given the tokens before it, so
 the output equals :func:`generate_greedy` token for token (up to floating-point ties).
 
+Mixers (``LMConfig.mixer``): greedy decoding works for every mixer; recurrent ones
+(linear, s4d, mamba2) carry their state in ``KVCache.states``. Speculative decoding
+needs step 4's rollback, so it runs for the mixers that keep keys/values (attention,
+sliding_window, gau) and raises ValueError for a model with any recurrent layer.
+
 Example::
 
     ref = generate_greedy(model, prompt, max_new_tokens=64)
@@ -151,10 +156,19 @@ def generate_speculative(
         ``mean_accepted`` is the mean number of tokens emitted per verification forward.
 
     Raises:
-        TypeError, ValueError: bad arguments, a batch of more than one sequence, or a
-            model without the requested draft source.
+        TypeError, ValueError: bad arguments, a batch of more than one sequence, a
+            model without the requested draft source, or one with a recurrent mixer
+            (linear, s4d, mamba2: its state cannot roll rejected drafts back).
     """
     _check(model, prompt, max_new_tokens)
+    recurrent = model.config.recurrent_layers
+    if recurrent:
+        name = model.config.mixer_of(recurrent[0])
+        raise ValueError(
+            f"speculative decoding needs a KV cache it can roll back, but layer {recurrent[0]} "
+            f"uses the recurrent mixer {name!r}; use generate_greedy (speculation works for "
+            "attention, sliding_window and gau)"
+        )
     if prompt.size(0) != 1:
         raise ValueError(f"speculative decoding takes one sequence, got batch {prompt.size(0)}")
     if draft not in _DRAFTS:

@@ -151,8 +151,8 @@ def build_configs(kind: str, *, preset: str | None, model: Mapping[str, Any],
 
     Raises:
         ConfigFieldError: naming the path of an unknown key, a wrong type or a bad value
-            (``model.<field>``, ``train.<field>``), an unknown preset (``preset``) or kind
-            (``kind``).
+            (``model.<field>``, ``train.<field>``, ``train.peft.<field>`` of a PEFT block),
+            an unknown preset (``preset``) or kind (``kind``).
     """
     spec = _kind(kind)
     preset = spec.default_preset if preset is None else preset

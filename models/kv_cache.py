@@ -7,6 +7,11 @@ model then calls :meth:`KVCache.advance`. Speculative decoding rolls rejected to
 back with :meth:`KVCache.truncate`: it only moves ``length``, and later writes
 overwrite the stale entries.
 
+Recurrent mixers (linear attention, S4D, Mamba-2) keep no keys/values: each keeps its
+state in ``states[layer]`` (None until the first forward), replaced as tokens arrive.
+A state cannot be rolled back, so :meth:`KVCache.truncate` refuses to go back while a
+layer holds one (speculative decoding is for attention-like mixers only).
+
 Example::
 
     cache = model.new_kv_cache()
@@ -23,7 +28,8 @@ __all__ = ["KVCache"]
 
 
 class KVCache:
-    """Per-layer key/value buffers ``(B, nh, max_len, hs)``, allocated on first use.
+    """Per-layer key/value buffers ``(B, nh, max_len, hs)``, allocated on first use,
+    and per-layer recurrent states (``states``, whatever the layer's mixer keeps).
 
     Args:
         n_layer: number of attention layers that write to the cache.
@@ -42,6 +48,8 @@ class KVCache:
         self.length = 0  # positions [0, length) hold valid keys/values
         self._k: list[torch.Tensor | None] = [None] * n_layer
         self._v: list[torch.Tensor | None] = [None] * n_layer
+        # Recurrent mixers' states after the first `length` tokens; None = none yet.
+        self.states: list = [None] * n_layer
 
     def check_room(self, n_new: int) -> None:
         """Raises ValueError unless ``n_new`` more positions fit."""
@@ -56,14 +64,17 @@ class KVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stores k, v (B, nh, T, hs) at ``[length, length + T)``; returns all keys/values.
 
+        ``v`` may have another width than ``k`` (B, nh, T, hv), as GAU's values do.
+
         Returns:
-            ``(keys, values)``, each (B, nh, length + T, hs): a view into the buffers.
+            ``(keys, values)``, each (B, nh, length + T, hs or hv): a view into the buffers.
         """
         B, nh, T, hs = k.shape
         buf_k, buf_v = self._k[layer], self._v[layer]
-        if buf_k is None or buf_k.shape[0] != B or buf_k.dtype != k.dtype:
+        if (buf_k is None or buf_k.shape[0] != B or buf_k.dtype != k.dtype
+                or buf_v.shape[-1] != v.shape[-1]):
             buf_k = k.new_zeros(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
-            buf_v = v.new_zeros(B, nh, self.max_len, hs)
+            buf_v = v.new_zeros(B, nh, self.max_len, v.shape[-1])  # (B, nh, max_len, hv)
             self._k[layer], self._v[layer] = buf_k, buf_v
         end = self.length + T
         buf_k[:, :, self.length : end] = k
@@ -92,8 +103,16 @@ class KVCache:
         """Forgets every position at or after ``length`` (rollback of rejected tokens).
 
         Raises:
-            ValueError: ``length`` is negative or beyond the valid positions.
+            ValueError: ``length`` is negative or beyond the valid positions, or it goes
+                back while a recurrent layer holds a state (which cannot be rolled back).
         """
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot truncate a KVCache of length {self.length} to {length}")
+        if length < self.length:
+            held = [i for i, state in enumerate(self.states) if state is not None]
+            if held:
+                raise ValueError(
+                    f"cannot truncate a KVCache from {self.length} to {length}: layer {held[0]} "
+                    "holds a recurrent state, which cannot be rolled back"
+                )
         self.length = length

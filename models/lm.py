@@ -6,6 +6,10 @@ pre-norm RMSNorm, SwiGLU MLP, causal attention through
 head tied to the token embedding. Shapes: B batch, T time, C channels (n_embd),
 nh heads, hs head size (C // nh), V vocab.
 
+``LMConfig.mixer`` swaps the attention of every block (or of each block, given a list)
+for another sequence mixer of :mod:`models.mixers`: GAU (a whole block: it replaces the
+MLP too), linear attention, sliding-window attention, S4D or Mamba-2.
+
 Example::
 
     cfg = LMConfig.preset("tiny", vocab_size=256)
@@ -20,13 +24,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from models.kv_cache import KVCache
 from models.lm_config import LMConfig
 from models.medusa import MedusaHeads
+from models.mixers import build_mixer
 from models.mtp import MTPModule
 
-__all__ = ["IGNORE_INDEX", "DecoderLM", "LMConfig", "apply_rope", "rope_cache"]
+__all__ = ["IGNORE_INDEX", "Block", "CausalSelfAttention", "DecoderLM", "LMConfig", "apply_rope",
+           "rope_cache"]
 
 IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
 
@@ -55,13 +62,22 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: LMConfig) -> None:
+    """Multi-head causal self-attention with RoPE (the "attention" mixer).
+
+    Prefix-tuning hook: ``self.prefix`` is None, or a callable (e.g. a module) that
+    takes no arguments and returns ``(k_prefix, v_prefix)``, each (B or 1, nh, P, hs),
+    without RoPE. Every query then attends to all P prefix positions and causally to the
+    sequence; with a KVCache the prefix is prepended at attention time, never cached.
+    """
+
+    def __init__(self, cfg: LMConfig, layer: int = 0) -> None:
         super().__init__()
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.prefix = None  # prefix-tuning: () -> (k_prefix, v_prefix); see the class doc
 
     def forward(
         self,
@@ -83,7 +99,9 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :]).unbind(2)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs) each
         v = qkv[..., 2 * C :].view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        if cache is None:
+        if self.prefix is not None:
+            y = self._attend_with_prefix(q, k, v, cache, layer)  # (B, nh, T, hs)
+        elif cache is None:
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
             )  # (B, nh, T, hs); the backend is chosen by models.attention.sdpa_backend
@@ -93,6 +111,25 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
+
+    def _attend_with_prefix(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        """Attention over ``[prefix; cached; new]`` keys: all P prefix keys, then causal.
+
+        With S = P + cached + T keys, query i may see keys ``<= i + S - T``: the
+        lower-right aligned causal mask, which SDPA runs on FlashAttention where it can.
+        """
+        B, _, T, _ = q.shape
+        k_prefix, v_prefix = self.prefix()  # (B or 1, nh, P, hs) each
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, L + T, hs): the prefix is not cached
+        k = torch.cat((k_prefix.to(k.dtype).expand(B, -1, -1, -1), k), dim=2)  # (B, nh, S, hs)
+        v = torch.cat((v_prefix.to(v.dtype).expand(B, -1, -1, -1), v), dim=2)
+        mask = causal_lower_right(T, k.size(2))
+        dropout = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 class SwiGLU(nn.Module):
@@ -108,12 +145,25 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: LMConfig) -> None:
+    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``; a GAU layer is a whole block.
+
+    The mixer is ``cfg.mixer_of(layer)`` built by :func:`models.mixers.build_mixer`
+    (attribute ``attn`` whatever its kind, so attention checkpoints keep their keys).
+    A GAU block has no MLP (``self.mlp`` is None): ``x + GAU(norm(x))``.
+    """
+
+    def __init__(self, cfg: LMConfig, layer: int = 0) -> None:
         super().__init__()
+        self.mixer = cfg.mixer_of(layer)
         self.attn_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-        self.attn = CausalSelfAttention(cfg)
-        self.mlp_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        if self.mixer == "attention":
+            self.attn = CausalSelfAttention(cfg, layer)
+        else:
+            self.attn = build_mixer(cfg, layer)
+        self.mlp_norm = self.mlp = None
+        if self.mixer != "gau":
+            self.mlp_norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+            self.mlp = SwiGLU(cfg)
 
     def forward(
         self,
@@ -125,6 +175,8 @@ class Block(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer, mask)
+        if self.mlp is None:  # GAU: the mixer was the whole block
+            return x
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -143,14 +195,15 @@ class DecoderLM(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf, 2017)
         self.mtp = None
         if config.mtp_depth:
+            last = config.n_layer - 1  # MTP blocks use the last block's mixer
             self.mtp = nn.ModuleList(
-                MTPModule(config.n_embd, config.norm_eps, Block(config))
+                MTPModule(config.n_embd, config.norm_eps, Block(config, last))
                 for _ in range(config.mtp_depth)
             )
         self.medusa = None
@@ -329,13 +382,18 @@ class DecoderLM(nn.Module):
         """Training FLOPs (forward + backward) per token, PaLM appendix B: 6N + 12·L·nh·hs·T.
 
         Divide ``tokens_per_s * flops_per_token`` by the device's peak FLOP/s for MFU.
+        The context term counts the keys a query sees: T for attention, the window for
+        sliding_window, a chunk for the chunked mixers (gau, linear, mamba2; their state
+        updates are left out), none for s4d.
 
         Args:
             seq_len: attention context T; defaults to block_size.
         """
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+        seen = {"attention": T, "sliding_window": min(T, cfg.window), "s4d": 0}
+        context = sum(seen.get(name, min(T, cfg.chunk_size)) for name in cfg.mixers)
+        return 6 * self.num_params() + 12 * cfg.n_head * cfg.head_size * context
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

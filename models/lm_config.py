@@ -6,22 +6,30 @@ Kept apart from :mod:`models.lm` so that a config file can be checked (and
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from models.config_fields import (
+    FieldTypeError,
     FieldValueError,
+    check_choice,
     check_number,
     check_types,
     positive_ints,
     preset_values,
 )
 
-__all__ = ["ATTENTION_BACKENDS", "LMConfig", "LM_PRESETS"]
+__all__ = ["ATTENTION_BACKENDS", "GAU_ATTENTIONS", "LMConfig", "LM_PRESETS", "MIXERS", "RECURRENT"]
 
 # What TrainConfig.attention and models.attention.sdpa_backend(backend=...) accept.
 ATTENTION_BACKENDS = ("auto", "math", "cudnn")
+# Sequence mixers a layer can use (LMConfig.mixer); models.mixers builds them.
+MIXERS = ("attention", "gau", "linear", "sliding_window", "mamba2", "s4d")
+# Mixers that decode from a fixed-size state instead of keys/values (no cache rollback).
+RECURRENT = frozenset({"linear", "s4d", "mamba2"})
+GAU_ATTENTIONS = ("squared_relu", "softmax")  # LMConfig.gau_attention
 
 LM_PRESETS: dict[str, dict[str, Any]] = {
     # CPU unit tests: a forward+backward takes milliseconds.
@@ -53,12 +61,32 @@ class LMConfig:
     medusa_own_head: bool = False  # each head gets its own output Linear instead of the LM's
     medusa_decay: float = 0.8  # head k's loss weight is decay**k (Medusa paper: 0.8**k)
     medusa_weight: float = 1.0  # scales the summed Medusa loss; ~0.2 for joint (Medusa-2) runs
+    # Sequence mixer of every layer (a name of MIXERS), or a list of n_layer names (hybrids).
+    mixer: str | list[str] = "attention"  # softmax attention (FlashAttention on CUDA)
+    window: int = 256  # sliding_window: a token sees itself and the window - 1 before it
+    chunk_size: int = 64  # chunked forms of gau, linear, mamba2: quadratic within a chunk
+    gau_expansion: int = 2  # GAU value/gate width e = expansion * C (FLASH paper: 2)
+    gau_qk_dim: int = 128  # GAU shared query/key width s (FLASH paper: 128)
+    gau_attention: str = "squared_relu"  # GAU scores: relu(.)^2 as in FLASH, or "softmax"
+    ssm_state: int = 64  # N: state size per channel (s4d) or per head (mamba2)
+    ssm_expand: int = 2  # mamba2 inner width = expand * C
+    ssm_head_dim: int = 64  # mamba2 head width P
+    ssm_conv: int = 4  # mamba2 depthwise causal conv kernel
 
     def __post_init__(self) -> None:
-        check_types(self)
+        self._check_mixer()
+        view = copy.copy(self)  # check_types knows plain scalars; mixer is checked above
+        view.mixer = "attention"
+        check_types(view)
         positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd",
                              "multiple_of"))
         positive_ints(self, ("mtp_depth", "medusa_heads"), low=0)
+        positive_ints(self, ("window", "chunk_size", "gau_expansion", "gau_qk_dim", "ssm_state",
+                             "ssm_expand", "ssm_head_dim", "ssm_conv"))
+        check_choice(self, "gau_attention", GAU_ATTENTIONS)
+        if self.gau_qk_dim % 2:
+            raise FieldValueError("LMConfig", "gau_qk_dim", f"RoPE needs an even width, got "
+                                  f"{self.gau_qk_dim}")
         if self.n_embd % self.n_head:
             raise FieldValueError("LMConfig", "n_embd", f"({self.n_embd}) must be divisible by "
                                   f"n_head ({self.n_head})")
@@ -70,6 +98,43 @@ class LMConfig:
         check_number(self, "norm_eps", low_open=True)
         for name in ("mtp_lambda", "medusa_decay", "medusa_weight"):
             check_number(self, name)
+
+    def _check_mixer(self) -> None:
+        """Checks ``mixer``: a name of MIXERS, or a list (or tuple) of n_layer such names."""
+        value = self.mixer
+        if isinstance(value, tuple):
+            value = self.mixer = list(value)
+        names = value if isinstance(value, list) else [value]
+        for name in names:
+            if not isinstance(name, str):
+                raise FieldTypeError("LMConfig", "mixer", f"must be a string or a list of "
+                                     f"strings, got {value!r}")
+            if name not in MIXERS:
+                raise FieldValueError("LMConfig", "mixer", f"unknown mixer {name!r}; expected "
+                                      f"one of {MIXERS}")
+        if isinstance(value, list) and len(value) != self.n_layer:
+            raise FieldValueError("LMConfig", "mixer", f"a list needs one name per layer: "
+                                  f"{len(value)} names for n_layer={self.n_layer}")
+
+    def mixer_of(self, layer: int) -> str:
+        """The mixer name of block ``layer`` (0-based).
+
+        Raises:
+            ValueError: ``layer`` outside ``[0, n_layer)``.
+        """
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layer:
+            raise ValueError(f"layer must be in [0, {self.n_layer}), got {layer!r}")
+        return self.mixer[layer] if isinstance(self.mixer, list) else self.mixer
+
+    @property
+    def mixers(self) -> list[str]:
+        """The mixer name of every block, in order."""
+        return [self.mixer_of(i) for i in range(self.n_layer)]
+
+    @property
+    def recurrent_layers(self) -> list[int]:
+        """Blocks whose mixer decodes from a state (RECURRENT): no KV-cache rollback."""
+        return [i for i, name in enumerate(self.mixers) if name in RECURRENT]
 
     @property
     def head_size(self) -> int:

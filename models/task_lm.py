@@ -9,13 +9,16 @@ The LM brings to the loop: its model (with a warm start and Medusa-1 freezing fr
 loss parts of extra heads in metrics lines, and evaluation: the mean next-token
 cross-entropy over the eval split's tokens (``loss``) and ``perplexity = exp(loss)``.
 With Medusa-1 (``freeze_backbone``) the logged training loss is the heads' objective.
+With ``peft`` (:mod:`models.peft`) the model is the ``init_from`` base with PEFT modules
+injected, only those train, and the checkpoint keeps only them plus a reference to the base.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -24,6 +27,8 @@ import torch.nn.functional as F
 from models.attention import sdpa_backend
 from models.data import DocumentPacker
 from models.lm import DecoderLM, LMConfig
+from models.peft.apply import trainable_state_dict
+from models.peft.run import check_resume, peft_start_weights
 from models.train_common import StepOutput
 from models.train_config import TrainConfig, check_lm_run
 from models.warm_start import medusa1_train_mode, resumed_config, start_weights
@@ -57,8 +62,11 @@ class LMTask:
         self.items_per_batch = train_config.batch_size * self.block_size  # tokens
         self.model: DecoderLM | None = None
         self.flops_per_token = 0.0
+        self.params: dict[str, int] = {}  # trainable_params, total_params (after start_weights)
+        self.peft_record: dict[str, Any] | None = None  # a PEFT run's ckpt["peft"]
 
     def resume(self, ckpt: dict[str, Any]) -> TrainConfig:
+        check_resume(self.train_config, ckpt)  # the same PEFT setting, or none on both sides
         self.train_config = resumed_config(self.train_config, ckpt)  # its own weights win
         return self.train_config
 
@@ -68,7 +76,21 @@ class LMTask:
         return self.model
 
     def start_weights(self, model: DecoderLM, ckpt: dict[str, Any] | None) -> int:
-        return start_weights(model, self.train_config, ckpt)  # resume, else init_from; Medusa-1
+        if self.train_config.peft is not None:  # base from init_from (or the ckpt's reference)
+            self.peft_record = peft_start_weights(model, self.train_config, ckpt)
+            trainable = self.peft_record["trainable_params"]
+        else:
+            trainable = start_weights(model, self.train_config, ckpt)  # resume, else init_from
+        self.params = {"trainable_params": trainable,
+                       "total_params": sum(p.numel() for p in model.parameters())}
+        return trainable
+
+    def saved_weights(self, model: DecoderLM) -> dict[str, Any]:
+        """What the checkpoint keeps of ``model`` beyond the default (``save_checkpoint``
+        keyword arguments): a PEFT run keeps its trainable tensors and its base reference."""
+        if self.peft_record is None:
+            return {}
+        return {"model_state": trainable_state_dict(model), "peft": self.peft_record}
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         return torch.contiguous_format
@@ -133,10 +155,18 @@ class LMTask:
     @contextmanager
     def running(self, device: torch.device, dtype: torch.dtype) -> Iterator[dict[str, Any]]:
         cfg, mc = self.train_config, self.model_config
-        with sdpa_backend(device, dtype=dtype, n_head=mc.n_head, head_size=mc.head_size,
-                          dropout_p=mc.dropout, backend=cfg.attention) as backend:
-            yield {"attention": backend, "init_from": cfg.init_from,
-                   "freeze_backbone": cfg.freeze_backbone}
+        # The SDPA kernel policy (FlashAttention enforced on CUDA) is for mixers that run
+        # SDPA; a model of only gau/linear/s4d/mamba2 layers has none to pin ("none").
+        uses_sdpa = any(name in ("attention", "sliding_window") for name in mc.mixers)
+        pinned = (sdpa_backend(device, dtype=dtype, n_head=mc.n_head, head_size=mc.head_size,
+                               dropout_p=mc.dropout, backend=cfg.attention)
+                  if uses_sdpa else nullcontext("none"))
+        with pinned as backend:
+            extras = {"attention": backend, "init_from": cfg.init_from,
+                      "freeze_backbone": cfg.freeze_backbone}
+            if cfg.peft is not None:  # what it trains, of how much
+                extras.update(peft=dataclasses.asdict(cfg.peft), **self.params)
+            yield extras
 
     def rate_fields(self, per_rank_rate: float) -> dict[str, Any]:
         peak = self.train_config.peak_flops

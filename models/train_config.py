@@ -17,6 +17,7 @@ Bad values raise :class:`~models.config_fields.FieldTypeError` (a TypeError) or
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from models.config_fields import (
     positive_ints,
 )
 from models.lm_config import ATTENTION_BACKENDS, LMConfig
+from models.peft_config import PeftConfig, peft_config
 
 __all__ = ["KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult", "check_lm_run",
            "cosine_lr"]
@@ -65,7 +67,7 @@ LM_TRAINING = TrainProfile(
         eos_id=0, attention="auto", freeze_backbone=False,
     ),
     own_fields=("block_size", "eos_id", "attention", "peak_flops", "init_from",
-                "freeze_backbone"),
+                "freeze_backbone", "peft"),
     resume_fields=("batch_size", "block_size", "seed", "shuffle", "eos_id", "grad_accum",
                    "num_workers"),
 )
@@ -145,6 +147,11 @@ class TrainConfig:
     # The logged loss is then the heads' objective, medusa_weight * sum_k decay**k CE_k; the
     # frozen model's next-token loss stays in loss_parts["main"]. lm default False.
     freeze_backbone: bool | None = None
+    # Parameter-efficient fine-tuning of the trained LM that init_from names (required):
+    # a mapping {kind: lora | adapter | prefix, ...fields} (models.peft_config), e.g.
+    # {kind: lora, rank: 8}. Only the injected tensors train; the checkpoint holds them and
+    # a reference (URI + sha256) to the base checkpoint. None = train the whole model.
+    peft: PeftConfig | None = None
 
     # --- vqvae, efficientnet ---
     channels_last: bool | None = None  # NHWC memory (tensor-core conv kernels); None = on CUDA
@@ -163,7 +170,11 @@ class TrainConfig:
         for name, default in profile.defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
-        check_types(self)
+        if self.peft is not None:
+            self.peft = peft_config(self.peft)  # a mapping from a config file; named errors
+        view = copy.copy(self)  # check_types knows scalars only; peft checked itself above
+        view.peft = None
+        check_types(view)
         positive_ints(self, ("steps", "batch_size", "grad_accum", "log_every", "block_size",
                              "image_size"))
         positive_ints(self, ("warmup_steps", "seed", "eos_id", "ckpt_every", "eval_every",
@@ -188,6 +199,12 @@ class TrainConfig:
             raise FieldValueError(
                 "TrainConfig", "freeze_backbone", "needs init_from (the trained LM whose "
                 "weights stay fixed): heads trained on a random frozen backbone are meaningless")
+        if self.peft is not None and self.init_from is None:
+            raise FieldValueError("TrainConfig", "peft", "needs init_from (the trained LM it "
+                                  "fine-tunes): PEFT of a random frozen model is meaningless")
+        if self.peft is not None and self.freeze_backbone:
+            raise FieldValueError("TrainConfig", "peft", "cannot be combined with "
+                                  "freeze_backbone (Medusa-1 trains the heads, PEFT the adapters)")
 
     @property
     def profile(self) -> TrainProfile:
@@ -219,7 +236,8 @@ class TrainResult:
     start_step: int = 0  # step the run resumed from (0 = a fresh run)
     rank: int = 0
     world_size: int = 1
-    # what only this kind reports (lm: attention backend, init_from, freeze_backbone)
+    # what only this kind reports (lm: attention backend, init_from, freeze_backbone, peft,
+    # trainable_params, total_params)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def details(self) -> dict[str, Any]:
@@ -253,7 +271,8 @@ def check_lm_run(model_config: LMConfig, cfg: TrainConfig) -> int:
     Raises:
         FieldValueError: (naming the TrainConfig field) a block size beyond the model's, an
             eos_id outside the vocabulary, a Medusa-1 run (``freeze_backbone``) of a model
-            without heads, or Medusa heads left without targets by the block size.
+            without heads, Medusa heads left without targets by the block size, or
+            prefix-tuning of a model without attention layers.
     """
     block_size = cfg.block_size or model_config.block_size
     if block_size > model_config.block_size:
@@ -265,6 +284,10 @@ def check_lm_run(model_config: LMConfig, cfg: TrainConfig) -> int:
     if cfg.freeze_backbone and not model_config.medusa_heads:
         raise FieldValueError("TrainConfig", "freeze_backbone", "trains only the Medusa heads, "
                               "but the model has none (set LMConfig.medusa_heads > 0)")
+    if cfg.peft is not None and cfg.peft.kind == "prefix" and all(
+            model_config.mixer_of(i) != "attention" for i in range(model_config.n_layer)):
+        raise FieldValueError("TrainConfig", "peft", "prefix-tuning prepends keys and values to "
+                              "softmax attention; the model has no attention layer")
     if model_config.medusa_heads and block_size <= model_config.medusa_heads:
         # Head k needs k + 1 positions; a head without a loss gets no gradient and DDP,
         # which expects one for every trainable parameter, would fail a step later.

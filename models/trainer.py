@@ -15,7 +15,8 @@ Resume: ``ckpt.pt`` holds model, optimizer, GradScaler, step (the LR schedule is
 function of it), and per rank the reader position, the stream's state (the LM packer's
 carried-over tokens) and the RNG states. A run killed after its last checkpoint and
 restarted with ``resume=True`` follows the same loss curve (bit for bit on CPU) as one
-that was never interrupted.
+that was never interrupted. A task may keep less of the model (``task.saved_weights``):
+a PEFT run keeps its trainable tensors and a reference to its base checkpoint.
 
 Evaluation: every ``eval_every`` steps and at the end, over the dataset's eval split
 (``eval_batches`` micro-batches per rank at most; skipped when there is no eval split),
@@ -153,14 +154,14 @@ def train_on_source(task: Task, source: Any, *, out_uri: str, dataset_manifest_s
 
 
 def _write_config(out_uri: str, task: Task, cfg: TrainConfig, sha: str, info: DistInfo,
-                  trainable: int, run_info: dict[str, Any] | None) -> None:
+                  trainable: int, total: int, run_info: dict[str, Any] | None) -> None:
     fs, out_path = resolve(out_uri)
     fs.makedirs(out_path, exist_ok=True)
     with open_uri(posixpath.join(out_uri, "config.json"), "w") as f:
         json.dump({"kind": task.name, "model_config": dataclasses.asdict(task.model_config),
                    "train_config": dataclasses.asdict(cfg), "dataset_manifest_sha256": sha,
                    "world_size": info.world_size, "trainable_params": trainable,
-                   **(run_info or {})}, f, indent=2)
+                   "total_params": total, **(run_info or {})}, f, indent=2)
 
 
 def _mean_metrics(sums: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
@@ -181,6 +182,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     raw_model = task.build()
     n_trainable = task.start_weights(raw_model, ckpt)  # resume, else a warm start; freezing
+    n_total = sum(p.numel() for p in raw_model.parameters())
     raw_model.to(device, memory_format=task.memory_format(device))
     optimizer = make_optimizer(raw_model, cfg, device)
     if ckpt is not None:
@@ -210,7 +212,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     metrics_uri = posixpath.join(out_uri, "metrics.jsonl")
     ckpt_uri = posixpath.join(out_uri, "ckpt.pt")
     if info.is_main:
-        _write_config(out_uri, task, cfg, sha, info, n_trainable, run_info)
+        _write_config(out_uri, task, cfg, sha, info, n_trainable, n_total, run_info)
 
     loader = (make_loader(source, num_workers=cfg.num_workers, seed=cfg.seed + info.rank)
               if cfg.num_workers else None)
@@ -228,6 +230,10 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
 
     batches = stream
 
+    # A task may keep less than the whole model (a PEFT run: its trainable tensors and a
+    # reference to its base): save_checkpoint keyword arguments, else the state dict.
+    saved_weights = getattr(task, "saved_weights", None)
+
     def save(step: int, skipped: int) -> None:
         mine = batches.state if isinstance(batches, Prefetcher) else data_state()
         data = gather_objects({**mine, "rng": capture_rng_state()}, info)
@@ -238,6 +244,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
                 reader_state=data[0]["reader"], scaler=scaler, data_state=data,
                 extra={"kind": task.name, "final_loss": final_loss, "skipped_steps": skipped,
                        "train_metrics": train_metrics, "eval_metrics": eval_metrics, **extras},
+                **(saved_weights(raw_model) if saved_weights is not None else {}),
             )
         barrier(info)  # no rank runs ahead of (or returns before) the written checkpoint
 
@@ -262,10 +269,10 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
                              transform=(lambda b: pin_batch(b, device)) if cuda else None)
     try:
         with task.running(device, dtype) as extras:
-            log.info("%s: %.2fM params (%d train) on %s x%d, %s, compile %s, %s, from step %d",
-                     task.name, sum(p.numel() for p in raw_model.parameters()) / 1e6,
-                     n_trainable, device, info.world_size, precision, use_compile, extras,
-                     start_step)
+            log.info("%s: %.2fM params (%d train, %.3g%%) on %s x%d, %s, compile %s, %s, "
+                     "from step %d", task.name, n_total / 1e6, n_trainable,
+                     100.0 * n_trainable / max(1, n_total), device, info.world_size, precision,
+                     use_compile, extras, start_step)
             # The RNGs last: nothing above may draw from them after this (probing the
             # attention kernel with dropout does).
             if ckpt is not None:
