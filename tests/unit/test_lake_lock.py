@@ -69,16 +69,18 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("holder", "stale"),
+    ("pid", "host", "age_s", "stale"),
     [
-        (dict(pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time()), False),
-        (dict(pid=2**22 + 7, host=socket.gethostname(), heartbeat=time.time()), True),  # no such pid
-        (dict(pid=1, host="elsewhere", heartbeat=time.time() - 10), False),  # alive over there
-        (dict(pid=1, host="elsewhere", heartbeat=time.time() - STALE_AFTER_S - 1), True),
+        (os.getpid(), socket.gethostname(), 0, False),
+        (2**22 + 7, socket.gethostname(), 0, True),  # no such pid on this host
+        (1, "elsewhere", 10, False),  # alive over there
+        (1, "elsewhere", STALE_AFTER_S + 1, True),  # no heartbeat for too long
     ],
 )
-def test_staleness(holder, stale):
-    assert LockHolder(command="x", started_at="t", **holder).is_stale() is stale
+def test_staleness(pid, host, age_s, stale):
+    holder = LockHolder(pid=pid, host=host, command="x", started_at="t",
+                        heartbeat=time.time() - age_s)  # ages from now, not from collection
+    assert holder.is_stale() is stale
 
 
 def test_a_half_written_lock_file_counts_as_stale(tmp_path):
