@@ -199,12 +199,12 @@ def run_stages(stage_list: list[Stage], ctx: StageContext) -> Iterator[tuple[Sta
     ``ctx.extra["durations_s"]`` each stage's wall time (the report stage's own is the time
     to write the report, known only after it: it is the one stage not listed).
     """
-    durations = ctx.extra.setdefault("durations_s", {})
+    durations = ctx.extra.setdefault("durations_s", [])  # [stage, seconds] in run order
     for stage in stage_list:
         ctx.progress(f"stage {stage.name} ({stage.engine})")
         started = time.perf_counter()
         reports = stage.entry(ctx)
-        durations[stage.name] = round(time.perf_counter() - started, 3)
+        durations.append([stage.name, round(time.perf_counter() - started, 3)])
         ctx.reports.extend(reports)
         ctx.stages_run.append(stage.name)
         yield stage, reports

@@ -89,10 +89,10 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         table.add_row(stage["stage"], str(stage["rows_in"]), str(stage["rows_out"]),
                       str(stage["quarantined"]), str(stage["duplicates_dropped"]), notes)
     console.print(table)
-    durations = summary.get("durations_s") or {}
+    durations = summary.get("durations_s") or []
     if durations:
         console.print("stage durations: " + ", ".join(
-            f"{name} {seconds:.1f} s" for name, seconds in durations.items()))
+            f"{name} {seconds:.1f} s" for name, seconds in durations))
     for name, why in summary.get("missing_corpora", {}).items():
         console.print(f"[yellow]corpus {name!r} not processed: {why}[/yellow]")
     for name, why in summary.get("not_processed", {}).items():
