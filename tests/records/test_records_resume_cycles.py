@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from records_testlib import write_dataset
 from torch.utils.data import DataLoader
 
 from records.reader import RecordDataset
-from records_testlib import write_dataset
 
 N = 600
 
