@@ -4,8 +4,9 @@ Every pipeline module (``images``, ``encode``) has a ``run(argv)`` for launchers
 a Python file (Airflow's Beam operator, ``python -m``). They all take the same flags —
 ``--config FILE --lake URI [--dt D …] [--runner R]`` plus their own — and pass any other
 ``--key=value`` (or bare ``--switch``) on as Beam pipeline options, on top of the config's
-``beam.options``. :func:`launch_argv` writes that argv, :func:`parse_launch_args` reads it
-and :func:`pipeline_options` turns the result into Beam's ``PipelineOptions``.
+``beam.options``. :func:`parse_launch_args` reads that argv (Airflow's Beam operator writes
+it from its ``pipeline_options``) and :func:`pipeline_options` turns the result into Beam's
+``PipelineOptions``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LaunchArgs", "launch_argv", "parse_launch_args", "pipeline_options"]
+__all__ = ["LaunchArgs", "parse_launch_args", "pipeline_options"]
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,6 @@ class LaunchArgs:
     runner: str | None
     own: argparse.Namespace  # the module's own flags (e.g. encode's --dataset)
     options: dict[str, Any] = field(default_factory=dict)  # passthrough Beam pipeline options
-
-
-def launch_argv(*, config: str, lake: str, dt: str | None = None, runner: str | None = None,
-                **own: str) -> list[str]:
-    """The argv a pipeline module's ``run`` takes (what a launcher passes)."""
-    argv = ["--config", config, "--lake", lake]
-    if dt:
-        argv += ["--dt", dt]
-    if runner:
-        argv += ["--runner", runner]
-    for key, value in own.items():
-        argv += [f"--{key}", str(value)]
-    return argv
 
 
 def parse_launch_args(argv: list[str] | None, *, description: str,
