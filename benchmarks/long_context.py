@@ -45,6 +45,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_common import TINY_MIXER_OVERRIDES, count_params, matched_config  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
 from models.lm import DecoderLM, LMConfig  # noqa: E402
@@ -55,33 +56,6 @@ TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=256, multiple_of=32)
 # Per-mixer settings of this benchmark (printed with the results): FLASH's group size 256
 # for GAU (its chunk states then take 4x less memory than at 64), a 1024-token window.
 OVERRIDES = {"gau": {"chunk_size": 256}, "sliding_window": {"window": 1024}}
-TINY_OVERRIDES = {"gau": {"chunk_size": 16, "gau_qk_dim": 32},
-                  "sliding_window": {"window": 32}, "linear": {"chunk_size": 16},
-                  "mamba2": {"chunk_size": 16, "ssm_head_dim": 16, "ssm_state": 16},
-                  "s4d": {"ssm_state": 16}}
-
-
-def count_params(cfg: LMConfig) -> int:
-    """Parameters of a DecoderLM(cfg), built on the meta device (CPU when that fails)."""
-    try:
-        with torch.device("meta"):
-            return DecoderLM(cfg).num_params()
-    except Exception:  # a mixer whose init needs real values
-        return DecoderLM(cfg).num_params()
-
-
-def matched_config(mixer: str, base: dict, target: int, **overrides) -> LMConfig:
-    """``base`` with ``mixer`` and the n_layer whose parameter count is nearest ``target``.
-
-    Parameters grow linearly with n_layer (embedding + L x per-layer), so two counts fix it.
-    """
-    fields = {**base, **overrides, "mixer": mixer}
-    one = count_params(LMConfig(**{**fields, "n_layer": 1}))
-    per_layer = count_params(LMConfig(**{**fields, "n_layer": 2})) - one
-    n_layer = max(1, round((target - (one - per_layer)) / per_layer))
-    return LMConfig(**{**fields, "n_layer": n_layer})
-
-
 def _set_compile_limits() -> None:
     """Every (mixer, T) compiles Block.forward once more: raise dynamo's per-code limit."""
     for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
@@ -220,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cuda:
         _set_compile_limits()
         torch.backends.cuda.matmul.allow_tf32 = True
-    base, overrides = (TINY, TINY_OVERRIDES) if args.tiny else (SMALL, OVERRIDES)
+    base, overrides = (TINY, TINY_MIXER_OVERRIDES) if args.tiny else (SMALL, OVERRIDES)
     target = count_params(LMConfig(**base))
 
     configs, notes = {}, {}

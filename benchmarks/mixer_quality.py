@@ -42,13 +42,18 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    TINY_MIXER_OVERRIDES,
+    count_params,
+    matched_config,
+    reusable_dataset,
+)
 
 from models.kinds import train_model  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.lm_config import MIXERS  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
-from records.manifest import load_manifest  # noqa: E402
 from records.spec import VarLenFeature  # noqa: E402
 from records.writer import DatasetWriter  # noqa: E402
 
@@ -57,30 +62,6 @@ EOS = 2  # the tokenizers' end-of-document id (features: pad 0, bos 1, eos 2)
 POSTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=512)
 MQAR = dict(n_layer=2, n_head=4, n_embd=128, block_size=256, multiple_of=64)
 TINY = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, multiple_of=32)
-TINY_MIXER = {"gau": {"chunk_size": 16, "gau_qk_dim": 32}, "linear": {"chunk_size": 16},
-              "sliding_window": {"window": 32},
-              "mamba2": {"chunk_size": 16, "ssm_head_dim": 16, "ssm_state": 16},
-              "s4d": {"ssm_state": 16}}
-
-
-def count_params(cfg: LMConfig) -> int:
-    """Parameters of a DecoderLM(cfg), built on the meta device (CPU when that fails)."""
-    try:
-        with torch.device("meta"):
-            return DecoderLM(cfg).num_params()
-    except Exception:
-        return DecoderLM(cfg).num_params()
-
-
-def matched_config(mixer: str, base: dict, target: int, **overrides) -> LMConfig:
-    """``base`` with ``mixer`` and the n_layer whose parameter count is nearest ``target``."""
-    fields = {**base, **overrides, "mixer": mixer}
-    one = count_params(LMConfig(**{**fields, "n_layer": 1}))
-    per_layer = count_params(LMConfig(**{**fields, "n_layer": 2})) - one
-    n_layer = max(1, round((target - (one - per_layer)) / per_layer))
-    return LMConfig(**{**fields, "n_layer": n_layer})
-
-
 # --- posts -----------------------------------------------------------------------------
 
 def synthetic_docs(n: int, vocab: int, block: int, seed: int) -> list[np.ndarray]:
@@ -116,14 +97,8 @@ def write_synthetic(out: str, *, vocab: int, block: int, docs: int, seed: int = 
     """Writes (or reuses) the synthetic corpus: ``docs`` train and docs/10 eval documents."""
     uri = f"file://{os.path.abspath(out)}/records/mixer-quality/v=1"
     config = {"vocab": vocab, "block": block, "docs": docs, "seed": seed, "chain": 2}
-    try:
-        if load_manifest(uri).config == config:
-            return uri
-    except FileNotFoundError:
-        pass
-    local = uri[len("file://"):]
-    if os.path.exists(local):
-        shutil.rmtree(local)
+    if reusable_dataset(uri, config):
+        return uri
     with DatasetWriter(uri=uri, dataset="mixer-quality", version="1",
                        feature_spec={"input_ids": VarLenFeature("int64")},
                        max_records_per_shard=max(64, docs // 8), config=config) as writer:
@@ -259,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown:
         p.error(f"unknown --mixers {unknown} (expected {MIXERS})")
-    per_mixer = TINY_MIXER if tiny else {}
+    per_mixer = TINY_MIXER_OVERRIDES if tiny else {}
     rows: dict[str, dict] = {m: {} for m in mixers}
 
     if args.task in ("posts", "both"):

@@ -39,19 +39,16 @@ def _dataset_uri(args) -> str:
 def write_dataset(args) -> str:
     """Writes the benchmark dataset unless an identical one is already there."""
     import numpy as np
+    from bench_common import reusable_dataset
 
     from records.example_codec import encode_example
-    from records.manifest import load_manifest
     from records.spec import FixedLenFeature
     from records.writer import DatasetWriter
 
     uri = _dataset_uri(args)
     config = {"examples": args.examples, "vocab": args.vocab, "seed": 0, "shards": args.shards}
-    try:
-        if load_manifest(uri).config == config:
-            return uri
-    except FileNotFoundError:
-        pass
+    if reusable_dataset(uri, config):
+        return uri
     spec = {"tokens": FixedLenFeature((TOKENS,), "int64"), "label": FixedLenFeature((), "int64"),
             "weight": FixedLenFeature((), "float32"), "length": FixedLenFeature((), "int64")}
     rng = np.random.default_rng(0)

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 
@@ -42,13 +41,13 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import reusable_dataset  # noqa: E402
 
 from models.kinds import train_model  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
-from records.manifest import load_manifest  # noqa: E402
 from records.spec import VarLenFeature  # noqa: E402
 from records.writer import DatasetWriter  # noqa: E402
 
@@ -67,14 +66,8 @@ def write_dataset(out: str, *, docs: int, vocab: int, block: int, seed: int = 0)
     """Writes ``docs`` random documents unless an identical dataset is already there."""
     uri = f"file://{os.path.abspath(out)}/records/bench-lm/v=1"
     config = {"docs": docs, "vocab": vocab, "block": block, "seed": seed}
-    try:
-        if load_manifest(uri).config == config:
-            return uri
-    except FileNotFoundError:
-        pass
-    local = uri[len("file://"):]
-    if os.path.exists(local):
-        shutil.rmtree(local)
+    if reusable_dataset(uri, config):
+        return uri
     rng = np.random.default_rng(seed)
     lo, hi = max(1, block // 8), 2 * block
     t0, n_tokens = time.perf_counter(), 0

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 
@@ -41,6 +40,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import reusable_dataset  # noqa: E402
 
 from models.efficientnet import EfficientNetConfig  # noqa: E402
 from models.kinds import train_model  # noqa: E402
@@ -48,7 +48,6 @@ from models.runlog import throughput_after  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
 from models.vqvae import VQVAEConfig  # noqa: E402
 from records.example_codec import encode_example  # noqa: E402
-from records.manifest import load_manifest  # noqa: E402
 from records.spec import FixedLenFeature  # noqa: E402
 from records.writer import DatasetWriter  # noqa: E402
 
@@ -92,14 +91,8 @@ def write_dataset(out: str, *, size: int, count: int, eval_count: int, seed: int
     uri = f"file://{os.path.abspath(out)}/records/bench-images/v={size}"
     config = {"size": size, "train": count, "eval": eval_count, "seed": seed,
               "source": "shardforge.sample_images"}
-    try:
-        if load_manifest(uri).config == config:
-            return uri
-    except FileNotFoundError:
-        pass
-    local = uri[len("file://"):]
-    if os.path.exists(local):
-        shutil.rmtree(local)
+    if reusable_dataset(uri, config):
+        return uri
     t0 = time.perf_counter()
     samples = sample_images(count + eval_count, seed)
     with DatasetWriter(uri=uri, dataset="bench-images", version=str(size), feature_spec=SPEC,
