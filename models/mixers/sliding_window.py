@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from models.kv_cache import KVCache
-from models.lm import apply_rope
+from models.lm import roped_qkv
 from models.lm_config import LMConfig
 
 __all__ = ["BLOCK", "SlidingWindowAttention", "band", "block_mask", "sliding_mask_mod",
@@ -133,12 +133,7 @@ class SlidingWindowAttention(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        hs = C // self.n_head
-        qkv = self.qkv(x)  # (B, T, 3C)
-        qk = qkv[..., : 2 * C].view(B, T, 2, self.n_head, hs)
-        q, k = apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :]).unbind(2)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs) each
-        v = qkv[..., 2 * C :].view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = roped_qkv(self.qkv(x), self.n_head, cos, sin)  # (B, nh, T, hs) each
         if cache is not None:
             start = cache.length
             k, v = cache.update(layer, k, v)  # (B, nh, start + T, hs)
