@@ -1,6 +1,6 @@
 """What several benchmarks share: cached synthetic datasets and parameter-matched LM configs.
 
-Imported as a sibling module (``python benchmarks/<name>.py`` puts this folder on the path);
+Imported as ``benchmarks.bench_common`` (each benchmark puts the project root on the path);
 it imports only records/ and models/, like the benchmarks that use it.
 """
 

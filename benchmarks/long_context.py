@@ -45,9 +45,9 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_common import TINY_MIXER_OVERRIDES, count_params, matched_config  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
+from benchmarks.bench_common import TINY_MIXER_OVERRIDES, count_params, matched_config  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.lm_config import MIXERS  # noqa: E402
 

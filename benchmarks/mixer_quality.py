@@ -42,13 +42,13 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_common import (  # noqa: E402
+
+from benchmarks.bench_common import (  # noqa: E402
     TINY_MIXER_OVERRIDES,
     count_params,
     matched_config,
     reusable_dataset,
 )
-
 from models.kinds import train_model  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.lm_config import MIXERS  # noqa: E402

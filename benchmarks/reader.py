@@ -28,6 +28,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks.bench_common, when run as a script
+    sys.path.insert(0, ROOT)
 TOKENS = 128
 GPU_TOKENS_PER_S = 1_000_000
 
@@ -39,8 +41,8 @@ def _dataset_uri(args) -> str:
 def write_dataset(args) -> str:
     """Writes the benchmark dataset unless an identical one is already there."""
     import numpy as np
-    from bench_common import reusable_dataset
 
+    from benchmarks.bench_common import reusable_dataset
     from records.example_codec import encode_example
     from records.spec import FixedLenFeature
     from records.writer import DatasetWriter

@@ -40,8 +40,8 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_common import reusable_dataset  # noqa: E402
 
+from benchmarks.bench_common import reusable_dataset  # noqa: E402
 from models.efficientnet import EfficientNetConfig  # noqa: E402
 from models.kinds import train_model  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
