@@ -12,9 +12,8 @@ and usage (VQ-VAE); top-1 accuracy and loss (EfficientNet).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,47 +24,13 @@ from models.efficientnet import EfficientNet, EfficientNetConfig
 from models.train_common import StepOutput
 from models.train_config import TrainConfig
 from models.vision_data import ImageBatch, image_batches, image_spec, to_model_input
+from models.vision_model import Metrics, VisionModel
 from models.vqvae import VQVAE, VQVAEConfig, perplexity, psnr
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VISION_MODELS", "VisionModel", "VisionTask",
            "make_task"]
 
-Metrics = dict[str, torch.Tensor]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class VisionModel:
-    """What is particular to one vision model kind, as plain functions.
-
-    Attributes:
-        name: the ``kind`` it is registered under.
-        config_type: the model config dataclass.
-        build: config -> model.
-        labels: whether it reads the ``label`` feature.
-        num_classes: config -> classes (labels are checked against it) or None.
-        normalization: config -> per-channel ``(mean, std)`` on the [0, 1] scale.
-        image_size: config -> default side the device resizes to (None = as stored).
-        train_step: ``(model, x (B, C, H, W), labels (B,) | None) -> (loss, metrics)``;
-            metrics are detached 0-d tensors, averaged over the step's micro-batches.
-        eval_sums: ``(model, x, labels) -> sums``: additive tensors of one eval batch
-            (summed over batches and ranks).
-        eval_finish: sums -> final eval metrics.
-        state_metrics: raw model -> metrics read from its state on log steps (counters).
-    """
-
-    name: str
-    config_type: type
-    build: Callable[[Any], nn.Module]
-    labels: bool
-    num_classes: Callable[[Any], int | None]
-    normalization: Callable[[Any], tuple[tuple[float, ...], tuple[float, ...]]]
-    image_size: Callable[[Any], int | None]
-    train_step: Callable[[nn.Module, torch.Tensor, torch.Tensor | None],
-                         tuple[torch.Tensor, Metrics]]
-    eval_sums: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], Metrics]
-    eval_finish: Callable[[Metrics], dict[str, float]]
-    state_metrics: Callable[[nn.Module], dict[str, float]] = lambda model: {}
 
 
 # VQ-VAE: images in [-1, 1], no labels; PSNR and codebook usage.
