@@ -24,7 +24,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention.bias import causal_lower_right
 
 from models.kv_cache import KVCache
 from models.lm_config import LMConfig
@@ -129,7 +128,7 @@ class CausalSelfAttention(nn.Module):
         """Attention over ``[prefix; cached; new]`` keys: all P prefix keys, then causal.
 
         With S = P + cached + T keys, query i may see keys ``<= i + S - T``: the
-        lower-right aligned causal mask, which SDPA runs on FlashAttention where it can.
+        lower-right aligned causal mask (SDPA's memory-efficient kernel runs it).
         """
         B, _, T, _ = q.shape
         k_prefix, v_prefix = self.prefix()  # (B or 1, nh, P, hs) each
@@ -137,7 +136,11 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)  # (B, nh, L + T, hs): the prefix is not cached
         k = torch.cat((k_prefix.to(k.dtype).expand(B, -1, -1, -1), k), dim=2)  # (B, nh, S, hs)
         v = torch.cat((v_prefix.to(v.dtype).expand(B, -1, -1, -1), v), dim=2)
-        mask = causal_lower_right(T, k.size(2))
+        S = k.size(2)
+        # An explicit (T, S) boolean mask rather than torch's CausalBias (causal_lower_right):
+        # that object graph-breaks torch.compile, which then recompiled the rest of the
+        # forward once per layer (each layer's input differs in requires_grad).
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
         dropout = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
