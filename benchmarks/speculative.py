@@ -11,6 +11,10 @@ one (templated sentences and log lines). Training uses bf16 autocast and SDPA on
 decoding runs in fp32 by default (TF32 off) so that verifying k tokens at once and
 decoding them one by one round alike and the outputs match exactly.
 
+Then the static-buffer decoder (:mod:`models.static_decode`: compiled steps replayed as
+CUDA graphs) decodes batches of ``--static-batches`` held-out prompts greedily and with
+each draft, ``--repeats`` timed runs each (median, min..max), outputs checked identical.
+
     python benchmarks/speculative.py --out /tmp/spec                   # H100: ~3-4 min
     python benchmarks/speculative.py --device cpu --steps 20 --new-tokens 16 --prompts 2 \\
         --out /tmp/spec-smoke                                          # CPU smoke check
@@ -109,6 +113,64 @@ def _import_models():
     from models.lm import DecoderLM, LMConfig
 
     return DecoderLM, LMConfig, generate_greedy, generate_speculative
+
+
+def static_decode(model, held_out, args, device, drafts) -> list[dict]:
+    """Batched decoding on static buffers (CUDA graphs on CUDA): B rows at once.
+
+    Per batch size: greedy and each draft's speculative decoding, ``--repeats`` timed
+    runs each (median and min..max), outputs checked equal to static greedy's, and row 0
+    of B=1 checked equal to the eager generate_greedy's.
+    """
+    import statistics
+
+    import torch
+
+    from models.static_decode import StaticDecoder
+
+    rng = random.Random(args.seed + 1)
+    sizes = [int(b) for b in args.static_batches.split(",") if b]
+    K = max(args.medusa_heads, args.mtp_depth)
+    dec = StaticDecoder(model, batch_size=max(sizes),
+                        max_len=args.prompt_len + args.new_tokens + K + 2)
+
+    def timed(fn):
+        times, result = [], None
+        for _ in range(args.repeats + 1):  # the first run captures/compiles: not timed
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            result = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return result, times[1:]
+
+    rows = []
+    for B in sizes:
+        starts = [rng.randrange(0, held_out.numel() - args.prompt_len) for _ in range(B)]
+        prompt = torch.stack([held_out[s : s + args.prompt_len] for s in starts]).to(device)
+        ref, times = timed(lambda prompt=prompt: dec.greedy(prompt, args.new_tokens))
+        methods = [("greedy", ref, times)]
+        for draft in drafts:
+            got, t = timed(lambda prompt=prompt, draft=draft: dec.speculative(
+                prompt, args.new_tokens, draft=draft,
+                mtp_window=args.mtp_window or 64))
+            methods.append((draft, got, t))
+        base = statistics.median(times)
+        for name, got, t in methods:
+            med = statistics.median(t)
+            rows.append({
+                "batch": B, "method": name,
+                "tokens_per_s": round(B * args.new_tokens / med, 1),
+                "tokens_per_s_min_max": [round(B * args.new_tokens / max(t), 1),
+                                         round(B * args.new_tokens / min(t), 1)],
+                "speedup_vs_static_greedy": round(base / med, 3),
+                "mean_accepted_per_step": round(got.mean_accepted, 3),
+                "identical": bool(torch.equal(got.tokens, ref.tokens)),
+            })
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
 
 
 def _lr(step: int, args) -> float:
@@ -226,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--mtp-window", type=int, default=None)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--static-batches", default="1,8,64",
+                   help="batch sizes of the static-buffer (CUDA graph) decoder; '' = skip it")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per static row")
     args = p.parse_args(argv)
 
     out = os.path.abspath(args.out)
@@ -273,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     drafts = [d for d in drafts if (args.medusa_heads if d == "medusa" else args.mtp_depth) > 0]
     runs = [decode(model, prompts, args, device, generate_greedy, generate_speculative, d)
             for d in drafts]
+    static = static_decode(model, held_out, args, device, drafts) if args.static_batches else []
+    eager_greedy = runs[0]["greedy_tokens_per_s"] if runs else None
+    for row in static:
+        if row["batch"] == 1 and row["method"] == "greedy" and eager_greedy:
+            row["speedup_vs_eager_greedy"] = round(row["tokens_per_s"] / eager_greedy, 2)
 
     result = {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
@@ -290,11 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": args.text_glob or f"synthetic:{args.corpus_bytes}",
         **trained,
         "runs": runs,
+        "static": static,
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result))
-    if not all(r["identical"] for r in runs):
+    if not all(r["identical"] for r in runs + static):
         print("FAILED: speculative output differs from greedy output", file=sys.stderr)
         return 1
     return 0
