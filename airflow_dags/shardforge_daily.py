@@ -3,8 +3,8 @@
 Built from the one declaration of the stage sequence, :func:`shardforge.pipeline.declared_stages`:
 one task per declared stage, in that order, with the stage's ``after`` as its upstream and
 the operator its engine calls for (Spark: ``spark-submit`` of ``shardforge/spark_jobs.py``;
-Beam: the pipeline module on the ``beam_runner`` param; Great Expectations: the gate in the
-worker; torch: ``torchrun``; the report in the worker). ``prepare`` comes first: it ships
+Beam: the pipeline module on the ``beam_runner`` param; Great Expectations and the drift
+gates: in the worker; torch: ``torchrun``; the report in the worker). ``prepare`` comes first: it ships
 the project to Spark. ``shardforge run`` runs the same stages in the same order.
 
 Parsing imports only Airflow, the project's config (pydantic, PyYAML, the torch-free model
@@ -55,6 +55,7 @@ One run per `dt` partition (`{{ ds }}`): the same stages as `shardforge run`.
 | `validate_clean_images` | gate over `clean_images/dt=…` (size, labels, byte lengths) | worker |
 | `encode` | `pipelines/beam/encode.py` (documents of every dt → TFRecord shards) | `beam_runner` |
 | `validate_dataset` | gate over the shards: counts, then decoded examples | worker |
+| `drift_dataset`, `drift_images` | drift gate: the version's `statistics.json` against the previous version's, eval vs train (thresholds: `validation.drift`) | worker |
 | `encode_images` | `pipelines/beam/encode.py --dataset images` (clean_images → image shards) | `beam_runner` |
 | `train_<model>` | `torchrun -m airflow_dags.train_entry <model>`; after its dataset and the model its `init_from` names | pool `gpu` |
 | `report` | `reports/<run_id>/summary.json` and `report.html` | worker |
@@ -143,6 +144,29 @@ def _gate(stage: Stage) -> PythonOperator:
                           op_kwargs={"gate": stage.launch["gate"]})
 
 
+def _run_drift(dataset: str) -> dict:
+    """A drift gate in the worker; a crossed threshold fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from core.lake import Lake
+    from pipelines.validate.drift import DriftFailed, run_drift_gate
+
+    ctx = get_current_context()
+    prepared = ctx["ti"].xcom_pull(task_ids="prepare")
+    cfg = load_config(prepared["config"], lake_root=prepared["lake"])
+    try:
+        report = run_drift_gate(cfg, Lake(cfg.lake.root), dataset=dataset,
+                                run_id=prepared["run_id"])
+    except DriftFailed as exc:  # a shifted distribution does not come back on a retry
+        raise AirflowFailException(str(exc)) from exc
+    return report.to_dict()
+
+
+def _drift(stage: Stage) -> PythonOperator:
+    return PythonOperator(task_id=stage.name, python_callable=_run_drift,
+                          op_kwargs={"dataset": stage.launch["drift"]})
+
+
 def _train(stage: Stage, cfg: ShardforgeConfig) -> BashOperator:
     model = stage.launch["model"]
     run = ("torchrun --standalone --nproc_per_node={{ params.nproc_per_node }}"
@@ -211,6 +235,8 @@ def build_dag(config: str) -> DAG:
                 operators[stage.name] = _gate(stage)
             elif stage.engine == "torch":
                 operators[stage.name] = _train(stage, cfg)
+            elif "drift" in stage.launch:
+                operators[stage.name] = _drift(stage)
             elif stage.name == "report":
                 operators[stage.name] = _report(stage, gates)
             else:

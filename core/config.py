@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigError
+from core.validation_config import ValidationConfig, check_drift_features
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -37,7 +38,9 @@ __all__ = [
     "ModelEntry",
     "SampleConfig",
     "ShardforgeConfig",
+    "SizingConfig",
     "SparkConfig",
+    "StandaloneConfig",
     "YarnConfig",
     "load_config",
 ]
@@ -45,6 +48,8 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "conf" / "sample.yaml"
 
 _DT_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MEMORY = re.compile(r"^[1-9]\d*[kmgt]$", re.IGNORECASE)  # a JVM size: 512m, 2g
+_SPARK_URL = re.compile(r"^spark://[A-Za-z0-9.-]+:\d{1,5}$")
 # Pillow's image modes (Image.MODES), listed here so loading a config never imports Pillow.
 _PIL_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
                         "YCbCr", "LAB", "HSV", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -81,9 +86,57 @@ class YarnConfig(_Section):
     # itself: that ships as a zip via --py-files). Unpacked as ./env on every container.
     env_archive: str = "env.tar.gz"
     driver_memory: str = "2g"
-    executor_memory: str = "4g"  # per executor; Arrow batches of the NFKC UDF live off-heap
+    # Per executor; None: sized from the input by `submit` (shardforge/engine_sizing.py), or
+    # 4g when the input cannot be measured. Arrow batches of the NFKC UDF live off-heap.
+    executor_memory: str | None = None
     executor_cores: int = Field(default=2, gt=0)
     num_executors: int = Field(default=4, gt=0)
+
+
+def _check_memory(value: str | None) -> str | None:
+    if value is not None and not _MEMORY.match(value):
+        raise ValueError(f"expected a JVM memory size like 512m or 2g, got {value!r}")
+    return value
+
+
+class StandaloneConfig(_Section):
+    """A Spark standalone cluster: ``shardforge spark-cluster start`` runs one on this machine,
+    ``shardforge submit spark JOB --profile standalone`` runs the jobs on it (client mode)."""
+
+    master: str = "spark://127.0.0.1:7077"  # `spark-cluster start` binds it to 127.0.0.1 only
+    webui_port: int = Field(default=8080, gt=0, lt=65536)  # the master's UI; /json/ is its status
+    workers: int = Field(default=2, gt=0)  # `spark-cluster start` without --workers
+    worker_cores: int = Field(default=1, gt=0)  # 2 workers x 1 core: this machine has 2 cores
+    # What one worker offers its executors; an executor must fit in it, so it also caps the
+    # sized executor memory (Spark's floor for an executor is 450m).
+    worker_memory: str = "1g"
+    daemon_memory: str = "256m"  # heap of the Master and Worker JVMs themselves (Spark: 1g)
+    driver_memory: str = "1g"  # the driver runs here, in the `submit` process tree
+    executor_cores: int = Field(default=1, gt=0)
+    executor_memory: str | None = None  # None: sized from the input, at most worker_memory
+    # The executors' Python; None: this interpreter (workers on this machine, or the same
+    # venv at the same path on every worker node).
+    python: str | None = None
+
+    @field_validator("master")
+    @classmethod
+    def _spark_url(cls, value: str) -> str:
+        if not _SPARK_URL.match(value):
+            raise ValueError(f"expected spark://HOST:PORT, got {value!r}")
+        return value
+
+    _memory = field_validator("worker_memory", "daemon_memory", "driver_memory",
+                              "executor_memory")(_check_memory)
+
+
+class SizingConfig(_Section):
+    """How ``submit --profile yarn|standalone`` sizes Spark from the input (engine_sizing.py)."""
+
+    enabled: bool = True  # false: only what spark.conf and the profile say
+    partition_mb: int = Field(default=128, gt=0)  # input bytes per shuffle partition, at scale
+    max_executor_memory: str = "16g"  # the sized heap never asks for more
+
+    _memory = field_validator("max_executor_memory")(_check_memory)
 
 
 class SparkConfig(_Section):
@@ -94,6 +147,8 @@ class SparkConfig(_Section):
     metastore_uri: str | None = None
     conf: dict[str, str] = Field(default_factory=dict)  # passed through as --conf k=v
     yarn: YarnConfig = Field(default_factory=YarnConfig)  # the `submit --profile yarn` settings
+    standalone: StandaloneConfig = Field(default_factory=StandaloneConfig)  # `spark-cluster`, `--profile standalone`
+    sizing: SizingConfig = Field(default_factory=SizingConfig)  # yarn and standalone profiles
 
 
 class BeamConfig(_Section):
@@ -293,6 +348,8 @@ class ShardforgeConfig(_Section):
     # Optional: the images as a dataset of their own (None: only the posts are encoded).
     image_dataset: ImageDatasetConfig | None = None
     models: dict[str, ModelEntry] = Field(default_factory=dict)
+    # Gates after encode: the drift thresholds (core/validation_config.py, README "Drift gate").
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     # Where the file came from, so relative paths in it resolve; not a YAML key.
     source: str = Field(default="", exclude=True)
 
@@ -404,6 +461,7 @@ def load_config(path: str | Path | None = None, *, lake_root: str | None = None)
     except ValidationError as err:
         raise ConfigError(_format_error(str(file), err)) from None
     cfg = _with_resolved_paths(cfg)
+    check_drift_features(cfg)
     from core.model_entries import check_model_entries
 
     check_model_entries(cfg)

@@ -13,6 +13,7 @@ through pyarrow's libhdfs binding, which needs a configured Hadoop client)::
     <root>/models/<model>/<run_id>/
     <root>/reports/<run_id>/
     <root>/_system/metastore_db        (embedded Derby metastore, local roots only)
+    <root>/_system/spark-cluster/      (a local Spark standalone cluster: pids, logs, work dirs)
 
 Path segments are checked, so nothing built here can escape the root.
 """
@@ -161,6 +162,10 @@ class Lake:
 
     def system(self) -> str:
         return self._join("_system")
+
+    def spark_cluster(self) -> Path:
+        """Folder of the local Spark standalone cluster's pids, logs and worker dirs (local roots)."""
+        return self.local_path(self._join("_system", "spark-cluster"))
 
     # records/, artifacts/, models/, reports/ --------------------------------------------------
     def records(self, dataset: str, version: str, split: str | None = None) -> str:

@@ -17,6 +17,7 @@ TF semantics, kind by kind (the parity tests hold them to TensorFlow itself):
 - hashed: ``Fingerprint64(x) % hash_bucket_size`` (integers as decimal text).
 - identity: x in ``[0, num_buckets)``; else ``default_value``; else a bad row.
 - crossed: ``sparse_cross_hashed`` of the components (ids of features, raw columns).
+- numeric_list: the row's numbers as an int64 / float32 list (``VarLenFeature``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from features.kinds import (
     IdentityFeature,
     ImageFeature,
     NumericFeature,
+    NumericListFeature,
     TextFeature,
 )
 from features.text import bpe_token_ids, byte_token_ids, load_bpe
@@ -262,6 +264,46 @@ def encode_image(name: str, f: ImageFeature, ctx: Context) -> Column:
                             f"= {expected}", extra={f"{name}_shape": shape})
 
 
+def encode_numeric_list(name: str, f: NumericListFeature, ctx: Context) -> Column:
+    column = ctx.column(f.source)
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+            or pa.types.is_fixed_size_list(column.type)) or not (
+            pa.types.is_integer(column.type.value_type)
+            or pa.types.is_floating(column.type.value_type)):
+        raise _type_error(name, f, column, "a list of numbers")
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    offsets = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = column.flatten()  # the values of the non-null rows, in row order
+    parents = np.repeat(np.arange(len(column)), lengths)
+    holes = np.zeros(len(column), dtype=bool)
+    holes[parents[np.asarray(flat.is_null())]] = True
+    flat = flat.fill_null(0)
+    values = flat.to_numpy(zero_copy_only=False)
+    fraction = np.zeros(len(column), dtype=bool)
+    if f.dtype == "int64":
+        if values.dtype.kind == "f":
+            off = ~np.isfinite(values) | (values != np.floor(values))
+            fraction[parents[off]] = True
+            values = np.where(off, 0, values)
+        values = values.astype(np.int64)
+    else:
+        values = values.astype(np.float32)
+    ragged = (lengths % f.group) != 0
+
+    def why(i: int) -> str:
+        if holes[i]:
+            return "the list holds a null"
+        if fraction[i]:
+            return f"{_show(column, i)} holds a value that is not an integer"
+        return f"has {lengths[i]} values, not a multiple of group {f.group}"
+
+    out = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values),
+                                        mask=column.is_null() if column.null_count else None)
+    return Column(out, _either(holes, fraction, ragged), why)
+
+
 ENCODERS: dict[str, Callable[[str, object, Context], Column]] = {
     "numeric": encode_numeric,
     "bucketized": encode_bucketized,
@@ -271,4 +313,5 @@ ENCODERS: dict[str, Callable[[str, object, Context], Column]] = {
     "crossed": encode_crossed,
     "text": encode_text,
     "image": encode_image,
+    "numeric_list": encode_numeric_list,
 }

@@ -1,88 +1,26 @@
 """tf.Example bytes for a whole batch at once, byte for byte what ``records.example_codec`` writes.
 
 ``encode_example`` builds one protobuf message per row (~60 µs for a post); here the
-wire format is assembled column-wise instead: varints in numpy, and each message level
-(list → Feature → map entry → Features → Example) is a length prefix joined to its body by
-Arrow's ``binary_join_element_wise``. The output equals
-``encode_example(...)`` (deterministic serialization: map entries in key order, packed
-numeric lists, an empty int64 list as an empty ``Int64List``); the tests hold it to that.
+features' Arrow/numpy columns go to :func:`records.columnar_wire.serialize_columns`, which
+computes every message's length in one pass and writes all rows' Examples into one
+buffer in a second (compiled with numba where installed). That buffer and its offsets
+become an Arrow binary array without a copy, which the engines move and write as is.
 
-Wire shapes (field numbers of ``tensorflow/core/example/{example,feature}.proto``)::
-
-    Example  { 1: Features { 1: repeated MapEntry { 1: key, 2: Feature } } }
-    Feature  { 1: BytesList { 1: repeated bytes } | 2: FloatList { 1: packed fixed32 }
-             | 3: Int64List { 1: packed varint } }
+The output equals ``encode_example(...)`` of each row (deterministic serialization: map
+entries in key order, packed numeric lists, an empty int64 list as an empty
+``Int64List``); the tests hold it to that and to TensorFlow's own serializer.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-__all__ = ["Values", "serialize_examples"]
+from records.columnar_wire import Column, serialize_columns
 
-_EMPTY = pa.scalar(b"", pa.large_binary())
-_LIST_TAG = {"bytes": 0x0A, "float32": 0x12, "int64": 0x1A}  # Feature's oneof fields
+__all__ = ["Values", "binary_layout", "serialize_examples"]
 
-
-def _varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Protobuf varints of uint64 values: (bytes, size of each)."""
-    v = values.astype(np.uint64, copy=False)
-    most = int(v.max()) if len(v) else 0
-    if most < 1 << 14:  # token ids and lengths: one or two bytes, on 16-bit lanes
-        v16 = v.astype(np.uint16)
-        two = v16 >= 128
-        pairs = np.empty((len(v), 2), dtype=np.uint8)
-        pairs[:, 0] = (v16 & 0x7F).astype(np.uint8) | (two.astype(np.uint8) << 7)
-        pairs[:, 1] = (v16 >> 7).astype(np.uint8)
-        keep = np.empty((len(v), 2), dtype=bool)
-        keep[:, 0] = True
-        keep[:, 1] = two
-        return pairs[keep], 1 + two.astype(np.int64)
-    widest = -(-most.bit_length() // 7)  # bytes of the largest value: the loops stop there
-    sizes = np.ones(len(v), dtype=np.int64)
-    for k in range(1, widest):
-        sizes += v >= np.uint64(1 << (7 * k))
-    starts = np.cumsum(sizes) - sizes
-    out = np.empty(int(starts[-1] + sizes[-1]), dtype=np.uint8)
-    for k in range(widest):
-        m = np.flatnonzero(sizes > k)
-        byte = ((v[m] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        out[starts[m] + k] = byte | np.where(sizes[m] > k + 1, np.uint8(0x80), np.uint8(0))
-    return out, sizes
-
-
-def _binary(data: np.ndarray, sizes: np.ndarray) -> pa.Array:
-    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return pa.Array.from_buffers(pa.large_binary(), len(sizes),
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-
-def _join(*parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, _EMPTY, null_handling="replace",
-                                       null_replacement="")
-
-
-def _prefixed(tag: int, body: pa.Array, emit: np.ndarray | None = None) -> pa.Array:
-    """``tag, varint(len(body)), body`` per row; only ``body`` where ``emit`` is False."""
-    lengths = pc.binary_length(body).fill_null(0).to_numpy(zero_copy_only=False)
-    data, sizes = _varints(lengths)
-    per_row = np.zeros(len(lengths), dtype=np.int64)
-    starts = np.cumsum(sizes) - sizes
-    keep = np.ones(len(lengths), bool) if emit is None else emit
-    per_row[keep] = sizes[keep] + 1
-    out = np.empty(int(per_row.sum()), dtype=np.uint8)
-    at = np.cumsum(per_row) - per_row
-    out[at[keep]] = tag
-    # Copy each kept row's varint bytes after its tag: a size-k run at a time.
-    for k in range(1, 11):
-        rows = keep & (sizes >= k)
-        if not rows.any():
-            break
-        out[at[rows] + k] = data[starts[rows] + k - 1]
-    return _join(_binary(out, per_row), body)
+_INT32_MAX = 2**31 - 1  # pa.binary()'s offsets are int32: larger batches use large_binary
 
 
 class Values:
@@ -90,7 +28,8 @@ class Values:
 
     Args:
         kind: ``"int64"``, ``"float32"`` or ``"bytes"``.
-        flat: all rows' values concatenated (numpy for numbers, a binary Arrow array for bytes).
+        flat: all rows' values concatenated (numpy for numbers, a binary or string Arrow
+            array for bytes: one item per element; a null item is written as empty bytes).
         offsets: row ``i`` holds ``flat[offsets[i]:offsets[i + 1]]`` (int64, ``rows + 1``).
         present: bool per row; a row where False leaves the feature out of its Example.
     """
@@ -98,46 +37,57 @@ class Values:
     def __init__(self, kind: str, flat, offsets: np.ndarray, present: np.ndarray | None = None):
         self.kind, self.flat, self.offsets, self.present = kind, flat, np.asarray(offsets), present
 
-    def _payload(self) -> pa.Array:
-        """The list message body per row."""
-        counts = np.diff(self.offsets)
-        if self.kind == "bytes":
-            items = _prefixed(0x0A, pa.array(self.flat, pa.large_binary()))  # repeated bytes
-            return _rows_of(items, self.offsets)
-        if self.kind == "float32":
-            data = np.ascontiguousarray(np.asarray(self.flat, dtype="<f4")).view(np.uint8)
-            packed = _binary(data, counts * 4)
-        else:
-            ints = np.asarray(self.flat, dtype=np.int64).view(np.uint64)
-            data, sizes = _varints(ints)
-            ends = np.cumsum(sizes)
-            starts_at = np.concatenate([[0], ends])[self.offsets]
-            packed = _binary(data, np.diff(starts_at))
-        return _prefixed(0x0A, packed, emit=counts > 0)  # an empty list has no field at all
+    def column(self, name: str) -> Column:
+        """The :class:`records.columnar_wire.Column` of feature ``name`` (no copy of the data)."""
+        if self.kind != "bytes":
+            return Column(self.kind, np.asarray(self.flat), self.offsets, present=self.present)
+        items = self.flat.combine_chunks() if isinstance(self.flat, pa.ChunkedArray) else self.flat
+        if not isinstance(items, pa.Array):
+            items = pa.array(items, pa.large_binary())
+        if not (pa.types.is_binary(items.type) or pa.types.is_large_binary(items.type)
+                or pa.types.is_string(items.type) or pa.types.is_large_string(items.type)):
+            raise TypeError(f"feature {name!r}: bytes values must be a binary or string array, "
+                            f"got {items.type}")
+        item_offsets, data = binary_layout(items)
+        if items.null_count and np.diff(item_offsets)[np.asarray(items.is_null())].any():
+            item_offsets, data = binary_layout(items.fill_null(pa.scalar(b"", items.type)))
+        return Column("bytes", data, self.offsets, item_offsets, self.present)
 
 
-def _rows_of(items: pa.Array, offsets: np.ndarray) -> pa.Array:
-    """Concatenate ``items[offsets[i]:offsets[i + 1]]`` into one binary per row."""
-    value_offsets = np.frombuffer(items.buffers()[1], np.int64)[items.offset:][: len(items) + 1]
-    data = np.frombuffer(items.buffers()[2], np.uint8) if len(items) else np.empty(0, np.uint8)
-    bounds = value_offsets[offsets] if len(items) else np.zeros(len(offsets), np.int64)
-    return _binary(data[bounds[0]:bounds[-1]], np.diff(bounds))
+def binary_layout(items: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Buffer | None]:
+    """``(offsets, data)`` of a binary or string array, without a copy (Arrow's layout).
+
+    Item ``i`` is ``data[offsets[i]:offsets[i + 1]]``; the offsets are int32 (int64 for the
+    large types) and need not start at 0 (a slice). Null items are not told apart.
+    """
+    if isinstance(items, pa.ChunkedArray):
+        items = items.combine_chunks()
+    wide = pa.types.is_large_binary(items.type) or pa.types.is_large_string(items.type)
+    _, offsets, data = items.buffers()
+    if offsets is None:  # an empty array may come without buffers
+        return np.zeros(1, np.int64), None
+    offsets = np.frombuffer(offsets, np.int64 if wide else np.int32)
+    return offsets[items.offset:items.offset + len(items) + 1], data
 
 
-def serialize_examples(features: dict[str, Values], rows: int) -> list[bytes]:
-    """Serialized ``tf.train.Example`` per row, identical to ``encode_example``'s bytes."""
-    entries = []
-    for name in sorted(features):  # deterministic: map entries in key order
-        values = features[name]
-        key = name.encode("utf-8")
-        feature = _prefixed(_LIST_TAG[values.kind], values._payload())
-        head = pa.scalar(bytes([0x0A, len(key)]) + key, pa.large_binary()) if len(key) < 128 \
-            else pa.scalar(b"\x0a" + bytes(_varints(np.array([len(key)]))[0]) + key,
-                           pa.large_binary())
-        body = _join(head, _prefixed(0x12, feature))
-        entry = _prefixed(0x0A, body, emit=values.present)
-        if values.present is not None:
-            entry = pc.if_else(pa.array(values.present), entry, _EMPTY)
-        entries.append(entry)
-    body = _join(*entries) if entries else pa.array([b""] * rows, pa.large_binary())
-    return _prefixed(0x0A, body).to_pylist()
+def serialize_examples(features: dict[str, Values], rows: int) -> pa.Array:
+    """Serialized ``tf.train.Example`` per row, identical to ``encode_example``'s bytes.
+
+    Args:
+        features: feature name -> its values; map entries are written in key order.
+        rows: rows in the batch (each gets an Example, even with no feature present).
+
+    Returns:
+        A ``pa.binary()`` array of ``rows`` Examples (``pa.large_binary()`` past 2 GiB),
+        built on the writer's buffer without a copy.
+
+    Raises:
+        TypeError, ValueError: values that do not fit their kind, or offsets that do not
+            fit the values; the message names the feature.
+    """
+    offsets, data = serialize_columns({name: v.column(name) for name, v in features.items()}, rows)
+    if offsets[-1] <= _INT32_MAX:
+        return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(
+            offsets.astype(np.int32)), pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.large_binary(), rows,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(data)])

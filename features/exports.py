@@ -35,6 +35,7 @@ from features.kinds import (
     ImageFeature,
     IndicatorFeature,
     NumericFeature,
+    NumericListFeature,
     TextFeature,
 )
 from records.spec import FixedLenFeature, VarLenFeature
@@ -55,6 +56,8 @@ def _layout(spec) -> dict[str, tuple]:
             out[f"{name}_shape"] = ("fixed", (3,), "int64", (0, 0, 0) if optional else None)
         elif isinstance(f, NumericFeature):
             out[name] = ("fixed", (1,), f.dtype, None)
+        elif isinstance(f, NumericListFeature):
+            out[name] = ("var", f.dtype)
         else:
             out[name] = ("fixed", (1,), "int64", None)
     return out
@@ -63,8 +66,8 @@ def _layout(spec) -> dict[str, tuple]:
 def decode_spec(spec, artifacts: Artifacts | None = None) -> dict[str, FixedLenFeature | VarLenFeature]:
     """The records/ decode spec of the examples ``spec`` produces (PyTorch reader).
 
-    A document-layout text feature is ``VarLenFeature("int64")``: the reader pads it and
-    adds ``<name>_lengths``. An optional image decodes to ``b""`` and shape ``(0, 0, 0)``
+    A document-layout text feature is ``VarLenFeature("int64")`` and a numeric list a
+    ``VarLenFeature`` of its dtype: the reader pads them and adds ``<name>_lengths``. An optional image decodes to ``b""`` and shape ``(0, 0, 0)``
     when absent.
     """
     out: dict[str, FixedLenFeature | VarLenFeature] = {}

@@ -16,6 +16,7 @@ embedding     ``embedding_column`` (model-side metadata only)         nothing
 indicator     ``indicator_column`` (model-side metadata only)         nothing
 text          token ids (bytes or a trained byte-level BPE)           var-len or packed ids
 image         raw uint8 HWC                                           bytes + ``_shape`` [3]
+numeric_list  ``tf.io.VarLenFeature`` of int64 / float32 (boxes)      var-len int64 / float32
 ============  ======================================================  ========================
 
 Labels and weights are a ``role``, not a kind: ``role: label`` marks any id or numeric
@@ -44,6 +45,7 @@ __all__ = [
     "ImageFeature",
     "IndicatorFeature",
     "NumericFeature",
+    "NumericListFeature",
     "TextFeature",
 ]
 
@@ -257,6 +259,23 @@ class ImageFeature(_Input):
         if self.role != "feature":
             raise ValueError("an image cannot be a label or a weight")
         return self
+
+
+class NumericListFeature(_Input):
+    """A list of numbers → a variable-length int64 or float32 list (``tf.io.VarLenFeature``).
+
+    The input column is an Arrow list of numbers (``list<int64>``, ``list<float>``, ...);
+    each row's values are written as they are, in order: an int64 list must hold integers.
+    ``group: n`` says the values come in n-tuples (a box is 4 numbers), so a row whose
+    length is not a multiple of ``n`` is bad, as is a null value inside a list. A null row
+    is bad unless ``required: false``: then the row's Example leaves the feature out, which
+    ``tf.io.VarLenFeature`` and the records/ reader read as an empty list, like an empty row.
+    """
+
+    kind: Literal["numeric_list"]
+    dtype: Literal["int64", "float32"] = "int64"
+    group: int = Field(default=1, gt=0)
+    required: bool = True
 
 
 # Kinds whose Example value is one int64 id, which crosses, embeddings and indicators take.

@@ -33,6 +33,7 @@ from features.kinds import (
     ImageFeature,
     IndicatorFeature,
     NumericFeature,
+    NumericListFeature,
     TextFeature,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "ImageFeature",
     "IndicatorFeature",
     "NumericFeature",
+    "NumericListFeature",
     "SpecError",
     "TextFeature",
     "load_spec",
@@ -69,7 +71,8 @@ class SpecError(ValueError):
 
 Feature = Annotated[
     TextFeature | CategoricalFeature | NumericFeature | BucketizedFeature | HashedFeature
-    | IdentityFeature | CrossedFeature | EmbeddingFeature | IndicatorFeature | ImageFeature,
+    | IdentityFeature | CrossedFeature | EmbeddingFeature | IndicatorFeature | ImageFeature
+    | NumericListFeature,
     Field(discriminator="kind"),
 ]
 
@@ -80,7 +83,8 @@ def _outputs(name: str, feature) -> list[str]:
         return []
     if isinstance(feature, ImageFeature):
         return [name, f"{name}_shape"]
-    if isinstance(feature, TextFeature) and feature.layout == "document":
+    if isinstance(feature, NumericListFeature) or (
+            isinstance(feature, TextFeature) and feature.layout == "document"):
         return [name, f"{name}_lengths"]
     return [name]
 

@@ -25,11 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.artifacts import Artifacts, resolve_artifacts
 from features.encoders import ENCODERS, Column, Context
 from features.examples import Values, serialize_examples
-from features.kinds import CrossedFeature, ImageFeature, NumericFeature, TextFeature
+from features.kinds import (
+    CrossedFeature,
+    ImageFeature,
+    NumericFeature,
+    NumericListFeature,
+    TextFeature,
+)
 from features.spec import FeatureSpec
 from features.text import byte_token_ids, pack_blocks
 
@@ -63,11 +70,22 @@ class Transformed:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Serialized examples + the quarantined rows; ``documents`` rows went into the examples."""
+    """Serialized examples + the quarantined rows; ``documents`` rows went into the examples.
 
-    examples: list[tuple[str, bytes]]
+    Attributes:
+        keys: each example's key (the key column's type; strings when packed).
+        payloads: each example's tf.Example bytes (Arrow binary, the writer's buffer as is).
+    """
+
+    keys: pa.Array
+    payloads: pa.Array
     quarantined: pa.RecordBatch
     documents: int
+
+    @property
+    def examples(self) -> list[tuple[str, bytes]]:
+        """``(key, tf.Example bytes)`` per example, as Python objects (per-row: for tests)."""
+        return list(zip(self.keys.to_pylist(), self.payloads.to_pylist(), strict=True))
 
 
 def _columns_of(feature) -> str:
@@ -93,9 +111,10 @@ def _check_columns(batch: pa.RecordBatch, spec: FeatureSpec) -> None:
 
 
 def _with_nulls(name: str, feature, batch: pa.RecordBatch, column: Column) -> Column:
-    """Null inputs are bad rows (an optional image's null is not)."""
+    """Null inputs are bad rows (an optional image's or list's null is not)."""
     source = getattr(feature, "source", None)
-    if source is None or (isinstance(feature, ImageFeature) and not feature.required):
+    if source is None or (isinstance(feature, ImageFeature | NumericListFeature)
+                          and not feature.required):
         return column
     nulls = np.asarray(batch.column(source).is_null()) if batch.column(source).null_count else None
     if nulls is None:
@@ -186,7 +205,7 @@ def transform_batch(batch: pa.RecordBatch, spec: FeatureSpec,
     Returns:
         A RecordBatch with the key column and one column per encoded feature: list<int64>
         for text, int64 ids, int64/float32 numerics, binary + fixed_size_list<int64>[3]
-        ``<name>_shape`` for images.
+        ``<name>_shape`` for images, large_list<int64/float32> for numeric lists.
     """
     return _strict(transform(batch, spec, artifacts), "transform_batch").encoded
 
@@ -197,6 +216,13 @@ def _values(column: pa.Array, feature) -> list[tuple[str, Values]]:
     if isinstance(feature, TextFeature):
         offsets = column.offsets.to_numpy().astype(np.int64)
         return [("", Values("int64", column.values.to_numpy(), offsets))]
+    if isinstance(feature, NumericListFeature):
+        lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        offsets = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        present = np.asarray(column.is_valid()) if column.null_count else None
+        return [("", Values(feature.dtype, column.flatten().to_numpy(zero_copy_only=False),
+                            offsets, present))]
     if isinstance(feature, ImageFeature):
         present = np.asarray(column.is_valid())
         shape = np.tile(np.array(feature.shape, np.int64), rows)
@@ -211,15 +237,20 @@ def serialize(encoded: pa.RecordBatch, spec: FeatureSpec) -> list[tuple[str, byt
 
     Vectorized (:mod:`features.examples`), and byte for byte what
     ``records.example_codec.encode_example`` gives for the same row; an optional image's
-    null leaves both ``<name>`` and ``<name>_shape`` out of that row's Example.
+    null leaves both ``<name>`` and ``<name>_shape`` out of that row's Example, an optional
+    numeric list's null leaves ``<name>`` out.
     """
-    values = {name + suffix: v for name, f in spec.encoded().items()
-              for suffix, v in _values(encoded.column(name), f)}
-    examples = serialize_examples(values, encoded.num_rows)
+    examples = _serialized(encoded, spec).to_pylist()
     return list(zip(encoded.column(spec.key).to_pylist(), examples, strict=True))
 
 
-def _packed(encoded: pa.RecordBatch, spec: FeatureSpec) -> list[tuple[str, bytes]]:
+def _serialized(encoded: pa.RecordBatch, spec: FeatureSpec) -> pa.Array:
+    values = {name + suffix: v for name, f in spec.encoded().items()
+              for suffix, v in _values(encoded.column(name), f)}
+    return serialize_examples(values, encoded.num_rows)
+
+
+def _packed(encoded: pa.RecordBatch, spec: FeatureSpec) -> tuple[pa.Array, pa.Array]:
     name, feature = spec.text_feature()
     ids = encoded.column(name)
     blocks, first_row = pack_blocks(ids, block_size=feature.block_size)
@@ -230,8 +261,8 @@ def _packed(encoded: pa.RecordBatch, spec: FeatureSpec) -> list[tuple[str, bytes
         {name: Values("int64", blocks.ravel(), np.arange(n + 1) * feature.block_size)}, n)
     # Key: the document whose tokens open the block, and where in it the block starts.
     offsets = np.arange(n) * feature.block_size - starts[first_row]
-    return [(f"{keys[row]}@{offset}", example)
-            for row, offset, example in zip(first_row.tolist(), offsets.tolist(), examples, strict=True)]
+    return pa.array([f"{keys[row]}@{offset}" for row, offset in zip(
+        first_row.tolist(), offsets.tolist(), strict=True)], pa.string()), examples
 
 
 def encode(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None = None) -> Encoded:
@@ -243,8 +274,9 @@ def encode(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None
     """
     result = transform(batch, spec, artifacts)
     packed = any(isinstance(f, TextFeature) and f.layout == "packed" for f in spec.features.values())
-    examples = _packed(result.encoded, spec) if packed else serialize(result.encoded, spec)
-    return Encoded(examples, result.quarantined, result.encoded.num_rows)
+    keys, payloads = _packed(result.encoded, spec) if packed else (
+        result.encoded.column(spec.key), _serialized(result.encoded, spec))
+    return Encoded(keys, payloads, result.quarantined, result.encoded.num_rows)
 
 
 def encode_batch(batch: pa.RecordBatch, spec: FeatureSpec,

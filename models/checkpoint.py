@@ -15,6 +15,7 @@ trusting arbitrary pickles:
       "dataset_manifest_sha256": str,  # which data made these weights
       "reader": dict | None,           # rank 0's reader state_dict (what it had read)
       "data": list[dict] | None,       # per rank: {"reader", "packer", "rng"}, to resume exactly
+      "reader_global": dict | None,    # the job's reader progress, topology-free (elastic resume)
       "rng": {"torch_cpu", "torch_cuda", "numpy", "python"},
       "extra": dict,
       "peft": dict,                    # PEFT runs only: see below
@@ -157,6 +158,7 @@ def save_checkpoint(
     data_state: Sequence[Mapping[str, Any]] | None = None,
     model_state: Mapping[str, torch.Tensor] | None = None,
     peft: Mapping[str, Any] | None = None,
+    reader_global: Mapping[str, Any] | None = None,
 ) -> str:
     """Saves a checkpoint to ``uri`` (local path, ``file://`` or any fsspec URI) atomically.
 
@@ -175,6 +177,9 @@ def save_checkpoint(
         model_state: the tensors to keep instead of ``model.state_dict()`` (a PEFT run
             keeps only its trainable ones).
         peft: a PEFT run's reference to its base checkpoint (kept under ``"peft"``).
+        reader_global: every rank's reader progress as one topology-free state
+            (``records.reader.RecordDataset.elastic_state``): what a job of another world
+            size or ``num_workers`` resumes from.
 
     Returns:
         ``uri``.
@@ -201,6 +206,7 @@ def save_checkpoint(
         "rng": capture_rng_state(),
         "extra": dict(extra or {}),
         "data": [dict(d) for d in data_state] if data_state is not None else None,
+        "reader_global": dict(reader_global) if reader_global is not None else None,
     }
     if peft is not None:
         payload["peft"] = dict(peft)
@@ -326,7 +332,8 @@ def resume_checkpoint(
         model_config: must equal the checkpoint's.
         train_config: its fields named in ``must_match`` must equal the checkpoint's.
         dataset_manifest_sha256: must equal the checkpoint's.
-        world_size: must equal the number of per-rank data states saved.
+        world_size: must equal the number of per-rank data states saved, unless the
+            checkpoint holds ``reader_global`` (then any world size can resume it).
         must_match: train_config fields that decide the data stream.
 
     Raises:
@@ -357,7 +364,7 @@ def resume_checkpoint(
     if diff:
         raise ValueError(f"cannot resume {uri}: TrainConfig fields {diff} differ from the run's")
     data = ckpt.get("data")
-    if not data or len(data) != world_size:
+    if not data or (len(data) != world_size and not ckpt.get("reader_global")):
         n = len(data) if data else 0
         raise ValueError(f"{uri} holds data states for {n} ranks, this job has {world_size}")
     log.info("resuming from %s at step %d", uri, ckpt["step"])

@@ -15,6 +15,13 @@ stays stateful rather than per reader batch: dropping each batch's remainder wou
 throw away up to a window per reader batch and make the step count per epoch vary.
 :class:`Prefetcher` packs (and pins) ahead in a thread and hands each batch over
 with the state snapshot taken right after it, so checkpoints stay exact.
+
+Elastic resume: a checkpoint also holds the reader's topology-free progress
+(``records.reader.RecordDataset.elastic_state``). A job resumed with another world
+size or ``num_workers`` reads only what the checkpointed job left of the epoch, and
+:func:`rank_resume_state` hands the carried-over tokens of the old ranks to the new
+ones (old rank ``i`` to new rank ``i % world_size``), so no document is lost or repeated;
+the batches come in another order than the old job would have given.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 
-__all__ = ["DocumentPacker", "Prefetcher", "TokenBatchSource", "loop_epochs", "pack_documents"]
+__all__ = ["DocumentPacker", "Prefetcher", "TokenBatchSource", "loop_epochs", "pack_documents",
+           "rank_resume_state"]
 
 T = TypeVar("T")
 
@@ -87,6 +95,41 @@ def loop_epochs(
         if empty and epoch != start_epoch:
             raise ValueError(f"the data source yielded no batch in epoch {epoch}")
         epoch += 1
+
+
+def rank_resume_state(saved: list[dict[str, Any]], reader_global: dict[str, Any] | None, *,
+                      rank: int, world_size: int, same_topology: bool) -> dict[str, Any]:
+    """This rank's data state (``reader``, ``packer``, ``rng``) out of a checkpoint's.
+
+    Args:
+        saved: the checkpoint's per-rank states (index = old rank).
+        reader_global: the checkpoint's topology-free reader state, or None.
+        rank, world_size: this rank in the resuming job.
+        same_topology: the job has the checkpointed job's world size and ``num_workers``:
+            the rank continues exactly where its predecessor stopped.
+
+    Returns:
+        ``saved[rank]`` for the same topology. Otherwise ``reader`` is ``reader_global``,
+        ``packer`` (when the ranks had one) carries the tokens of old ranks
+        ``rank, rank + world_size, ...`` in that order, and ``rng`` is old rank ``rank``'s
+        states, or None for a rank the old job did not have.
+
+    Raises:
+        ValueError: another topology and no ``reader_global`` (an older checkpoint).
+    """
+    if same_topology:
+        return saved[rank]
+    if reader_global is None:
+        raise ValueError(f"the checkpoint was written by {len(saved)} ranks and holds no "
+                         f"topology-free reader state: resume it with {len(saved)} ranks and "
+                         "the same num_workers")
+    state: dict[str, Any] = {"reader": reader_global,
+                             "rng": saved[rank]["rng"] if rank < len(saved) else None}
+    if all("packer" in s for s in saved):
+        carries = [s["packer"]["carry"] for s in saved[rank::world_size]]
+        state["packer"] = {"carry": torch.cat(carries) if carries
+                           else torch.empty(0, dtype=torch.long)}
+    return state
 
 
 def _documents_with_eos(batch: dict[str, torch.Tensor], eos_id: int) -> torch.Tensor:

@@ -31,7 +31,13 @@ from typing import Any
 
 from models.config_fields import FieldError
 from models.efficientnet_config import EFFICIENTNET_PRESETS, EfficientNetConfig
+from models.flow_config import FLOW_PRESETS, FlowConfig
 from models.lm_config import LM_PRESETS, LMConfig
+from models.mobilenet_config import MOBILENET_PRESETS, MobileNetV2Config
+from models.rectified_flow_config import RECTIFIED_FLOW_PRESETS, RectifiedFlowConfig
+from models.sam_config import SAM_PRESETS, SAMConfig
+from models.segmenter_config import SEGMENTER_PRESETS, SegmenterConfig
+from models.thundernet_config import THUNDERNET_PRESETS, ThunderNetConfig
 from models.train_config import (
     KIND_FIELDS,
     TRAINING,
@@ -40,6 +46,8 @@ from models.train_config import (
     TrainResult,
     check_lm_run,
 )
+from models.vae_config import VAE_PRESETS, VAEConfig
+from models.vqgan_config import VQGAN_PRESETS, VQGANConfig
 from models.vqvae_config import VQVAE_PRESETS, VQVAEConfig
 
 __all__ = ["KINDS", "ConfigFieldError", "ModelKind", "TrainConfig", "TrainResult",
@@ -107,6 +115,51 @@ KINDS: dict[str, ModelKind] = {
         name="efficientnet", dataset="images", presets=EFFICIENTNET_PRESETS,
         default_preset="b0", unit="images", model_config=EfficientNetConfig,
         training=TRAINING["efficientnet"], model_context=("num_classes",),
+        task="models.task_vision:make_task",
+    ),
+    "mobilenet_v2": ModelKind(
+        name="mobilenet_v2", dataset="images", presets=tuple(MOBILENET_PRESETS),
+        default_preset="v2_100", unit="images", model_config=MobileNetV2Config,
+        training=TRAINING["mobilenet_v2"], model_context=("num_classes",),
+        task="models.task_vision:make_task",
+    ),
+    "segmenter": ModelKind(  # reads the image dataset's masks (every image needs one)
+        name="segmenter", dataset="images", presets=tuple(SEGMENTER_PRESETS),
+        default_preset="base", unit="images", model_config=SegmenterConfig,
+        training=TRAINING["segmenter"], model_context=("num_classes",),
+        task="models.task_vision:make_task",
+    ),
+    "sam": ModelKind(  # promptable segmenter: prompts drawn from the masks' objects
+        name="sam", dataset="images", presets=tuple(SAM_PRESETS), default_preset="small",
+        unit="images", model_config=SAMConfig, training=TRAINING["sam"],
+        task="models.task_vision:make_task",
+    ),
+    "thundernet": ModelKind(  # detector: boxes of the masks' connected components
+        name="thundernet", dataset="images", presets=tuple(THUNDERNET_PRESETS),
+        default_preset="snet146", unit="images", model_config=ThunderNetConfig,
+        training=TRAINING["thundernet"], model_context=("num_classes",),
+        task="models.task_vision:make_task",
+    ),
+    # The generative image kinds (models.vision_generative): images in [-1, 1].
+    "vqgan": ModelKind(
+        name="vqgan", dataset="images", presets=tuple(VQGAN_PRESETS), default_preset="base",
+        unit="images", model_config=VQGANConfig, training=TRAINING["vqgan"],
+        task="models.task_vision:make_task",
+    ),
+    "vae": ModelKind(
+        name="vae", dataset="images", presets=tuple(VAE_PRESETS), default_preset="base",
+        unit="images", model_config=VAEConfig, training=TRAINING["vae"],
+        task="models.task_vision:make_task",
+    ),
+    "flow": ModelKind(
+        name="flow", dataset="images", presets=tuple(FLOW_PRESETS), default_preset="base",
+        unit="images", model_config=FlowConfig, training=TRAINING["flow"],
+        task="models.task_vision:make_task",
+    ),
+    "rectified_flow": ModelKind(
+        name="rectified_flow", dataset="images", presets=tuple(RECTIFIED_FLOW_PRESETS),
+        default_preset="small", unit="images", model_config=RectifiedFlowConfig,
+        training=TRAINING["rectified_flow"], model_context=("num_classes",),
         task="models.task_vision:make_task",
     ),
 }

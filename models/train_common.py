@@ -22,11 +22,15 @@ from torch import nn
 
 from models.distributed import DistInfo, gather_objects
 
-__all__ = ["DTYPES", "StepOutput", "Task", "cudnn_tf32", "evaluate", "make_loader",
+__all__ = ["DTYPES", "GATHER", "StepOutput", "Task", "cudnn_tf32", "evaluate", "make_loader",
            "make_optimizer", "matmul_precision", "pin_batch", "resolve_device",
            "resolve_precision", "scaler_step", "seed_everything"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Eval "sums" whose key starts with this are concatenated along dim 0 (over batches, then
+# ranks, in order) instead of summed: statistics that do not add up, e.g. COCO mAP's
+# detections (models.detection_eval).
+GATHER = "gather/"
 
 Batch = tuple[Any, ...]  # host tensors (or None) of one micro-batch, as a task streams them
 
@@ -81,7 +85,8 @@ class Task(Protocol):
         """The forward of one micro-batch under autocast (``model`` may be compiled/DDP)."""
 
     def eval_sums(self, model: nn.Module, inputs: Batch) -> dict[str, torch.Tensor]:
-        """Additive statistics of one eval micro-batch (summed over batches and ranks)."""
+        """Additive statistics of one eval micro-batch (summed over batches and ranks);
+        those keyed ``GATHER + name`` are concatenated along dim 0 instead."""
 
     def eval_finish(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Summed statistics -> the eval metrics (plain numbers)."""
@@ -224,7 +229,8 @@ def evaluate(task: Task, model: nn.Module, reader: Iterable[dict], *, device: to
         reader: this rank's partition of the eval split.
         autocast: entered around the model calls (None = full precision).
         max_batches: stop after this many micro-batches per rank; 0 = all of them.
-        info: this rank's place under DDP; the sums are gathered from every rank.
+        info: this rank's place under DDP; the sums are gathered from every rank (and
+            summed, or concatenated in rank order for ``GATHER`` keys).
 
     Returns:
         The metrics, or None when no rank got a whole micro-batch out of the split.
@@ -232,6 +238,7 @@ def evaluate(task: Task, model: nn.Module, reader: Iterable[dict], *, device: to
     modes = {m: m.training for m in model.modules()}  # Medusa-1 mixes train and eval
     model.eval()
     sums: dict[str, torch.Tensor] = {}
+    gathered: dict[str, list[torch.Tensor]] = {}  # GATHER keys: kept batch by batch
     batches = task.eval_batches(reader)
     try:
         with torch.no_grad():
@@ -239,15 +246,23 @@ def evaluate(task: Task, model: nn.Module, reader: Iterable[dict], *, device: to
                 inputs = task.prepare(batch, device)
                 with autocast or nullcontext():
                     for k, v in task.eval_sums(model, inputs).items():
-                        sums[k] = sums[k] + v.double() if k in sums else v.double()
+                        if k.startswith(GATHER):
+                            gathered.setdefault(k, []).append(v)
+                        else:
+                            sums[k] = sums[k] + v.double() if k in sums else v.double()
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # stops the reader's decode threads
         for m, mode in modes.items():
             m.training = mode
+    mine = {k: v.cpu() for k, v in sums.items()}
+    mine.update({k: torch.cat(v).cpu() for k, v in gathered.items()})
     merged: dict[str, torch.Tensor] = {}
-    for part in gather_objects({k: v.cpu() for k, v in sums.items()}, info or DistInfo()):
+    for part in gather_objects(mine, info or DistInfo()):  # in rank order
         for k, v in part.items():  # a rank may have seen no batch
-            merged[k] = merged[k] + v if k in merged else v
+            if k not in merged:
+                merged[k] = v
+            else:
+                merged[k] = torch.cat([merged[k], v]) if k.startswith(GATHER) else merged[k] + v
     return task.eval_finish(merged) if merged else None

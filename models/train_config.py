@@ -68,8 +68,7 @@ LM_TRAINING = TrainProfile(
     ),
     own_fields=("block_size", "eos_id", "attention", "peak_flops", "init_from",
                 "freeze_backbone", "peft"),
-    resume_fields=("batch_size", "block_size", "seed", "shuffle", "eos_id", "grad_accum",
-                   "num_workers"),
+    resume_fields=("batch_size", "block_size", "seed", "shuffle", "eos_id", "grad_accum"),
 )
 VISION_TRAINING = TrainProfile(
     defaults=dict(
@@ -80,11 +79,23 @@ VISION_TRAINING = TrainProfile(
         beta2=0.999,  # Adam's default: convnets do not need the LM's 0.95
     ),
     own_fields=("channels_last", "image_size"),
-    resume_fields=("batch_size", "seed", "shuffle", "grad_accum", "num_workers"),
+    resume_fields=("batch_size", "seed", "shuffle", "grad_accum"),
+)
+# The generative image kinds (vqgan, vae, flow, rectified_flow): the vision fields, with
+# no weight decay (it biases likelihoods and GAN generators; DiT trains without it) and
+# a lower LR (transformers and flows diverge at the convnets' 1e-3).
+GENERATIVE_TRAINING = TrainProfile(
+    defaults=dict(batch_size=64, lr=3e-4, min_lr=3e-5, weight_decay=0.0, beta2=0.99),
+    own_fields=VISION_TRAINING.own_fields,
+    resume_fields=VISION_TRAINING.resume_fields,
 )
 # kind -> profile; models.kinds.KINDS declares each kind with its profile from here.
 TRAINING: dict[str, TrainProfile] = {
     "lm": LM_TRAINING, "vqvae": VISION_TRAINING, "efficientnet": VISION_TRAINING,
+    "mobilenet_v2": VISION_TRAINING, "segmenter": VISION_TRAINING,
+    "sam": VISION_TRAINING, "thundernet": VISION_TRAINING,
+    "vqgan": GENERATIVE_TRAINING, "vae": GENERATIVE_TRAINING, "flow": GENERATIVE_TRAINING,
+    "rectified_flow": GENERATIVE_TRAINING,
 }
 KIND_FIELDS = tuple(dict.fromkeys(f for p in TRAINING.values() for f in p.own_fields))
 
@@ -119,8 +130,9 @@ class TrainConfig:
     # end only); skipped when the dataset has no eval split
     eval_every: int = 0
     eval_batches: int = 0  # reader batches per evaluation and rank; 0 = the whole eval split
-    # DataLoader processes decoding records; 0 = in the training process. Changing it
-    # changes the batch order, so a resumed run must keep it. 2-6 on GPU hosts.
+    # DataLoader processes decoding records; 0 = in the training process. A resumed run
+    # that changes it (or the world size) reads the rest of the epoch in another order
+    # (elastic resume); keeping both continues exactly. 2-6 on GPU hosts.
     num_workers: int = 0
     # batches a background thread prepares (packs or decodes, and pins on CUDA) ahead of
     # the step, so the step never waits on them; 0 = inline in the training loop

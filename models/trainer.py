@@ -15,8 +15,11 @@ Resume: ``ckpt.pt`` holds model, optimizer, GradScaler, step (the LR schedule is
 function of it), and per rank the reader position, the stream's state (the LM packer's
 carried-over tokens) and the RNG states. A run killed after its last checkpoint and
 restarted with ``resume=True`` follows the same loss curve (bit for bit on CPU) as one
-that was never interrupted. A task may keep less of the model (``task.saved_weights``):
-a PEFT run keeps its trainable tensors and a reference to its base checkpoint.
+that was never interrupted. It also holds the reader's topology-free progress, so a run
+restarted with another world size or ``num_workers`` reads exactly the examples of the
+epoch the old run had not (:func:`models.data.rank_resume_state`; not the same curve).
+A task may keep less of the model (``task.saved_weights``): a PEFT run keeps its
+trainable tensors and a reference to its base checkpoint.
 
 Evaluation: every ``eval_every`` steps and at the end, over the dataset's eval split
 (``eval_batches`` micro-batches per rank at most; skipped when there is no eval split),
@@ -47,7 +50,7 @@ from models.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from models.data import Prefetcher, loop_epochs
+from models.data import Prefetcher, loop_epochs, rank_resume_state
 from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, step_record
 from models.train_common import (
@@ -202,8 +205,13 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     train_metrics: dict[str, Any] = {}
     eval_metrics: dict[str, Any] = {}
     extras: dict[str, Any] = {}
+    resumed: dict[str, Any] = {}  # this rank's data state out of the checkpoint
     if ckpt is not None:
-        source.load_state_dict(ckpt["data"][info.rank]["reader"])
+        resumed = rank_resume_state(
+            ckpt["data"], ckpt.get("reader_global"), rank=info.rank, world_size=info.world_size,
+            same_topology=(len(ckpt["data"]) == info.world_size
+                           and ckpt["train_config"].get("num_workers") == cfg.num_workers))
+        source.load_state_dict(resumed["reader"])
         extra = ckpt["extra"]
         start_step, skipped_before = ckpt["step"], int(extra.get("skipped_steps", 0))
         final_loss = float(extra.get("final_loss", float("nan")))
@@ -220,7 +228,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     stream = task.stream(loop_epochs(source, start_epoch, iterable=loader))
     stateful = callable(getattr(stream, "state_dict", None))  # the LM's packer
     if ckpt is not None and stateful:
-        stream.load_state_dict(ckpt["data"][info.rank]["packer"])
+        stream.load_state_dict(resumed["packer"])
 
     def data_state() -> dict[str, Any]:  # what a checkpoint needs to continue this stream
         state = {"reader": source.state_dict()}
@@ -238,8 +246,11 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
         mine = batches.state if isinstance(batches, Prefetcher) else data_state()
         data = gather_objects({**mine, "rng": capture_rng_state()}, info)
         if info.is_main:
+            elastic = getattr(source, "elastic_state", None)
             save_checkpoint(
                 ckpt_uri, model=raw_model, optimizer=optimizer, step=step,
+                reader_global=(elastic([d["reader"] for d in data], num_workers=cfg.num_workers)
+                               if callable(elastic) else None),
                 model_config=task.model_config, train_config=cfg, dataset_manifest_sha256=sha,
                 reader_state=data[0]["reader"], scaler=scaler, data_state=data,
                 extra={"kind": task.name, "final_loss": final_loss, "skipped_steps": skipped,
@@ -275,8 +286,8 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
                      use_compile, extras, start_step)
             # The RNGs last: nothing above may draw from them after this (probing the
             # attention kernel with dropout does).
-            if ckpt is not None:
-                restore_rng_state(ckpt["data"][info.rank]["rng"])
+            if resumed.get("rng") is not None:
+                restore_rng_state(resumed["rng"])
             elif info.rank:
                 seed_everything(cfg.seed + info.rank)  # distinct dropout masks per rank
             for step in range(start_step, cfg.steps):

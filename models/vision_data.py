@@ -5,7 +5,10 @@ The shard contract (written by the feature layer): each tf.Example holds
     image        bytes_list, one value: raw uint8 H*W*C bytes, row-major HWC (no PNG)
     image_shape  int64 [3]: H, W, C
     label        int64 [1]: the class id (classifiers)
-    mask         bytes, optional: raw uint8 H*W (not read here)
+    mask         bytes, optional: raw uint8 H*W class ids, 0 = background, c = label c - 1
+    mask_shape   int64 [3]: H, W, 1 (0, 0, 0 without a mask)
+    boxes        int64 var-len, 4 per object: x0, y0, x1, y1 in mask pixels (x1, y1 exclusive)
+    box_labels   int64 var-len, one mask class id (>= 1) per box
 
 ``records.reader.RecordDataset(bytes_as="uint8")`` yields the images of a batch as
 one zero-padded uint8 tensor (B, L) plus lengths. :func:`decode_images` checks them
@@ -13,6 +16,12 @@ against ``image_shape`` and views them as (B, H, W, C) without copying; the load
 does nothing else. The device does the rest in :func:`to_model_input`: the uint8
 batch (4x smaller than float) crosses the bus, is permuted to NCHW (free: NHWC
 memory *is* channels-last NCHW), converted, resized if asked and normalized there.
+
+The dense kinds (``VisionModel.targets == "dense"``) also read the mask and the boxes:
+:func:`decode_dense` checks them on the host (every image must have a mask: a row without
+one raises, naming it) and keeps them as a few padded tensors, and :func:`to_dense_targets`
+builds a :class:`~models.vision_model.DenseTargets` on the device, the masks resized with
+nearest-neighbour sampling and the boxes scaled to the model's input size.
 """
 
 from __future__ import annotations
@@ -22,21 +31,36 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from records.spec import FixedLenFeature
+from models.vision_model import DenseTargets
+from records.spec import FixedLenFeature, VarLenFeature
 
-__all__ = ["IMAGE_KEY", "LABEL_KEY", "SHAPE_KEY", "ImageBatch", "decode_images", "image_batches",
-           "image_spec", "to_model_input"]
+__all__ = ["BOXES_KEY", "BOX_LABELS_KEY", "DenseBatch", "IMAGE_KEY", "LABEL_KEY", "MASK_KEY",
+           "MASK_SHAPE_KEY", "SHAPE_KEY", "ImageBatch", "decode_dense", "decode_images",
+           "dense_batches", "image_batches", "image_spec", "to_dense_targets", "to_model_input"]
 
 IMAGE_KEY, SHAPE_KEY, LABEL_KEY = "image", "image_shape", "label"
+MASK_KEY, MASK_SHAPE_KEY, BOXES_KEY, BOX_LABELS_KEY = "mask", "mask_shape", "boxes", "box_labels"
 
 ImageBatch = tuple[torch.Tensor, torch.Tensor | None]  # uint8 (B, H, W, C), int64 (B,) or None
+# uint8 images (B, H, W, C), int64 labels (B,), uint8 masks (B, h, w), int64 boxes (B, N, 4),
+# int64 box_labels (B, N), int64 box counts (B,): rows i hold counts[i] valid boxes, N the most
+DenseBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                   torch.Tensor]
 
 
-def image_spec(*, labels: bool) -> dict[str, FixedLenFeature]:
-    """The decode spec of the features read (``label`` only when ``labels``)."""
-    spec = {IMAGE_KEY: FixedLenFeature((), "bytes"), SHAPE_KEY: FixedLenFeature((3,), "int64")}
-    if labels:
+def image_spec(*, labels: bool, dense: bool = False
+               ) -> dict[str, FixedLenFeature | VarLenFeature]:
+    """The decode spec of the features read (``label`` only when ``labels``; ``mask``,
+    ``mask_shape``, ``boxes`` and ``box_labels`` too when ``dense``)."""
+    spec: dict[str, FixedLenFeature | VarLenFeature] = {
+        IMAGE_KEY: FixedLenFeature((), "bytes"), SHAPE_KEY: FixedLenFeature((3,), "int64")}
+    if labels or dense:
         spec[LABEL_KEY] = FixedLenFeature((1,), "int64")
+    if dense:  # optional in the shards; decode_dense says which row lacks a mask
+        spec[MASK_KEY] = FixedLenFeature((), "bytes", default=b"")
+        spec[MASK_SHAPE_KEY] = FixedLenFeature((3,), "int64", default=(0, 0, 0))
+        spec[BOXES_KEY] = VarLenFeature("int64")
+        spec[BOX_LABELS_KEY] = VarLenFeature("int64")
     return spec
 
 
@@ -132,3 +156,93 @@ def to_model_input(images: torch.Tensor, *, mean: Sequence[float], std: Sequence
     x = (x - m) / s  # (B, C, H, W)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)
+
+
+def decode_dense(batch: dict, *, num_classes: int | None = None) -> DenseBatch:
+    """One ``RecordDataset(bytes_as="uint8", feature_spec=image_spec(labels=True,
+    dense=True))`` batch -> a :data:`DenseBatch` on the host.
+
+    Args:
+        batch: a reader batch with the image, label, mask and box features.
+        num_classes: when given, labels must lie in ``[0, num_classes)`` and mask and box
+            class ids in ``[0, num_classes]`` (0 = background).
+
+    Raises:
+        ValueError: what :func:`decode_images` raises; an image without a mask (the dense
+            kinds need every image's mask; the error names the image's place in the batch
+            and the feature), masks of different or inconsistent shapes, boxes that are not
+            4 values each or whose count differs from their labels', or class ids out of
+            range.
+    """
+    images, labels = decode_images(batch, labels=True, num_classes=num_classes)
+    needed = [MASK_KEY, f"{MASK_KEY}_lengths", MASK_SHAPE_KEY, BOXES_KEY, f"{BOXES_KEY}_lengths",
+              BOX_LABELS_KEY, f"{BOX_LABELS_KEY}_lengths"]
+    missing = [k for k in needed if k not in batch]
+    if missing:
+        raise ValueError(f"dense image batch lacks {missing} (got {sorted(batch)}); read the "
+                         f"shards with feature_spec=image_spec(labels=True, dense=True)")
+    mask, lengths, shape = batch[MASK_KEY], batch[f"{MASK_KEY}_lengths"], batch[MASK_SHAPE_KEY]
+    B = images.shape[0]
+    if B and bool((lengths == 0).any()):
+        row = int((lengths == 0).nonzero()[0, 0])
+        raise ValueError(f"image {row} of the batch has no mask (feature {MASK_KEY!r} is empty): "
+                         "the dense kinds (segmenter, sam, thundernet) need a mask for every "
+                         "image; give the corpus masks or train them on a dataset of masked "
+                         "images")
+    if B and bool((shape != shape[0]).any()):
+        distinct = sorted({tuple(s) for s in shape.tolist()})
+        raise ValueError(f"masks of one batch must share a shape, got {distinct[:4]}")
+    h, w, c = (int(v) for v in shape[0]) if B else (0, 0, 1)
+    if c != 1 or (B and bool((lengths != h * w).any())):
+        raise ValueError(f"'{MASK_KEY}' must hold H*W uint8 class ids for its mask_shape "
+                         f"{(h, w, c)}, got byte counts {sorted(set(lengths.tolist()))[:4]}")
+    masks = mask[:, : h * w].reshape(B, h, w)  # a view, like the images
+    boxes, n_boxes = batch[BOXES_KEY], batch[f"{BOXES_KEY}_lengths"]
+    box_labels, counts = batch[BOX_LABELS_KEY], batch[f"{BOX_LABELS_KEY}_lengths"]
+    if bool((n_boxes % 4 != 0).any()) or bool((n_boxes != 4 * counts).any()):
+        row = int(((n_boxes % 4 != 0) | (n_boxes != 4 * counts)).nonzero()[0, 0])
+        raise ValueError(f"image {row} of the batch has {int(n_boxes[row])} '{BOXES_KEY}' "
+                         f"values for {int(counts[row])} '{BOX_LABELS_KEY}': 4 values per box")
+    N = box_labels.shape[1]
+    boxes = boxes[:, : 4 * N].reshape(B, N, 4)
+    if num_classes is not None and B:
+        top = max(int(masks.max()), int(box_labels.max()) if N else 0)
+        if top > num_classes:
+            raise ValueError(f"mask class ids must lie in [0, {num_classes}] (0 = background), "
+                             f"got {top}")
+    return images, labels, masks, boxes, box_labels, counts
+
+
+def dense_batches(batches: Iterable[dict], *, num_classes: int | None = None
+                  ) -> Iterator[DenseBatch]:
+    """:func:`decode_dense` over an iterable of reader batches."""
+    for batch in batches:
+        yield decode_dense(batch, num_classes=num_classes)
+
+
+def to_dense_targets(labels: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
+                     box_labels: torch.Tensor, counts: torch.Tensor, *, size: tuple[int, int],
+                     device: torch.device) -> DenseTargets:
+    """The host tensors of a :data:`DenseBatch` -> :class:`DenseTargets` on ``device``.
+
+    Args:
+        labels, masks, boxes, box_labels, counts: as :func:`decode_dense` returns them
+            (``counts`` stays on the host: it splits the boxes without a device sync).
+        size: ``(H, W)`` of the model's input; masks are resized to it with nearest
+            sampling (pixel centres, as PIL's NEAREST) and boxes scaled by ``W / w`` and
+            ``H / h`` of the mask's ``(h, w)``.
+        device: where the targets go.
+    """
+    H, W = size
+    h, w = masks.shape[1:]
+    masks = masks.to(device, non_blocking=True)  # uint8 (B, h, w)
+    if (h, w) != (H, W):
+        masks = F.interpolate(masks[:, None].float(), size=(H, W), mode="nearest-exact")[:, 0]
+    boxes = boxes.to(device, non_blocking=True).float()  # (B, N, 4) in mask pixels
+    if (h, w) != (H, W):
+        boxes = boxes * torch.tensor([W / w, H / h, W / w, H / h], device=device)
+    box_labels = box_labels.to(device, non_blocking=True)  # (B, N)
+    n = counts.tolist()
+    return DenseTargets(labels=labels.to(device, non_blocking=True), masks=masks.long(),
+                        boxes=[boxes[i, : n[i]] for i in range(len(n))],
+                        box_labels=[box_labels[i, : n[i]] for i in range(len(n))])

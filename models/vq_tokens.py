@@ -28,7 +28,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.task_vision import VISION_MODELS
 from models.vision_data import decode_images, image_spec, to_model_input
-from models.vqvae import VQVAE, VQVAEConfig
+from models.vqgan import load_vq
 
 __all__ = ["DEFAULT_ID_OFFSET", "EOS_ID", "export_vq_tokens"]
 
@@ -45,7 +45,7 @@ def export_vq_tokens(
     """Writes the code indices of ``dataset_uri``'s images as a records/ token dataset.
 
     Args:
-        checkpoint_uri: a ``ckpt.pt`` of a VQ-VAE run (:func:`models.kinds.train_model`);
+        checkpoint_uri: a ``ckpt.pt`` of a VQ-VAE or VQGAN run (:func:`models.kinds.train_model`);
             its model config and train config (``image_size``) are used.
         dataset_uri: the image dataset version folder.
         out_uri: the token dataset version folder to write (replaced atomically).
@@ -60,7 +60,7 @@ def export_vq_tokens(
         The committed :class:`records.manifest.Manifest`.
 
     Raises:
-        ValueError: the checkpoint is not a VQ-VAE's, a negative ``id_offset``, or images
+        ValueError: the checkpoint is not a VQ-VAE's or VQGAN's, a negative ``id_offset``, or images
             the VQ-VAE cannot take.
     """
     from records.example_codec import encode_example
@@ -72,15 +72,14 @@ def export_vq_tokens(
     if isinstance(id_offset, bool) or not isinstance(id_offset, int) or id_offset < 0:
         raise ValueError(f"id_offset must be an int >= 0, got {id_offset!r}")
     ckpt = load_checkpoint(checkpoint_uri)
-    if ckpt["extra"].get("kind") != "vqvae":
-        raise ValueError(f"{checkpoint_uri} holds a {ckpt['extra'].get('kind')!r} model, "
-                         f"not a VQ-VAE")
-    config = VQVAEConfig(**ckpt["model_config"])
-    model = VQVAE(config)
-    model.load_state_dict(ckpt["model"])
+    kind = ckpt["extra"].get("kind")
+    if kind not in ("vqvae", "vqgan"):
+        raise ValueError(f"{checkpoint_uri} holds a {kind!r} model, not a VQ-VAE or VQGAN")
+    model = load_vq(ckpt)  # a VQGAN's codes are those of its VQ-VAE part
+    config = model.config
     dev = torch.device(device)
     model.to(dev).eval()
-    mean, std = VISION_MODELS["vqvae"].normalization(config)
+    mean, std = VISION_MODELS[kind].normalization(config)
     image_size = ckpt["train_config"].get("image_size")
 
     source = load_manifest(dataset_uri)
@@ -92,7 +91,7 @@ def export_vq_tokens(
     out_config: dict[str, Any] = {
         "codebook_size": config.codebook_size, "id_offset": id_offset,
         "vocab_size": config.codebook_size + id_offset, "eos_id": EOS_ID,
-        "image_size": image_size, "vqvae": dataclasses.asdict(config),
+        "image_size": image_size, "vqvae": dataclasses.asdict(config), "kind": kind,
         "checkpoint_step": ckpt["step"], "source_manifest_sha256": manifest_sha256(dataset_uri),
     }
     writer = None  # opened at the first batch, when the code grid (h, w) is known

@@ -19,14 +19,22 @@ Using RecordDataset with a DataLoader::
 
 Resume contract: ``state_dict()`` is ``{"epoch", "batches_consumed"}`` and the
 trainer keeps it current by calling :meth:`RecordDataset.advance` once per batch it
-consumed (per rank). A resumed run must use the same dataset, batch size, seed,
-shuffle settings, world size and ``num_workers``. With a DataLoader
-(``batch_size=None``, the default ``in_order=True``, ``persistent_workers=False``)
-the batches arrive round-robin from the workers, so after ``k`` batches worker
-``w`` has delivered a deterministic share of them
+consumed (per rank). Resumed with the same world size and ``num_workers`` (and the
+same dataset, batch size, seed and shuffle settings), a rank continues exactly: with a
+DataLoader (``batch_size=None``, the default ``in_order=True``,
+``persistent_workers=False``) the batches arrive round-robin from the workers, so
+after ``k`` batches worker ``w`` has delivered a deterministic share of them
 (:func:`records.partition.resume_point`); on resume each worker skips its share,
 the workers' round-robin is rotated to continue where it stopped, and the
 remaining batches are exactly those of the uninterrupted run, in the same order.
+
+Elastic resume (another world size or ``num_workers``): the gathered ``state_dict()``
+of every rank goes through :meth:`RecordDataset.elastic_state`, which gives what the
+job consumed as epoch positions, ``{"epoch", "consumed": {epoch: [[start, stop], ...]}}``,
+whatever its topology. Every rank of the new job loads that same state and the ranks and
+workers share what is left: the two jobs read every record of the epoch once (the rest
+in another order). ``state_dict()`` then carries ``"consumed"`` along until the epoch
+ends, so the new job can be resumed again, on any topology.
 """
 
 from __future__ import annotations
@@ -41,7 +49,14 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from records.batch_decode import ExampleDecoder, decode_slow
 from records.errors import CorruptRecordError, check_on_corrupt
 from records.manifest import Manifest, load_manifest
-from records.partition import plan, resume_point
+from records.partition import (
+    job_consumed,
+    normalize_spans,
+    plan,
+    rank_batches,
+    resume_point,
+    spans_size,
+)
 from records.scan import HEADER, OVERHEAD, check_frames
 from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature, validate_spec
 from records.stream import ConsumerStream, ShardReader
@@ -181,20 +196,34 @@ class RecordDataset(IterableDataset):
         self._counts = [s.records for s in self.split_info.shards]
         self.epoch = 0
         self.batches_consumed = 0
+        # epoch -> positions earlier jobs consumed (elastic resume); this job reads the rest
+        self._consumed: dict[int, np.ndarray] = {}
+        self._consumed_lists: dict[int, list] = {}  # the same, as state_dict() gives them
         plan(self._counts, epoch=0, seed=seed, shuffle=shuffle, rank=self.rank,
              world_size=self.world_size, worker=0, num_workers=1, batch_size=batch_size,
              drop_last=drop_last)  # validates rank/world_size now
 
+    def _plan_args(self, epoch: int) -> dict[str, Any]:
+        return dict(epoch=epoch, seed=self.seed, shuffle=self.shuffle,
+                    batch_size=self.batch_size, drop_last=self.drop_last,
+                    consumed=self._consumed.get(epoch))
+
     def __len__(self) -> int:
-        """Batches this rank yields per epoch (from manifest counts)."""
-        return plan(self._counts, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
-                    rank=self.rank, world_size=self.world_size, worker=0, num_workers=1,
-                    batch_size=self.batch_size, drop_last=self.drop_last).rank_batches
+        """Batches this rank yields in the current epoch (from manifest counts)."""
+        consumed = self._consumed.get(self.epoch)
+        left = sum(self._counts) - (spans_size(consumed) if consumed is not None else 0)
+        return rank_batches(left, rank=self.rank, world_size=self.world_size,
+                            batch_size=self.batch_size, drop_last=self.drop_last)[2]
+
+    def _keep_consumed(self, consumed: dict[int, np.ndarray]) -> None:
+        self._consumed = {e: s for e, s in consumed.items() if e >= self.epoch and len(s)}
+        self._consumed_lists = {e: s.tolist() for e, s in sorted(self._consumed.items())}
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch (its shard order and shuffle); a new epoch resets progress."""
         if epoch != self.epoch:
             self.epoch, self.batches_consumed = int(epoch), 0
+            self._keep_consumed(self._consumed)
 
     def advance(self, n_batches: int = 1) -> None:
         """Records that the trainer consumed ``n_batches`` more batches of this epoch."""
@@ -202,24 +231,68 @@ class RecordDataset(IterableDataset):
             raise ValueError(f"advance({n_batches}) goes past the epoch's {len(self)} batches")
         self.batches_consumed += n_batches
 
-    def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batches_consumed"}`` (see the module docstring for the contract)."""
-        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch", "batches_consumed"}`` (see the module docstring for the contract).
+
+        After an elastic resume it also holds ``"consumed"``: ``{epoch: [[start, stop],
+        ...]}``, the positions earlier jobs read of this epoch (and of later ones).
+        """
+        state: dict[str, Any] = {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+        if self._consumed_lists:
+            state["consumed"] = dict(self._consumed_lists)  # shared lists: do not modify
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`; the next iteration resumes after the consumed batches."""
-        epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
-        self.epoch, self.batches_consumed = epoch, 0
-        if not 0 <= consumed <= len(self):
-            raise ValueError(f"batches_consumed={consumed} outside 0..{len(self)}")
-        self.batches_consumed = consumed
+        """Restores :meth:`state_dict`, or an :meth:`elastic_state` of any job.
+
+        A ``state_dict()`` (it has ``"batches_consumed"``) continues this rank exactly; it
+        must come from a job of the same world size and ``num_workers``. An
+        ``elastic_state()`` makes this rank read its share of what the job left.
+
+        Raises:
+            ValueError: a position or batch count outside this dataset's epoch.
+        """
+        total = sum(self._counts)
+        consumed = {int(e): normalize_spans(s, total)
+                    for e, s in dict(state.get("consumed") or {}).items()}
+        self.epoch, self.batches_consumed = int(state["epoch"]), 0
+        self._keep_consumed(consumed)
+        consumed_batches = int(state.get("batches_consumed", 0))
+        if not 0 <= consumed_batches <= len(self):
+            raise ValueError(f"batches_consumed={consumed_batches} outside 0..{len(self)}")
+        self.batches_consumed = consumed_batches
+
+    def elastic_state(self, states: list[dict[str, Any]], *, num_workers: int
+                      ) -> dict[str, Any]:
+        """The job's progress as epoch positions, whatever its topology (module docstring).
+
+        Args:
+            states: every rank's :meth:`state_dict`, index = rank, taken at the same step
+                of a job of ``len(states)`` ranks reading this dataset with this
+                dataset's batch size, seed and shuffle settings.
+            num_workers: the DataLoader workers per rank of that job (0 = none).
+
+        Returns:
+            ``{"epoch": the earliest rank's epoch, "consumed": {epoch: [[start, stop],
+            ...]}}``, for :meth:`load_state_dict` on every rank of any job.
+        """
+        if not states:
+            raise ValueError("elastic_state needs the state of every rank, got none")
+        before: dict[int, list] = {}  # what jobs before this one consumed (same on every rank)
+        for s in states:
+            for e, spans in dict(s.get("consumed") or {}).items():
+                before.setdefault(int(e), []).extend(spans)
+        progress = job_consumed(
+            self._counts, [(int(s["epoch"]), int(s["batches_consumed"])) for s in states],
+            before, num_workers=num_workers, window=self.shuffle_buffer, seed=self.seed,
+            shuffle=self.shuffle, batch_size=self.batch_size, drop_last=self.drop_last)
+        return {"epoch": min(progress), "consumed": {e: s.tolist() for e, s in progress.items()}}
 
     def __iter__(self):
         info = get_worker_info()
         slot, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        kw = dict(epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
-                  world_size=self.world_size, num_workers=num_workers,
-                  batch_size=self.batch_size, drop_last=self.drop_last)
+        kw = dict(rank=self.rank, world_size=self.world_size, num_workers=num_workers,
+                  **self._plan_args(self.epoch))
         shares, rotate = resume_point(self.batches_consumed, plan(self._counts, worker=0,
                                                                   **kw).worker_batches)
         # A resumed DataLoader starts its round-robin at slot 0: slot j continues the

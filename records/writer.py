@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from records.compression import extension, normalize_compression
+from records.faults import fault_point
 from records.framing import RecordFileWriter
 from records.index import index_path, read_index, write_index
 from records.manifest import (
@@ -95,6 +96,7 @@ def write_shard(*, path: str, records: Iterable[bytes], compression: str | None 
         for record in records:
             w.write(record)
     write_index(index_path(path), w.offsets)
+    fault_point("inside:records_writer")  # kill -9 tests: a shard written, more to come
     return _shard_info(path, root, w.records, w.bytes_written, w.sha256)
 
 
@@ -195,12 +197,15 @@ def commit_staged(*, staging_uri: str, final_uri: str) -> None:
         raise FileNotFoundError(f"{staging_uri}: nothing to commit (no {MANIFEST_NAME})")
     if fs.exists(join(staging, SUCCESS_NAME)):
         fs.rm(join(staging, SUCCESS_NAME))
+    fault_point("inside:records_writer")  # kill -9 tests: each step of the commit
     parent, name = parent_and_name(final)
     old = None
     if fs.exists(final):
         old = join(parent, f"_old-{name}-{uuid.uuid4().hex}")
         fs.mv(final, old, recursive=True)
+        fault_point("inside:records_writer")
     fs.mv(staging, final, recursive=True)
+    fault_point("inside:records_writer")
     if old is not None:
         fs.rm(old, recursive=True)
     with fs.open(join(final, SUCCESS_NAME), "wb"):
@@ -273,6 +278,7 @@ class DatasetWriter:
         write_index(index_path(w.path), w.offsets)
         self._shards[split].append(
             _shard_info(w.path, self.staging_uri, w.records, w.bytes_written, w.sha256))
+        fault_point("inside:records_writer")
 
     def finish(self) -> Manifest:
         """Closes shards, names them ``part-i-of-N``, writes the manifest and commits."""

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["COLOR", "bar_chart", "has_values", "histogram", "line_chart"]
+__all__ = ["COLOR", "bar_chart", "has_values", "heatmap", "histogram", "line_chart"]
 
 COLOR = "#3b6ea8"
 PALETTE = [COLOR, "#d1603d", "#5a9e4b", "#8c5fb2"]
@@ -121,4 +121,43 @@ def line_chart(xs: Sequence[float], series: dict[str, Sequence[float | None]], *
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.legend(loc="best", frameon=False)
+        return _svg(fig)
+
+
+def heatmap(values: Sequence[Sequence[float]], *, title: str, square: float | None = None,
+            note: str = "") -> str:
+    """A 2-d map (rows top to bottom) with a colour bar; e.g. an effective receptive field.
+
+    Args:
+        values: rows of equal length (None/NaN drawn blank).
+        square: side, in map pixels, of a centred square to outline (a theoretical
+            receptive field); drawn clipped to the map, left out when None.
+        note: a line under the map (what the square is, the units).
+    """
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(3.4, 3.0), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_title(title, loc="left", fontsize=9)
+        grid = np.asarray([[np.nan if v is None else v for v in row] for row in values],
+                          dtype=np.float64)
+        if grid.ndim != 2 or not np.isfinite(grid).any():
+            _no_data(ax)
+            return _svg(fig)
+        image = ax.imshow(grid, cmap="magma", interpolation="nearest")
+        image.set_gid("heatmap")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        if square is not None:
+            from matplotlib.patches import Rectangle
+
+            h, w = grid.shape
+            cy, cx = (h - 1) / 2, (w - 1) / 2
+            ax.add_patch(Rectangle((cx - square / 2, cy - square / 2), square, square,
+                                   fill=False, edgecolor="#5ad1ff", linewidth=1.2,
+                                   clip_on=True, gid="square"))
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if note:
+            ax.set_xlabel(note, fontsize=7)
         return _svg(fig)

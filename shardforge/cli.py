@@ -23,7 +23,7 @@ __all__ = ["main"]
 
 # The commands that write the lake take its lock (core.lake_lock); the others only read.
 WRITERS = frozenset({"sample", "ingest", "clean", "images", "encode", "train", "tokens", "validate",
-                     "run", "submit"})
+                     "run", "submit", "generate"})
 USAGE_ERROR = 2
 STAGE_ERROR = 1
 console = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
@@ -82,10 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                        help="continue a run from its checkpoint (default: the model's latest run)")
     tokens = sub.add_parser("tokens", parents=[common],
-                            help="VQ-VAE: the image dataset's code indices as a token dataset")
-    tokens.add_argument("model", help="a vqvae model of `models:` in the config")
+                            help="VQ-VAE or VQGAN: the image dataset's code indices as a token dataset")
+    tokens.add_argument("model", help="a vqvae or vqgan model of `models:` in the config")
     tokens.add_argument("--run-id", help="the trained run (default: the model's latest)")
     tokens.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    generate = sub.add_parser("generate", parents=[common],
+                              help="VQGAN stage two: sample code grids with an LM prior, decode them")
+    generate.add_argument("model", help="a vqvae or vqgan model of `models:` whose codes `tokens` exported")
+    generate.add_argument("--prior", required=True,
+                          help="the code LM: a model entry (its latest run), a checkpoint or run folder")
+    generate.add_argument("--run-id", help="the VQ model's run (default: its latest)")
+    generate.add_argument("--n", type=_at_least(1), default=16, help="images to sample (default 16)")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=_at_least(0), default=0, help="0 = every code")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     validate = sub.add_parser("validate", parents=[common],
                               help="Great Expectations gates on clean_posts, clean_images and the dataset")
     validate.add_argument("--only", choices=["clean", "images", "dataset"], help="run one gate")
@@ -97,11 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", parents=[common], help="run a Spark job through a real spark-submit")
     submit.add_argument("engine", choices=["spark"], help="the engine to submit to")
     submit.add_argument("job", choices=list(SPARK_JOBS), help="the job to run")
-    submit.add_argument("--profile", choices=["local", "yarn"], default="local",
-                        help="local: spark.master; yarn: cluster mode with spark.yarn settings")
+    submit.add_argument("--profile", choices=["local", "yarn", "standalone"], default="local",
+                        help="local: spark.master; yarn: cluster mode with spark.yarn settings; "
+                             "standalone: spark.standalone.master, client mode")
     submit.add_argument("--dt", action="append", type=_dt,
                         help="a dt partition YYYY-MM-DD (repeatable; default: all)")
     submit.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    cluster = sub.add_parser("spark-cluster", help="a Spark standalone cluster on this machine (127.0.0.1)")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    cstart = csub.add_parser("start", parents=[common], help="start a master and N workers (JVMs of pyspark's jars)")
+    cstart.add_argument("--workers", type=_positive, help="workers to start (default: spark.standalone.workers)")
+    csub.add_parser("stop", parents=[common], help="stop the workers, their executors and the master")
+    csub.add_parser("status", parents=[common], help="master, workers, apps (exit 1 unless all are up)")
     dedup = sub.add_parser("dedup", help="the dedup audit: why a post was dropped or kept")
     dsub = dedup.add_subparsers(dest="dedup_command", required=True, parser_class=_Parser)
     explain = dsub.add_parser("explain", parents=[common], help="every copy of a post and the document it ended in")
@@ -256,8 +274,12 @@ def _dispatch(args) -> int:
                       on_wait=lambda h: _progress(f"waiting for the lake's writer, {h.describe()}"),
                       on_stale=lambda h: _progress(f"taking over a stale lake lock ({h.describe()})")):
             for uri in sweep_leftovers(lake):  # a killed commit's: nobody else writes now
-                _progress(f"removed {uri}, left by an interrupted commit")
-            return _command(args, cfg, lake)
+                _progress(f"swept {uri}, left by an interrupted commit")
+            code = _command(args, cfg, lake)
+            from records.faults import fault_point
+
+            fault_point(f"after:{args.command}")  # kill -9 tests only: done, lock still held
+            return code
     return _command(args, cfg, lake)
 
 
@@ -339,6 +361,18 @@ def _command(args, cfg, lake) -> int:
         run_id = args.run_id or training.latest_model_run(lake, args.model)
         report = training.export_tokens(cfg, lake, args.model, run_id=run_id, device=args.device)
         _progress(f"tokens: {report.details['records']} token sequences → {report.outputs[0]}")
+    elif args.command == "generate":
+        from shardforge import training
+        from shardforge.generate import generate_images
+
+        if not args.temperature > 0:
+            raise _UsageError(f"generate: --temperature must be > 0, got {args.temperature}")
+        run_id = args.run_id or training.latest_model_run(lake, args.model)
+        report = generate_images(cfg, lake, args.model, prior=args.prior, run_id=run_id, n=args.n,
+                                 temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                                 device=args.device)
+        _progress(f"generate: {args.n} images ({report.details['distinct_codes']} distinct codes) "
+                  f"→ {report.outputs[0]}")
     elif args.command == "validate":
         run_id = stages.new_run_id()
         for what in [args.only] if args.only else ["clean", "images", "dataset"]:
@@ -351,6 +385,11 @@ def _command(args, cfg, lake) -> int:
         _progress(f"report: {_write_report(cfg, lake, summary)}")
     elif args.command == "lake":
         return _fsck(args, cfg, lake)
+    elif args.command == "spark-cluster":
+        from shardforge.spark_cluster import command
+
+        return command(args.cluster_command, cfg, lake, workers=getattr(args, "workers", None),
+                       progress=_progress, echo=lambda line: print(line, flush=True))
     elif args.command == "dedup":
         from pipelines.spark.dedup_explain import explain
 
@@ -367,7 +406,7 @@ def _command(args, cfg, lake) -> int:
 
         return submit(cfg, job=args.job, config_path=Path(args.config or DEFAULT_CONFIG_PATH).resolve(),
                       profile=args.profile, lake_root=lake.root, dts=args.dt, dry_run=args.dry_run,
-                      echo=lambda line: print(line, flush=True))
+                      echo=lambda line: print(line, flush=True), progress=_progress)
     elif args.command == "run":
         started = time.perf_counter()
         summary = _run_all(cfg, lake, args)
@@ -383,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.lake import LakePathError
     from core.lake_lock import LakeLockedError
     from features.spec import SpecError
+    from shardforge.spark_cluster import ClusterUsageError
 
     try:
         args = build_parser().parse_args(argv)
@@ -390,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return USAGE_ERROR
-    except (ConfigError, SpecError, MissingEngineError, LakePathError, LakeLockedError) as exc:
+    except (ConfigError, SpecError, MissingEngineError, LakePathError, LakeLockedError,
+            ClusterUsageError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return USAGE_ERROR
     except OSError as exc:

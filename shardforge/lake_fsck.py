@@ -8,6 +8,10 @@ traces of interrupted work:
 * ``leftover``: a ``_staging-*`` or ``_old-*`` folder (records, warehouse, artifacts);
   repair removes it. Every writing command also sweeps these as soon as it holds the lake's
   lock (:func:`sweep_leftovers`): while it holds the lock nobody else is committing.
+* ``moved_aside``: the committed copy a commit moved aside (``_old-<name>-…``, an image
+  partition's ``_staging-dt=…-old-…``) when ``<name>`` itself is gone: the kill came between
+  the two renames. Repair (and the sweep) moves it back, so the last committed version
+  survives until a re-run replaces it.
 * ``uncommitted``: a dataset version folder without ``_SUCCESS``; repair removes it.
 * ``orphan_partition``: a ``dt=`` folder of a Hive table the metastore does not list;
   repair registers it (what Hive's ``MSCK REPAIR TABLE`` does).
@@ -29,6 +33,10 @@ __all__ = ["Finding", "repair", "scan_files", "scan_metastore", "sweep_leftovers
 _LEFTOVER_PREFIXES = ("_staging-", "_old-")
 SUCCESS = "_SUCCESS"
 _DT_FOLDER = re.compile(r"^dt=\d{4}-\d{2}-\d{2}$")  # the only names that reach the SQL below
+_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")  # other partition values the SQL may quote
+# records.writer.commit_staged's and pipelines.beam.image_io.commit_partition's old copies
+_MOVED_ASIDE = (re.compile(r"^_old-(.+)-[0-9a-f]{32}$"),
+                re.compile(r"^_staging-(dt=\d{4}-\d{2}-\d{2})-old-.+$"))
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Finding:
     repair: str
     table: str | None = None  # db.table, for the metastore findings
     dt: str | None = None
+    partition: str | None = None  # k1=v1/dt=…, for a table with more partition columns
 
     def line(self) -> str:
         return f"{self.kind:<18} {self.uri}  ({self.detail}; repair: {self.repair})"
@@ -73,8 +82,15 @@ def scan_files(lake: Lake) -> list[Finding]:
     """Leftover staging/old folders and uncommitted dataset versions (no engine needed)."""
     found = []
     for container in _containers(lake):
-        for name, uri, is_dir in _children(lake, container):
-            if is_dir and name.startswith(_LEFTOVER_PREFIXES):
+        children = _children(lake, container)
+        names = {name for name, _, _ in children}
+        for name, uri, is_dir in children:
+            original = next((m.group(1) for m in (p.match(name) for p in _MOVED_ASIDE) if m),
+                            None) if is_dir else None
+            if original is not None and original not in names:
+                found.append(Finding("moved_aside", uri, f"the committed {original}, moved aside "
+                                     "by a killed commit", f"move it back to {original}"))
+            elif is_dir and name.startswith(_LEFTOVER_PREFIXES):
                 found.append(Finding("leftover", uri, "a killed commit's staging or old copy",
                                      "remove it"))
             elif (is_dir and name.startswith("v=") and container.startswith(f"{lake.root}/records/")
@@ -84,14 +100,25 @@ def scan_files(lake: Lake) -> list[Finding]:
     return found
 
 
+def _move_back(lake: Lake, finding: Finding) -> str:
+    original = finding.repair.rsplit(" ", 1)[-1]
+    target = f"{finding.uri.rsplit('/', 1)[0]}/{original}"
+    lake.fs.mv(lake.fs_path(finding.uri), lake.fs_path(target), recursive=True)
+    return target
+
+
 def sweep_leftovers(lake: Lake) -> list[str]:
-    """Remove every leftover staging/old folder; call only while holding the lake's lock."""
-    removed = []
+    """Remove every leftover staging/old folder and move back what a killed commit moved
+    aside; call only while holding the lake's lock. Returns the URIs it removed or moved."""
+    swept = []
     for finding in scan_files(lake):
         if finding.kind == "leftover":
             lake.fs.rm(lake.fs_path(finding.uri), recursive=True)
-            removed.append(finding.uri)
-    return removed
+            swept.append(finding.uri)
+        elif finding.kind == "moved_aside":
+            _move_back(lake, finding)
+            swept.append(finding.uri)
+    return swept
 
 
 def scan_metastore(lake: Lake, spark, db: str) -> list[Finding]:
@@ -103,20 +130,41 @@ def scan_metastore(lake: Lake, spark, db: str) -> list[Finding]:
         if table.tableType == "VIEW":
             continue
         name = f"{db}.{table.name}"
-        columns = spark.catalog.listColumns(name)
-        if not any(c.isPartition and c.name == "dt" for c in columns):
+        keys = [c.name for c in spark.catalog.listColumns(name) if c.isPartition]
+        if "dt" not in keys:
             continue
-        listed = {row[0].split("=", 1)[1] for row in spark.sql(f"SHOW PARTITIONS {name}").collect()}
-        on_disk = {entry[0].split("=", 1)[1] for entry in _children(lake, lake.table(db, table.name))
-                   if entry[2] and _DT_FOLDER.match(entry[0])}
-        for dt in sorted(on_disk - listed):
-            found.append(Finding("orphan_partition", lake.table(db, table.name, dt),
-                                 f"not in the metastore's {name}", "register it", name, dt))
-        for dt in sorted(listed - on_disk):
-            found.append(Finding("missing_partition", lake.table(db, table.name, dt),
-                                 f"listed by {name}, no folder", "drop it from the metastore",
-                                 name, dt))
+        listed = {row[0] for row in spark.sql(f"SHOW PARTITIONS {name}").collect()
+                  if _safe_partition(row[0], keys)}
+        on_disk = _partition_folders(lake, lake.table(db, table.name), keys)
+        for kind, paths, detail, fix in (
+                ("orphan_partition", on_disk - listed, f"not in the metastore's {name}",
+                 "register it"),
+                ("missing_partition", listed - on_disk, f"listed by {name}, no folder",
+                 "drop it from the metastore")):
+            for path in sorted(paths):
+                spec = dict(part.split("=", 1) for part in path.split("/"))
+                found.append(Finding(kind, f"{lake.table(db, table.name)}/{path}", detail, fix,
+                                     name, spec["dt"],
+                                     None if keys == ["dt"] else path))
     return found
+
+
+def _safe_partition(path: str, keys: list[str]) -> bool:
+    """``path`` is ``k1=v1/…`` over ``keys`` with values the SQL of :func:`repair` may quote."""
+    parts = path.split("/")
+    return len(parts) == len(keys) and all(
+        part.startswith(f"{key}=") and _PARTITION_VALUE.match(part.split("=", 1)[1])
+        and (key != "dt" or _DT_FOLDER.match(part)) for part, key in zip(parts, keys, strict=True))
+
+
+def _partition_folders(lake: Lake, table_uri: str, keys: list[str]) -> set[str]:
+    """``k1=v1/k2=v2`` paths of the partition folders of a table partitioned by ``keys``."""
+    paths = {""}
+    for depth in range(len(keys)):
+        paths = {f"{path}/{entry[0]}".lstrip("/") for path in paths
+                 for entry in _children(lake, f"{table_uri}/{path}".rstrip("/"))
+                 if entry[2] and _safe_partition(entry[0], keys[depth:depth + 1])}
+    return paths
 
 
 def repair(lake: Lake, findings: list[Finding], spark=None) -> list[str]:
@@ -126,11 +174,16 @@ def repair(lake: Lake, findings: list[Finding], spark=None) -> list[str]:
         if f.kind in ("leftover", "uncommitted"):
             lake.fs.rm(lake.fs_path(f.uri), recursive=True)
             done.append(f"removed {f.uri}")
-        elif f.kind == "orphan_partition":
-            spark.sql(f"ALTER TABLE {f.table} ADD IF NOT EXISTS PARTITION (dt='{f.dt}') "
-                      f"LOCATION '{f.uri}'")
-            done.append(f"registered {f.table} dt={f.dt}")
-        elif f.kind == "missing_partition":
-            spark.sql(f"ALTER TABLE {f.table} DROP IF EXISTS PARTITION (dt='{f.dt}')")
-            done.append(f"dropped {f.table} dt={f.dt} from the metastore")
+        elif f.kind == "moved_aside":
+            done.append(f"moved {f.uri} back to {_move_back(lake, f)}")
+        elif f.kind in ("orphan_partition", "missing_partition"):
+            path = f.partition or f"dt={f.dt}"
+            spec = ", ".join(f"{k}='{v}'" for k, v in (p.split("=", 1) for p in path.split("/")))
+            if f.kind == "orphan_partition":
+                spark.sql(f"ALTER TABLE {f.table} ADD IF NOT EXISTS PARTITION ({spec}) "
+                          f"LOCATION '{f.uri}'")
+                done.append(f"registered {f.table} {path}")
+            else:
+                spark.sql(f"ALTER TABLE {f.table} DROP IF EXISTS PARTITION ({spec})")
+                done.append(f"dropped {f.table} {path} from the metastore")
     return done

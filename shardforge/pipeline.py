@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.config import ShardforgeConfig
+from records.faults import fault_point
 from shardforge import stages, training
 from shardforge.run_report import write_run_report
 from shardforge.stages import StageContext, StageReport
@@ -92,6 +93,20 @@ def _gate(what: str) -> Entry:
                                         dts=ctx.dts, progress=ctx.progress)]
 
 
+def _drift(dataset: str) -> Entry:
+    """The drift gate of a dataset's new version (pipelines/validate/drift.py)."""
+    def entry(ctx: StageContext) -> list[StageReport]:
+        if dataset == "images" and not stages.image_partitions(ctx.cfg, ctx.lake):
+            return [_skipped("drift images", "no image dataset was encoded")]
+        from pipelines.validate.drift import run_drift_gate
+
+        report = run_drift_gate(ctx.cfg, ctx.lake, dataset=dataset, run_id=ctx.run_id,
+                                progress=ctx.progress)
+        return [StageReport(f"drift {dataset}", outputs=[report.uri],
+                            details={"gates": [report.summary()], "drift": report.to_dict()})]
+    return entry
+
+
 def _train(model: str) -> Entry:
     def entry(ctx: StageContext) -> list[StageReport]:
         steps = int(ctx.cfg.models[model].train.get("steps", 0))
@@ -131,10 +146,17 @@ STAGES: tuple[Stage, ...] = (
           launch={"module": "pipelines.beam.encode", "options": {}}),
     Stage("validate_dataset", "great_expectations", ("records/<dataset>",), ("data_docs",),
           ("encode",), _gate("dataset"), launch={"gate": "dataset"}),
+    # Drift gates: the version's statistics.json against the previous version's, eval vs train.
+    Stage("drift_dataset", "python", ("records/<dataset>/v=*/statistics.json",),
+          ("reports/<run_id>/drift-<dataset>.json",), ("validate_dataset",), _drift("posts"),
+          launch={"drift": "posts"}),
     Stage("encode_images", "beam", ("clean_images",), ("records/<image_dataset>",),
           ("validate_clean_images",), _encode("images"),
           also_on=("spark",),
           launch={"module": "pipelines.beam.encode", "options": {"dataset": "images"}}),
+    Stage("drift_images", "python", ("records/<image_dataset>/v=*/statistics.json",),
+          ("reports/<run_id>/drift-<image_dataset>.json",), ("encode_images",), _drift("images"),
+          launch={"drift": "images"}),
     # A template: one train_<model> per configured model (declared_stages fills it in).
     Stage("train_<model>", "torch", ("records/<dataset of the model's kind>",),
           ("models/<model>/<run_id>",), (), lambda ctx: [], launch={"model": None}),
@@ -158,10 +180,10 @@ def declared_stages(cfg: ShardforgeConfig) -> list[Stage]:
     """The stages of ``cfg``, in execution order, with every ``after`` filled in.
 
     The image stages are there when the config names an image corpus; ``encode_images``
-    when it also has an ``image_dataset``; one ``train_<model>`` per model in
-    :meth:`~core.config.ShardforgeConfig.train_order`, after the gate of its dataset (or
-    ``encode_images``) and after the model its ``init_from`` names; ``report`` last, after
-    every other stage that has no successor.
+    and ``drift_images`` when it also has an ``image_dataset``; one ``train_<model>`` per
+    model in :meth:`~core.config.ShardforgeConfig.train_order`, after the drift gate of its
+    dataset and after the model its ``init_from`` names; ``report`` last, after every other
+    stage that has no successor.
     """
     from models.kinds import KINDS
 
@@ -170,12 +192,13 @@ def declared_stages(cfg: ShardforgeConfig) -> list[Stage]:
     for stage in STAGES:
         if stage.name in _IMAGE_STAGES and not has_images:
             continue
-        if stage.name == "encode_images" and not (has_images and cfg.image_dataset is not None):
+        if stage.name in ("encode_images", "drift_images") and not (
+                has_images and cfg.image_dataset is not None):
             continue
         if stage.name == "train_<model>":
             for model in cfg.train_order():
                 dataset = KINDS[cfg.models[model].kind].dataset
-                after = ("validate_dataset",) if dataset == "posts" else ("encode_images",)
+                after = ("drift_dataset",) if dataset == "posts" else ("drift_images",)
                 parent = cfg.init_from_model(model)
                 out.append(replace(stage, name=f"train_{model}", entry=_train(model),
                                    after=after + ((f"train_{parent}",) if parent else ()),
@@ -207,4 +230,5 @@ def run_stages(stage_list: list[Stage], ctx: StageContext) -> Iterator[tuple[Sta
         durations.append([stage.name, round(time.perf_counter() - started, 3)])
         ctx.reports.extend(reports)
         ctx.stages_run.append(stage.name)
+        fault_point(f"after:{stage.name}")  # kill -9 tests only (records.faults)
         yield stage, reports

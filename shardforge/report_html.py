@@ -2,9 +2,9 @@
 
 Per-stage row counts with their reconciliation, quarantine reasons, text length, topic
 and language distributions of ``clean_posts``, the dataset's shard sizes and vocabulary
-coverage, and the training and evaluation curves. Plots are matplotlib figures inlined as SVG
-(:mod:`shardforge.charts`): the file opens offline, needs no JavaScript, and can be
-mailed or attached to an Airflow task as it is.
+coverage, the training and evaluation curves, and the image models' sample grids (PNG,
+inline). Plots are matplotlib figures inlined as SVG (:mod:`shardforge.charts`): the file
+opens offline, needs no JavaScript, and can be mailed or attached to an Airflow task as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from html import escape
 from typing import Any
 
 from core.lake import Lake
-from shardforge.charts import bar_chart, has_values, histogram, line_chart
+from shardforge.charts import bar_chart, has_values, heatmap, histogram, line_chart
+from shardforge.report_statistics import collect_statistics, render_statistics
 
 __all__ = ["collect_report_data", "render_report", "write_report"]
 
@@ -70,8 +71,13 @@ def _vocabulary_coverage(dataset_uri: str, feature: str, vocab_size: int,
 
 def collect_report_data(lake: Lake, summary: dict[str, Any], *, database: str,
                         dataset_uri: str | None, text_feature: str | None,
-                        vocab_size: int | None) -> dict[str, Any]:
-    """Everything the page shows, as plain data (what tests and ``summary.json`` can check)."""
+                        vocab_size: int | None,
+                        statistics_uris: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything the page shows, as plain data (what tests and ``summary.json`` can check).
+
+    ``statistics_uris``: dataset name -> version folder whose ``statistics.json`` the page
+    shows (default: ``dataset_uri``'s); the run's drift gates are read from its reports folder.
+    """
     data: dict[str, Any] = {"run_id": summary["run_id"], "stages": summary["stages"]}
     quarantine = _read_table(lake, lake.table(database, "quarantine"), ["reason", "stage"])
     data["quarantine"] = dict(collections.Counter(
@@ -101,7 +107,29 @@ def collect_report_data(lake: Lake, summary: dict[str, Any], *, database: str,
         stage["stage"]: _metrics(lake, stage["outputs"][0])
         for stage in summary["stages"] if stage["stage"].startswith("train") and stage["outputs"]
     }
+    if statistics_uris is None and dataset_uri is not None:
+        statistics_uris = {posixpath.basename(posixpath.dirname(dataset_uri)): dataset_uri}
+    data.update(collect_statistics(lake, summary["run_id"], statistics_uris or {}))
+    data["samples"] = {
+        stage["stage"]: _sample_grids(lake, stage["outputs"][0])
+        for stage in summary["stages"] if stage["stage"].startswith("train") and stage["outputs"]
+    }
     return data
+
+
+def _sample_grids(lake: Lake, checkpoint_uri: str) -> dict[str, str]:
+    """The ``samples*.png`` grids beside a checkpoint (an image model's samples or
+    reconstructions; ``shardforge generate`` adds ``samples-prior.png``), base64-encoded."""
+    import base64
+
+    folder = lake.fs_path(posixpath.dirname(checkpoint_uri))
+    if not lake.fs.exists(folder):
+        return {}
+    grids = {}
+    for path in sorted(lake.fs.glob(posixpath.join(folder, "samples*.png"))):
+        with lake.fs.open(path, "rb") as handle:
+            grids[posixpath.basename(path)] = base64.b64encode(handle.read()).decode("ascii")
+    return grids
 
 
 def _stage_table(stages: list[dict[str, Any]]) -> str:
@@ -133,7 +161,24 @@ def _training_charts(rows: list[dict[str, Any]]) -> list[str]:
     eval_steps = [e.get("step", 0) for e in evals]
     curves += [(f"eval {name}", name, [e.get(name) for e in evals], "", eval_steps) for name in names]
     return [line_chart(xs, {label: ys}, title=title, x_label="step", y_label=y_label)
-            for title, label, ys, y_label, xs in curves if has_values(ys)]
+            for title, label, ys, y_label, xs in curves if has_values(ys)] + _erf_chart(rows, evals)
+
+
+def _erf_chart(rows: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[str]:
+    """The last evaluation's effective receptive field (a segmenter's ``erf`` map), with the
+    theoretical receptive field (``receptive_field`` of the log lines) outlined."""
+    last = next((e for e in reversed(evals) if isinstance(e.get("erf"), list) and e["erf"]), None)
+    if last is None:
+        return []
+    side = last.get("erf_input") or [len(last["erf"]), len(last["erf"][0])]
+    scale = len(last["erf"][0]) / side[1]  # map pixels per input pixel (the map is pooled)
+    rf = next((r["receptive_field"] for r in reversed(rows) if r.get("receptive_field")), None)
+    note = (f"|d centre output / d input|, {side[0]}x{side[1]} px input; 95% within "
+            f"{last.get('erf_radius', 0):g} px of the centre")
+    if rf:
+        note += f"; square: theoretical RF {rf} px"
+    return [heatmap(last["erf"], title=f"effective receptive field (step {last.get('step')})",
+                    square=rf * scale if rf else None, note=note)]
 
 
 def render_report(data: dict[str, Any]) -> str:
@@ -159,8 +204,13 @@ def render_report(data: dict[str, Any]) -> str:
             parts.append(f"<p>Vocabulary coverage (train sample): {c['used']} of "
                          f"{c['vocab_size']} ids used ({100 * c['used'] / c['vocab_size']:.1f}%) "
                          f"in {c['tokens']} tokens.</p>")
+    parts += render_statistics(data)  # feature statistics and drift gates
     for stage, rows in data["training"].items():
         parts += [f"<h2>{escape(stage)}</h2><div class='grid'>", *_training_charts(rows), "</div>"]
+        for name, png in data.get("samples", {}).get(stage, {}).items():
+            parts.append(f"<figure><img alt='{escape(name)}' src='data:image/png;base64,{png}' "
+                         f"style='image-rendering:pixelated;width:520px'>"
+                         f"<figcaption class='muted'>{escape(name)}</figcaption></figure>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>shardforge {escape(data['run_id'])}</title><style>{_STYLE}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")
@@ -168,10 +218,12 @@ def render_report(data: dict[str, Any]) -> str:
 
 def write_report(lake: Lake, summary: dict[str, Any], *, database: str,
                  dataset_uri: str | None = None, text_feature: str | None = None,
-                 vocab_size: int | None = None) -> str:
+                 vocab_size: int | None = None,
+                 statistics_uris: dict[str, str] | None = None) -> str:
     """Writes ``reports/<run_id>/report.html``; returns its URI."""
     data = collect_report_data(lake, summary, database=database, dataset_uri=dataset_uri,
-                               text_feature=text_feature, vocab_size=vocab_size)
+                               text_feature=text_feature, vocab_size=vocab_size,
+                               statistics_uris=statistics_uris)
     uri = f"{lake.reports(summary['run_id'])}/report.html"
     path = lake.fs_path(uri)
     lake.fs.makedirs(posixpath.dirname(path), exist_ok=True)

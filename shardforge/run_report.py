@@ -27,8 +27,10 @@ def write_run_report(cfg: ShardforgeConfig, lake: Lake, run_id: str, reports: li
     write_summary(lake, run_id, reports, extra)
     summary = {"run_id": run_id, "lake": lake.root, "stages": [r.as_dict() for r in reports], **extra}
     text_name, text = load_spec(cfg.resolve_path(cfg.feature_spec)).text_feature()
+    datasets = [cfg.dataset] + ([cfg.image_dataset] if cfg.image_dataset is not None else [])
     html = write_report(lake, summary, database=cfg.spark.database,
                         dataset_uri=lake.records(cfg.dataset.name, cfg.dataset.version),
-                        text_feature=text_name, vocab_size=text.vocab_size)
+                        text_feature=text_name, vocab_size=text.vocab_size,
+                        statistics_uris={d.name: lake.records(d.name, d.version) for d in datasets})
     return {"summary_uri": extra["summary_uri"], "report_uri": html,
             "summary": {**summary, "report_uri": html}}

@@ -113,24 +113,30 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     out = lake.model_run(name, run_id)
     if resume and not lake.fs.exists(lake.fs_path(f"{out}/ckpt.pt")):
         raise FileNotFoundError(f"train {name}: nothing to resume, {out}/ckpt.pt does not exist")
-    result = train_model(cfg.models[name].kind, dataset_uri=dataset_uri_of(cfg, lake, name),
-                         out_uri=out, model_config=model_cfg, train_config=train_cfg,
-                         on_step=on_step, resume=resume)
-    return StageReport(f"train {name}", outputs=[result.checkpoint_uri],
-                       details={"kind": cfg.models[name].kind, **result.details()})
+    kind = cfg.models[name].kind
+    dataset_uri = dataset_uri_of(cfg, lake, name)
+    result = train_model(kind, dataset_uri=dataset_uri, out_uri=out, model_config=model_cfg,
+                         train_config=train_cfg, on_step=on_step, resume=resume)
+    details = {"kind": kind, **result.details()}
+    from models.sample_grid import GRID_KINDS, write_sample_grid
+
+    if kind in GRID_KINDS and result.rank == 0:  # what the report shows of an image model
+        details["samples"] = write_sample_grid(result.checkpoint_uri, dataset_uri,
+                                               device=result.device)
+    return StageReport(f"train {name}", outputs=[result.checkpoint_uri], details=details)
 
 
 def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,
                   device: str = "cpu") -> StageReport:
-    """The code indices of the image dataset under VQ-VAE ``models.<name>`` run ``run_id``.
+    """The code indices of the image dataset under VQ-VAE/VQGAN ``models.<name>`` run ``run_id``.
 
     Writes ``records/<name>-tokens/v=<run_id>``: ``input_ids`` per image (codes + 3, ids
     0/1/2 reserved like the posts dataset), which the LM trains on (VQGAN's second stage).
     """
     from models.vq_tokens import export_vq_tokens
 
-    if cfg.models.get(name) is None or cfg.models[name].kind != "vqvae":
-        raise ConfigError(f"{cfg.source}: models.{name}: not a vqvae model "
+    if cfg.models.get(name) is None or cfg.models[name].kind not in ("vqvae", "vqgan"):
+        raise ConfigError(f"{cfg.source}: models.{name}: not a vqvae or vqgan model "
                           f"(configured: {sorted(cfg.models)})")
     dataset = f"{name}-tokens"
     out = lake.records(dataset, run_id)

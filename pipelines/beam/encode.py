@@ -9,7 +9,9 @@ PCollections, :func:`run_encode` and :func:`run` only read, write and commit. St
       └─ ReadParquet → EncodeBatches           pyarrow Tables (one per row group), ParDo(
            │                                   EncodeBatchesFn), the artifacts a side input
            ├─ GroupByShard → WriteShards       one shard file per global shard
-           └─ KeyQuarantine → GroupQuarantine → WriteQuarantine   one Parquet part
+           ├─ KeyQuarantine → GroupQuarantine → WriteQuarantine   one Parquet part
+           └─ MergeStatistics                  CombineGlobally(StatisticsFn): the rows'
+                                               per-split, per-feature statistics
     CollectResults → WriteResults              one JSON line per file written
     AnalyzeTrainSplit → StageArtifacts         the artifacts, for the driver
 
@@ -77,8 +79,10 @@ def build_encode(tables, *, spec: FeatureSpec, plan: ShardPlan, staging_uri: str
 
     from pipelines.beam.encode_fns import (
         QUARANTINE_TAG,
+        STATISTICS_TAG,
         AnalyzeFn,
         EncodeBatchesFn,
+        StatisticsFn,
         write_quarantine_group,
         write_shard_group,
     )
@@ -87,7 +91,7 @@ def build_encode(tables, *, spec: FeatureSpec, plan: ShardPlan, staging_uri: str
         beam.CombineGlobally(AnalyzeFn(spec, plan.splits))
     side = beam.pvalue.AsSingleton(artifacts)
     routed = tables | "EncodeBatches" >> beam.ParDo(EncodeBatchesFn(spec, plan), side).with_outputs(
-        QUARANTINE_TAG, main="shards")
+        QUARANTINE_TAG, STATISTICS_TAG, main="shards")
     written = (
         routed.shards
         | "GroupByShard" >> beam.GroupByKey()
@@ -101,7 +105,9 @@ def build_encode(tables, *, spec: FeatureSpec, plan: ShardPlan, staging_uri: str
         | "WriteQuarantine" >> beam.FlatMap(write_quarantine_group, key=spec.key,
                                             staging_uri=staging_uri)
     )
-    results = (written, quarantined) | "CollectResults" >> beam.Flatten()
+    statistics = routed[STATISTICS_TAG] | "MergeStatistics" >> beam.CombineGlobally(
+        StatisticsFn(spec, plan))
+    results = (written, quarantined, statistics) | "CollectResults" >> beam.Flatten()
     return EncodedPCollections(results, artifacts)
 
 
@@ -127,8 +133,11 @@ def _read_work(staging_uri: str) -> tuple[list[dict], Artifacts]:
 
 def run_encode(*, lake, inputs: list[str], spec: FeatureSpec, dataset: str, version: str,
                splits: dict[str, float], shards: dict[str, int], runner: str = "DirectRunner",
-               options: dict | None = None, config: dict | None = None) -> EncodeResult:
+               options: dict | None = None, config: dict | None = None,
+               statistics: bool = True) -> EncodeResult:
     """Run the pipeline over Parquet ``inputs`` (globs); commit ``lake.records(dataset, version)``.
+
+    ``statistics=False`` skips the statistics (see :class:`~pipelines.encode.shards.ShardPlan`).
 
     Raises:
         MissingEngineError: apache-beam is not installed.
@@ -139,7 +148,7 @@ def run_encode(*, lake, inputs: list[str], spec: FeatureSpec, dataset: str, vers
     beam = require("apache_beam", for_what="the Beam encode pipeline")
     from records.writer import staging_uri_for
 
-    plan = ShardPlan(dict(splits), dict(shards))
+    plan = ShardPlan(dict(splits), dict(shards), statistics)
     rows_in = count_rows(inputs)
     staging = staging_uri_for(lake.records(dataset, version))
     work = f"{staging}/{WORK_DIR}"

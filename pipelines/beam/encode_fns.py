@@ -15,20 +15,23 @@ import pyarrow as pa
 from features.analyzers import SpecAnalyzer
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
+from features.statistics import SpecStatistics
 from pipelines.encode.shards import (
     QUARANTINE,
     ShardPlan,
     route,
     split_by_gid,
+    statistics_result,
     train_rows,
     write_group,
     write_quarantine,
 )
 
-__all__ = ["QUARANTINE_TAG", "AnalyzeFn", "EncodeBatchesFn", "write_quarantine_group",
-           "write_shard_group"]
+__all__ = ["QUARANTINE_TAG", "STATISTICS_TAG", "AnalyzeFn", "EncodeBatchesFn", "StatisticsFn",
+           "write_quarantine_group", "write_shard_group"]
 
 QUARANTINE_TAG = "quarantine"
+STATISTICS_TAG = "statistics"
 BATCH_ROWS = 8192  # rows per encode call: big enough that Arrow's per-call costs vanish
 
 
@@ -70,19 +73,47 @@ class EncodeBatchesFn(beam.DoFn):
     """Route each input table's batches (:func:`pipelines.encode.shards.route`).
 
     Main output: ``(gid, payload batch)``, one element per shard a batch touches (not one
-    per row: the shuffle moves Arrow batches). Tagged ``quarantine``: quarantined batches.
-    The artifacts arrive as a singleton side input.
+    per row: the shuffle moves Arrow batches). Tagged ``quarantine``: quarantined batches;
+    tagged ``statistics``: each batch's statistics accumulator, as JSON. The artifacts arrive
+    as a singleton side input.
     """
 
     def __init__(self, spec: FeatureSpec, plan: ShardPlan) -> None:
         self.spec, self.plan = spec, plan
+        self.statistics = SpecStatistics(spec, list(plan.shards))
 
     def process(self, table, artifacts: Artifacts):
         for batch in _batches(table):
-            routed = route(batch, self.spec, artifacts, self.plan)
+            routed = route(batch, self.spec, artifacts, self.plan, self.statistics)
+            if routed.statistics is not None:
+                yield beam.pvalue.TaggedOutput(STATISTICS_TAG,
+                                               self.statistics.to_json(routed.statistics))
             yield from split_by_gid(routed.payload)
             if routed.quarantined is not None:
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, routed.quarantined)
+
+
+class StatisticsFn(beam.CombineFn):
+    """JSON statistics accumulators → one ``kind: statistics`` result line (JSON)."""
+
+    def __init__(self, spec: FeatureSpec, plan: ShardPlan) -> None:
+        self.statistics = SpecStatistics(spec, list(plan.shards))
+
+    def create_accumulator(self) -> list[bytes]:
+        return []
+
+    def add_input(self, accumulator: list[bytes], data: bytes) -> list[bytes]:
+        # Merged every 64 inputs: a bundle's JSON never piles up.
+        accumulator.append(data)
+        return accumulator if len(accumulator) < 64 else self.merge_accumulators([accumulator])
+
+    def merge_accumulators(self, accumulators) -> list[bytes]:
+        parts = [data for acc in accumulators for data in acc]
+        merged = self.statistics.merge(self.statistics.from_json(p) for p in parts)
+        return [self.statistics.to_json(merged)]
+
+    def extract_output(self, accumulator: list[bytes]) -> str:
+        return json.dumps(statistics_result(self.statistics, accumulator), sort_keys=True)
 
 
 def write_shard_group(element, artifacts: Artifacts, *, spec: FeatureSpec, plan: ShardPlan,

@@ -23,6 +23,7 @@ import posixpath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from records.faults import fault_point
 from records.uri import join, resolve
 
 __all__ = [
@@ -50,6 +51,10 @@ CLEAN_IMAGES_SCHEMA = pa.schema([
     ("channels", pa.int32()),
     ("image", pa.binary()),             # uint8 (height, width, channels), row-major
     ("mask", pa.binary()),              # uint8 (height, width) class ids, or null
+    # x0, y0, x1, y1 (x1/y1 exclusive, stored-image pixels) per connected component of
+    # each mask class (image_boxes.mask_boxes), 4 values a box; null without a mask
+    ("boxes", pa.list_(pa.int64())),
+    ("box_labels", pa.list_(pa.int64())),  # the boxes' mask class ids (>= 1); null likewise
     ("content_sha256", pa.string()),    # of the decoded source pixels
     ("phash", pa.string()),             # 64-bit perceptual hash, 16 hex digits
     ("source_width", pa.int32()),
@@ -109,6 +114,7 @@ def write_part(element, *, staging_uri: str, table: str, total: int) -> str:
     fs, root = resolve(staging_uri)
     path = join(root, part_name(shard, total))
     _write_table(fs, path, pa.Table.from_pylist(ordered, schema=schema))
+    fault_point("inside:image_writer")  # kill -9 tests: a part written, more to come
     return path
 
 
@@ -171,9 +177,12 @@ def commit_partition(*, staging_uri: str, final_uri: str, old_uri: str) -> None:
     if fs.exists(join(staging, SUCCESS)):
         fs.rm(join(staging, SUCCESS))
     replaced = fs.exists(final)
+    fault_point("inside:image_writer")  # kill -9 tests: each step of the commit
     if replaced:
         fs.mv(final, old, recursive=True)
+        fault_point("inside:image_writer")
     fs.mv(staging, final, recursive=True)
+    fault_point("inside:image_writer")
     if replaced:
         fs.rm(old, recursive=True)
     with fs.open(join(final, SUCCESS), "wb"):

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.config import ImagesConfig
+from pipelines.beam.image_boxes import mask_boxes
 
 __all__ = [
     "REASONS",
@@ -188,7 +189,9 @@ def clean_image(source: dict, rules: ImagesConfig) -> tuple[str, dict]:
 
     Returns:
         ``("image", row)`` with the ``clean_images`` columns (``image`` is the resized
-        uint8 HWC pixels, ``mask`` the resized HW class ids or None), or
+        uint8 HWC pixels, ``mask`` the resized HW class ids or None, ``boxes`` /
+        ``box_labels`` the boxes of the resized mask's connected components and their class
+        ids (:func:`~pipelines.beam.image_boxes.mask_boxes`) or None without a mask), or
         ``("quarantine", row)`` with exactly one reason.
     """
     import imagehash
@@ -214,6 +217,9 @@ def clean_image(source: dict, rules: ImagesConfig) -> tuple[str, dict]:
     rgb = image.convert("RGB") if image.mode != "RGB" else image
     out = _resize(rgb, rules, _RESAMPLE[rules.resample])
     pixels = np.asarray(out, dtype=np.uint8)  # (H, W, 3)
+    boxes = box_labels = None
+    if mask is not None:  # the stored mask's objects, in stored-image pixels
+        boxes, box_labels = mask_boxes(np.frombuffer(mask, np.uint8).reshape(pixels.shape[:2]))
     digest = content_sha256(rgb)
     return "image", {
         "image_id": digest[:16],
@@ -225,6 +231,8 @@ def clean_image(source: dict, rules: ImagesConfig) -> tuple[str, dict]:
         "channels": int(pixels.shape[2]),
         "image": pixels.tobytes(),
         "mask": mask,
+        "boxes": boxes,
+        "box_labels": box_labels,
         "content_sha256": digest,
         # Of the source, not the resized copy: imagehash downsizes to 32x32 itself, and a
         # target smaller than that would otherwise be upsampled first.

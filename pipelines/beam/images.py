@@ -15,7 +15,10 @@ Every manifest row ends in exactly one of them, and :func:`run_images` fails wit
 :class:`~core.accounting.ReconciliationError` (committing nothing) when rows in
 != out + quarantined + duplicates. ``image`` holds the resized pixels as raw uint8 HWC
 bytes (``np.frombuffer(image, np.uint8).reshape(height, width, channels)``), ``mask``
-the resized class ids as HW bytes (resized with NEAREST, so ids are never blended).
+the resized class ids as HW bytes (resized with NEAREST, so ids are never blended), and
+``boxes`` / ``box_labels`` one ``x0, y0, x1, y1`` box (x1/y1 exclusive, stored pixels) and
+class id per connected component of each class of that stored mask
+(:mod:`.image_boxes`), null where there is no mask.
 
 The shape of Beam's own examples: :func:`build_clean_images` is the pure transform
 (PCollection of sources → :class:`CleanedImages`), :func:`run_images` and :func:`run`

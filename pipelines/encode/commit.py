@@ -10,11 +10,14 @@ exactly-once output, Spark's collected task results). :func:`commit_encoded` the
 2. writes an empty shard for each shard no key hashed to, so ``part-i-of-N`` is complete,
    and names shards ``part-i-of-N`` (:func:`records.writer.finalize_shards`) and
    quarantine parts ``quarantine/part-i-of-N.parquet``;
-3. reconciles: rows in (Parquet footers) = rows encoded + rows quarantined, else raises
+3. reconciles: rows in (Parquet footers) = rows encoded + rows quarantined, and the rows the
+   statistics counted = the rows encoded, split by split, else raises
    :class:`~core.accounting.ReconciliationError` and commits nothing;
-4. saves the artifacts (``artifacts/<dataset>/v=<version>/``), writes the manifest (decode
-   spec from ``decode_spec(spec, artifacts)``, artifacts and quarantine parts by URI) and
-   commits the version folder atomically (:func:`records.writer.commit_staged`).
+4. saves the artifacts (``artifacts/<dataset>/v=<version>/``), writes ``statistics.json``
+   (the merged ``kind: statistics`` results, :class:`~features.statistics.SpecStatistics`)
+   and the manifest (decode spec from ``decode_spec(spec, artifacts)``, artifacts,
+   statistics and quarantine parts by URI) and commits the version folder atomically
+   (:func:`records.writer.commit_staged`).
 
 An attempt that is still running when the driver commits (a speculative copy the engine
 has not killed yet) can only write under the staging name, which no longer exists once
@@ -35,7 +38,9 @@ from core.accounting import ReconciliationError
 from features.artifacts import Artifacts, save_artifacts
 from features.exports import decode_spec
 from features.spec import FeatureSpec
+from features.statistics import STATISTICS_NAME, SpecStatistics, statistics_json
 from pipelines.encode.shards import QUARANTINE_DIR, ShardPlan
+from records.faults import fault_point
 from records.manifest import Manifest, ShardInfo, write_manifest
 from records.uri import join, resolve, to_uri
 from records.writer import commit_staged, finalize_shards, split_dir, write_shard
@@ -54,7 +59,8 @@ class EncodeResult:
         shards: split -> shard files.
         documents: input rows encoded into the records.
         quarantined: input rows in ``quarantine/``.
-        artifacts: the manifest's ``artifacts`` (feature artifacts, quarantine parts).
+        artifacts: the manifest's ``artifacts`` (feature artifacts, quarantine parts,
+            ``statistics``: the version's ``statistics.json``).
     """
 
     uri: str
@@ -101,6 +107,8 @@ def _chosen(results: Sequence[dict], plan: ShardPlan) -> tuple[dict[int, dict], 
     quarantine: dict[int, dict] = {}
     for result in results:
         kind = result["kind"]
+        if kind == "statistics":  # partial statistics of disjoint rows: merged by _statistics
+            continue
         if kind not in ("shard", "quarantine"):
             raise ValueError(f"encode result of unknown kind {kind!r}: {result}")
         chosen = shards if kind == "shard" else quarantine
@@ -130,6 +138,25 @@ def _remove_leftovers(fs, root: str, keep: set[str]) -> int:
     return removed
 
 
+def _statistics(results: Sequence[dict], spec: FeatureSpec, plan: ShardPlan,
+                artifacts: Artifacts, documents: dict[str, int], what: str) -> bytes:
+    """``statistics.json`` of the ``kind: statistics`` results, checked against the shards.
+
+    Raises:
+        ReconciliationError: a split whose statistics count other rows than its shards hold.
+    """
+    statistics = SpecStatistics(spec, list(plan.shards))
+    merged = statistics.merge(
+        statistics.from_json(r["statistics"].encode("utf-8"), source=f"{what}: statistics result {i}")
+        for i, r in enumerate(r for r in results if r["kind"] == "statistics"))
+    for split, rows in documents.items():
+        if merged[split]["examples"] != rows:
+            raise ReconciliationError(
+                f"{what}: the statistics of split {split} count {merged[split]['examples']} rows, "
+                f"its shards hold {rows}; not committing")
+    return statistics_json(statistics.extract(merged, artifacts))
+
+
 def _quarantine_parts(fs, root: str, parts: list[dict]) -> list[str]:
     """Rename quarantine parts to ``part-i-of-N.parquet`` in gid order; returns their paths."""
     names = []
@@ -153,9 +180,9 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
         rows_in: input rows, counted on the driver.
 
     Raises:
-        ReconciliationError: two attempts reported for one shard, a key appears twice, or
-            rows in != rows encoded + rows quarantined. Nothing is committed; the caller
-            discards staging.
+        ReconciliationError: two attempts reported for one shard, a key appears twice,
+            rows in != rows encoded + rows quarantined, or the statistics of a split count
+            other rows than its shards hold. Nothing is committed; the caller discards staging.
     """
     fs, root = resolve(staging_uri)
     shards, quarantine = _chosen(results, plan)
@@ -163,6 +190,7 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
     keep |= {r["index"] for r in shards.values()}
     if fs.exists(root):
         _remove_leftovers(fs, root, keep)
+    fault_point("inside:encode_commit")  # kill -9 tests: each step of the commit
     repeated = sorted((r["gid"], r["repeated_key"]) for r in shards.values() if r.get("repeated_key"))
     if repeated:
         gid, key = repeated[0]
@@ -184,11 +212,22 @@ def commit_encoded(*, lake, staging_uri: str, plan: ShardPlan, results: Sequence
             path = join(split_dir(split), f"shard-{shard:05d}-empty.tfrecord")
             info = write_shard(path=to_uri(fs, join(root, path)), records=[], root=staging_uri)
         infos[split].append(info)
+    per_split = {split: 0 for split in plan.shards}
+    for gid, result in shards.items():
+        per_split[plan.locate(gid)[0]] += int(result["documents"])
+    stats = _statistics(results, spec, plan, artifacts, per_split, f"encode {dataset} v={version}") \
+        if plan.statistics else None
     splits = finalize_shards(root_uri=staging_uri, splits=infos)
     parts = _quarantine_parts(fs, root, list(quarantine.values()))
+    fault_point("inside:encode_commit")
     final_uri = lake.records(dataset, version)
     saved = save_artifacts(artifacts, lake, dataset, version)
+    fault_point("inside:encode_commit")
     named = {**saved, **{f"quarantine.{i:05d}": f"{final_uri}/{p}" for i, p in enumerate(parts)}}
+    if stats is not None:
+        with fs.open(join(root, STATISTICS_NAME), "wb") as handle:
+            handle.write(stats)
+        named["statistics"] = f"{final_uri}/{STATISTICS_NAME}"
     write_manifest(staging_uri, Manifest(
         dataset=dataset, version=str(version), compression=None,
         feature_spec={k: v.to_dict() for k, v in decode_spec(spec, artifacts).items()},

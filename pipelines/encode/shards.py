@@ -12,6 +12,10 @@ the same bytes. Three steps:
    IPC; they are packed only when the whole shard is together, sorted by key, so blocks do
    not depend on how an engine cut its batches (split, and shard, before packing).
 2. The engine groups payload rows by ``gid`` and orders each group by ``(key, payload)``.
+   With a :class:`~features.statistics.SpecStatistics`, :func:`route` also counts the
+   batch's per-split, per-feature statistics (:func:`batch_statistics`); the engine merges
+   them into one ``kind: statistics`` result (:func:`statistics_result`), which the driver
+   commits as ``statistics.json`` beside the manifest.
 3. :func:`write_group` writes one shard (and :func:`write_quarantine` one quarantine part)
    under an *attempt-unique* name in the staging folder and returns a result row
    (:data:`RESULT_FIELDS`). A retried or speculative attempt writes a second file under
@@ -25,7 +29,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -33,26 +37,32 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.artifacts import Artifacts
+from features.examples import binary_layout
 from features.kinds import CrossedFeature, TextFeature
 from features.spec import FeatureSpec
 from features.split import assign_batch, split_mask
+from features.statistics import SpecStatistics
 from features.transform import encode, transform
+from records.shard_batches import write_shard_batches
 from records.uri import join, resolve, to_uri
-from records.writer import split_dir, write_shard
+from records.writer import split_dir
 
 __all__ = [
     "PAYLOAD_SCHEMA",
     "QUARANTINE",
     "QUARANTINE_DIR",
     "RESULT_FIELDS",
+    "STATISTICS",
     "Routed",
     "ShardPlan",
     "analysis_columns",
+    "batch_statistics",
     "from_ipc",
     "input_columns",
     "is_packed",
     "route",
     "split_by_gid",
+    "statistics_result",
     "to_ipc",
     "train_rows",
     "write_group",
@@ -61,13 +71,16 @@ __all__ = [
 
 QUARANTINE = -1  # the gid of quarantined rows on their way to the quarantine writer
 QUARANTINE_DIR = "quarantine"  # inside the dataset version folder, committed with it
+STATISTICS = -2  # the gid of statistics accumulators on their way to the driver (Spark)
 PAYLOAD_SCHEMA = pa.schema([("gid", pa.int32()), ("key", pa.string()), ("payload", pa.binary())])
 # What every writer returns, one dict per file (Spark: rows of this shape; Beam: JSON lines).
 RESULT_FIELDS = (("kind", pa.string()), ("gid", pa.int32()), ("path", pa.string()),
                  ("records", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string()),
                  ("index", pa.string()), ("documents", pa.int64()),
                  # The first key the shard holds twice (null if none): a version never repeats one.
-                 ("repeated_key", pa.string()))
+                 ("repeated_key", pa.string()),
+                 # kind "statistics": the merged accumulator as JSON (SpecStatistics.to_json).
+                 ("statistics", pa.string()))
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,13 @@ class ShardPlan:
     """Splits and their shard counts, numbered as one range of global shards (``gid``).
 
     ``gid`` runs over the splits in their configured order: ``train`` 0..3, ``eval`` 4, ….
+    ``statistics``: whether the workers count the rows' statistics (False only to measure
+    what they cost: the version then has no ``statistics.json``, which the drift gate needs).
     """
 
     splits: dict[str, float]
     shards: dict[str, int]
+    statistics: bool = True
 
     def __post_init__(self) -> None:
         if list(self.splits) != list(self.shards):
@@ -101,6 +117,10 @@ class ShardPlan:
         split, shard = assign_batch(keys, self.splits, self.shards)
         return (self.offsets[split] + shard).astype(np.int32)
 
+    def split_indices(self, gids: np.ndarray) -> np.ndarray:
+        """Each global shard's split, as its index in ``splits``."""
+        return np.searchsorted(self.offsets, gids, side="right") - 1
+
     def locate(self, gid: int) -> tuple[str, int]:
         """``(split, shard index within it)`` of a global shard."""
         index = int(np.searchsorted(self.offsets, gid, side="right")) - 1
@@ -116,6 +136,7 @@ class Routed:
 
     payload: pa.RecordBatch            # PAYLOAD_SCHEMA
     quarantined: pa.RecordBatch | None  # input columns + _row, _feature, _reason; None if none
+    statistics: dict | None = None      # the batch's SpecStatistics accumulator, when asked
 
 
 def is_packed(spec: FeatureSpec) -> bool:
@@ -173,17 +194,69 @@ def _payload(gids: np.ndarray, keys: pa.Array, payloads: pa.Array) -> pa.RecordB
 
 
 def route(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
-          plan: ShardPlan) -> Routed:
+          plan: ShardPlan, statistics: SpecStatistics | None = None) -> Routed:
     """Encode (document layout) or shard (packed) one input batch; see the module docstring.
+
+    With ``statistics``, :attr:`Routed.statistics` holds the batch's accumulator
+    (:func:`batch_statistics`).
 
     Raises:
         ValueError: a bad row under ``on_error: raise`` (naming feature, column, row, key),
             or a missing column.
     """
+    routed = _route(batch, spec, artifacts, plan)
+    if statistics is None or not plan.statistics:
+        return routed
+    # Document layout: a payload row per encoded row, in order, its gid already hashed.
+    gids = None if is_packed(spec) else routed.payload.column("gid").to_numpy()
+    return replace(routed, statistics=batch_statistics(batch, spec, artifacts, plan, statistics,
+                                                       gids=gids))
+
+
+def batch_statistics(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
+                     plan: ShardPlan, statistics: SpecStatistics,
+                     gids: np.ndarray | None = None) -> dict:
+    """The statistics accumulator of the rows of ``batch`` that get encoded, per split.
+
+    The batch is transformed once more for it (Arrow compute only: tokens and ids, no
+    ``tf.Example`` bytes), whatever the layout: the statistics describe input rows
+    (documents), so packed text counts each document's tokens, not its blocks'.
+
+    Args:
+        gids: the global shard of each encoded row, in order, when the caller hashed the
+            keys already (:func:`route`); else they are hashed here.
+
+    Raises:
+        ValueError: ``gids`` that are not one per encoded row.
+    """
+    result = transform(batch, spec, artifacts)
+    rows = batch
+    if result.quarantined.num_rows:
+        good = np.ones(batch.num_rows, dtype=bool)
+        good[result.quarantined.column("_row").to_numpy()] = False
+        rows = batch.filter(pa.array(good))
+    if gids is None:
+        gids = plan.gids(result.encoded.column(spec.key))
+    elif len(gids) != result.encoded.num_rows:
+        raise ValueError(f"statistics: {len(gids)} gids for {result.encoded.num_rows} encoded rows")
+    return statistics.add_batch(statistics.create(), rows, result.encoded, plan.split_indices(gids))
+
+
+def statistics_result(statistics: SpecStatistics, accumulators: Iterable[bytes]) -> dict:
+    """One ``kind: statistics`` result merging JSON accumulators (:meth:`SpecStatistics.to_json`)."""
+    merged = statistics.merge(statistics.from_json(data, source=f"statistics accumulator {i}")
+                              for i, data in enumerate(accumulators))
+    out = _result("statistics", STATISTICS, {"path": "", "records": 0, "bytes": 0, "sha256": "",
+                                            "index": ""}, documents=0)
+    return {**out, "statistics": statistics.to_json(merged).decode("utf-8")}
+
+
+def _route(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
+           plan: ShardPlan) -> Routed:
     if not is_packed(spec):
         result = encode(batch, spec, artifacts)
-        keys = pa.array([k for k, _ in result.examples], pa.string())
-        examples = pa.array([e for _, e in result.examples], pa.binary())
+        keys = result.keys.cast(pa.string())  # Arrow all the way: no per-row Python
+        examples = result.payloads
         quarantined = result.quarantined if result.quarantined.num_rows else None
         return Routed(_payload(plan.gids(keys), keys, examples), quarantined)
     quarantined = None
@@ -239,23 +312,24 @@ def write_group(*, gid: int, batches: Iterable[pa.RecordBatch], staging_uri: str
     if not is_packed(spec):
         counted = {"rows": 0, "last": None, "repeated": None}
 
-        def records() -> Iterator[bytes]:
+        def records() -> Iterator[tuple]:
             for batch in batches:
                 counted["rows"] += batch.num_rows
                 keys = batch.column("key").cast(pa.string())
                 if counted["repeated"] is None:
                     counted["repeated"] = _first_repeat(keys, counted["last"])
                 counted["last"] = keys[-1].as_py() if len(keys) else counted["last"]
-                yield from batch.column("payload").to_pylist()
+                yield binary_layout(batch.column("payload"))  # framed whole, no bytes per row
 
-        info = write_shard(path=target, records=records(), root=staging_uri)
+        info = write_shard_batches(path=target, batches=records(), root=staging_uri)
         return [_result("shard", gid, info.to_dict(), documents=counted["rows"], repeated_key=counted["repeated"])]
     rows = pa.concat_tables([from_ipc(p) for b in batches for p in b.column("payload").to_pylist()],
                             promote_options="permissive")
     rows = rows.sort_by(_row_order(spec)).combine_chunks()
     batch = rows.to_batches()[0] if rows.num_rows else pa.RecordBatch.from_pylist([], rows.schema)
     result = encode(batch, spec, artifacts)
-    info = write_shard(path=target, records=[e for _, e in result.examples], root=staging_uri)
+    info = write_shard_batches(path=target, batches=[binary_layout(result.payloads)],
+                               root=staging_uri)
     out = [_result("shard", gid, info.to_dict(), documents=result.documents,
                    repeated_key=_first_repeat(rows.column(spec.key).cast(pa.string()), None))]
     if result.quarantined.num_rows:
@@ -312,4 +386,4 @@ def _first_repeat(keys, previous: str | None) -> str | None:
 def _result(kind: str, gid: int, info: dict, *, documents: int, repeated_key: str | None = None) -> dict:
     return {"kind": kind, "gid": gid, "path": info["path"], "records": info["records"],
             "bytes": info["bytes"], "sha256": info["sha256"], "index": info["index"],
-            "documents": documents, "repeated_key": repeated_key}
+            "documents": documents, "repeated_key": repeated_key, "statistics": None}

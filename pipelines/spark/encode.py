@@ -12,7 +12,9 @@ Spark, so the same spec on the same input gives the same bytes from both engines
    global shard, and quarantined rows as one Arrow IPC row with gid -1. Then
    ``repartition(gid)`` + ``sortWithinPartitions(gid, key, payload)`` and a second
    ``mapInArrow`` writes each gid's run of rows as one shard file (gid -1: the quarantine
-   part), streaming, and yields one result row per file.
+   part), streaming, and yields one result row per file. Each routing task also counts its
+   rows' statistics (:class:`~features.statistics.SpecStatistics`) and sends them on as one
+   row of gid -2, which the writing task that gets them merges into a ``statistics`` result.
 3. **Commit** (driver, :func:`pipelines.encode.commit.commit_encoded`).
 
 Task-atomic output: a write task names every file it writes with a fresh attempt id
@@ -36,16 +38,19 @@ from features.accumulators import decode_accumulator, encode_accumulator
 from features.analyzers import SpecAnalyzer
 from features.artifacts import Artifacts
 from features.spec import FeatureSpec
+from features.statistics import SpecStatistics
 from pipelines.encode.commit import EncodeResult, commit_encoded, count_rows, discard
 from pipelines.encode.shards import (
     PAYLOAD_SCHEMA,
     QUARANTINE,
     RESULT_FIELDS,
+    STATISTICS,
     ShardPlan,
     analysis_columns,
     from_ipc,
     input_columns,
     route,
+    statistics_result,
     to_ipc,
     train_rows,
     write_group,
@@ -56,7 +61,7 @@ __all__ = ["analyze", "build_encode", "run_encode"]
 
 PAYLOAD_DDL = "gid int, key string, payload binary"
 RESULT_DDL = "kind string, gid int, path string, records bigint, bytes bigint, sha256 string, " \
-             "index string, documents bigint"
+             "index string, documents bigint, repeated_key string, statistics string"
 _RESULT_SCHEMA = pa.schema(list(RESULT_FIELDS))
 _ACC_SCHEMA = pa.schema([("accumulator", pa.binary())])
 
@@ -90,14 +95,23 @@ def analyze(df, spec: FeatureSpec, splits: dict[str, float]) -> Artifacts:
 def _route_partition(batches: Iterator[pa.RecordBatch], *, spec: FeatureSpec, plan: ShardPlan,
                      artifacts) -> Iterator[pa.RecordBatch]:
     value = artifacts.value
+    statistics = SpecStatistics(spec, list(plan.shards))
+    counted = []
     for batch in batches:
-        routed = route(batch, spec, value, plan)
+        routed = route(batch, spec, value, plan, statistics)
+        if routed.statistics is not None:
+            counted.append(routed.statistics)
         if routed.payload.num_rows:
             yield routed.payload
         if routed.quarantined is not None:
             yield pa.RecordBatch.from_arrays(
                 [pa.array([QUARANTINE], pa.int32()), pa.array([""]),
                  pa.array([to_ipc(routed.quarantined)], pa.binary())], schema=PAYLOAD_SCHEMA)
+    if counted:  # the partition's statistics, one row for the driver
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([STATISTICS], pa.int32()), pa.array([""]),
+             pa.array([statistics.to_json(statistics.merge(counted))], pa.binary())],
+            schema=PAYLOAD_SCHEMA)
 
 
 def _runs(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -118,7 +132,10 @@ def _write_partition(batches: Iterator[pa.RecordBatch], *, spec: FeatureSpec, pl
     # groupby hands each gid's slices over lazily; every group is consumed before the next.
     for gid, group in itertools.groupby(_runs(batches), key=lambda run: run[0]):
         slices = (piece for _, piece in group)
-        if gid == QUARANTINE:
+        if gid == STATISTICS:
+            results.append(statistics_result(SpecStatistics(spec, list(plan.shards)), [
+                p for piece in slices for p in piece.column("payload").to_pylist()]))
+        elif gid == QUARANTINE:
             tables = [from_ipc(p) for piece in slices for p in piece.column("payload").to_pylist()]
             results += write_quarantine(tables=tables, gid=gid, staging_uri=staging_uri,
                                         key=spec.key)
@@ -150,8 +167,10 @@ def build_encode(df, *, spec: FeatureSpec, plan: ShardPlan, artifacts, staging_u
 
 def run_encode(spark, *, lake, inputs: list[str], spec: FeatureSpec, dataset: str, version: str,
                splits: dict[str, float], shards: dict[str, int], config: dict | None = None,
-               partitions: int | None = None) -> EncodeResult:
+               partitions: int | None = None, statistics: bool = True) -> EncodeResult:
     """Analyze and encode Parquet ``inputs`` (globs) and commit ``lake.records(dataset, version)``.
+
+    ``statistics=False`` skips the statistics (see :class:`~pipelines.encode.shards.ShardPlan`).
 
     Raises:
         FileNotFoundError: an input glob matches no file.
@@ -161,7 +180,7 @@ def run_encode(spark, *, lake, inputs: list[str], spec: FeatureSpec, dataset: st
     """
     from records.writer import staging_uri_for
 
-    plan = ShardPlan(dict(splits), dict(shards))
+    plan = ShardPlan(dict(splits), dict(shards), statistics)
     rows_in = count_rows(inputs)
     df = spark.read.parquet(*inputs).select(*input_columns(spec))
     staging = staging_uri_for(lake.records(dataset, version))

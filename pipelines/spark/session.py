@@ -3,8 +3,15 @@
 Locally: ``local[*]`` with Hive support, an embedded Derby metastore under the
 lake's ``_system/`` folder and the warehouse inside the lake, so tables survive
 between runs exactly like on a cluster. On a cluster: the master, a remote
-metastore (``hive.metastore.uris``) and any extra conf come from the config;
-``spark-submit`` settings win over what is set here.
+metastore (``hive.metastore.uris``) and any extra conf come from the config.
+Under ``spark-submit`` the driver loads the config ``shardforge submit`` wrote for the
+job (its master, and its conf sized from the input), so what the builder sets here equals
+what the command line set.
+
+The embedded Derby metastore admits one JVM at a time. The driver is the only JVM that
+opens it: locally, and in client mode on a standalone cluster, the driver runs on this
+machine (and the lake's lock keeps a second driver out); executors read and write table
+files, never the catalog.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from core.config import SparkConfig
 from core.engines import require
 from core.lake import Lake
+from records.faults import armed, fault_point
 
 __all__ = ["QUIET_LOG4J", "build_session", "local_cores", "session_conf"]
 
@@ -49,7 +57,8 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         "spark.sql.files.openCostInBytes": str(64 * 1024),
     }
     java_options = []
-    if spark.master.startswith("local") and not os.environ.get("SHARDFORGE_VERBOSE"):
+    # The driver runs here (local, or client mode on a standalone cluster): its console is ours.
+    if spark.master.startswith(("local", "spark://")) and not os.environ.get("SHARDFORGE_VERBOSE"):
         java_options.append(f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
     if spark.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = spark.metastore_uri
@@ -71,12 +80,28 @@ def session_conf(spark: SparkConfig, lake: Lake) -> dict[str, str]:
         # tasks: one core idled through the third. Large inputs still split at 128 MB.
         if cores := local_cores(spark.master):
             conf["spark.sql.files.minPartitionNum"] = str(4 * cores)
+            # Two tasks per core: tiny local corpora would run 200 mostly empty tasks at
+            # Spark's default. The cluster profiles size this from the input instead.
+            conf["spark.sql.shuffle.partitions"] = str(2 * cores)
     if java_options:
         conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
     # The console progress bar would interleave with our own progress lines on stderr.
     conf["spark.ui.showConsoleProgress"] = "false"
     conf.update(spark.conf)
     return conf
+
+
+def _fault_before_writes() -> None:
+    """Put :func:`records.faults.fault_point` ``inside:spark_write`` before each table write."""
+    from pyspark.sql import DataFrameWriter
+
+    for name in ("insertInto", "saveAsTable"):
+        write = getattr(DataFrameWriter, name)
+
+        def before(self, *args, _write=write, **kwargs):
+            fault_point("inside:spark_write")
+            return _write(self, *args, **kwargs)
+        setattr(DataFrameWriter, name, before)
 
 
 def build_session(spark: SparkConfig, lake: Lake, *, submitted: bool = False):
@@ -112,6 +137,8 @@ def build_session(spark: SparkConfig, lake: Lake, *, submitted: bool = False):
         builder = builder.config(key, value)
     session = builder.enableHiveSupport().getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    if armed("inside:spark_write"):  # kill -9 tests only: a point before every table write
+        _fault_before_writes()
     session.sql(
         f"CREATE DATABASE IF NOT EXISTS {spark.database} LOCATION '{lake.database(spark.database)}'"
     )

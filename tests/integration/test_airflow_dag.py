@@ -31,9 +31,9 @@ DAGS = ROOT / "airflow_dags"
 DT0, DT1, DT2 = "2026-11-02", "2026-11-03", "2026-11-04"  # DAG start_date 2026-11-01: none before
 BAD_DT = "2026-11-09"
 TASKS = {"prepare", "ingest", "explode_clean", "validate_clean_posts", "images",
-         "validate_clean_images", "encode_images", "encode", "validate_dataset", "train_lm",
-         "train_medusa", "report"}
-SPARK_ONLY = r"validate_.*|images|encode.*|train_.*|report"  # tasks a Spark-only backfill marks done
+         "validate_clean_images", "encode_images", "drift_images", "encode", "validate_dataset",
+         "drift_dataset", "train_lm", "train_medusa", "report"}
+SPARK_ONLY = r"validate_.*|images|encode.*|drift_.*|train_.*|report"  # a Spark-only backfill marks these done
 
 
 def _tiny_config(lake: Path) -> str:
@@ -138,9 +138,11 @@ def test_task_graph(dag):
         "validate_clean_posts": {"encode"},
         "images": {"validate_clean_images"},
         "validate_clean_images": {"encode_images"},
-        "encode_images": {"report"},  # no vision model in this config: a leaf
+        "encode_images": {"drift_images"},
+        "drift_images": {"report"},  # no vision model in this config: a leaf
         "encode": {"validate_dataset"},
-        "validate_dataset": {"train_lm", "train_medusa"},
+        "validate_dataset": {"drift_dataset"},
+        "drift_dataset": {"train_lm", "train_medusa"},
         "train_lm": {"train_medusa"},  # medusa's init_from: lm
         "train_medusa": {"report"},
         "report": set(),
@@ -176,7 +178,7 @@ def test_the_dag_is_the_declared_sequence_run_executes(airflow_env, tmp_path):
     for stage in stages:
         upstream = built.task_dict[stage.name].upstream_task_ids
         assert upstream == (set(stage.after) or {"prepare"}), stage.name
-    assert built.task_dict["train_vq"].upstream_task_ids == {"encode_images"}
+    assert built.task_dict["train_vq"].upstream_task_ids == {"drift_images"}
 
 
 def test_operators_call_the_cli_entry_points(dag):
@@ -262,6 +264,13 @@ def test_dag_runs_end_to_end(daily_run, airflow_env):
     assert (images / "_SUCCESS").exists()
     assert (lake / "records" / "images" / "v=1" / "_SUCCESS").exists()
     assert "shardforge run" in (reports / "report.html").read_text(encoding="utf-8")
+    # The drift gates ran as tasks: the first version of each dataset has no baseline, and
+    # its splits are too small here (200 posts, 6 images) to gate: reported, not failed.
+    drift = json.loads((reports / "drift-posts.json").read_text(encoding="utf-8"))
+    assert drift["passed"] and drift["baseline"] is None and drift["checks"]
+    assert not any(c["gated"] for c in drift["checks"])
+    assert (reports / "drift-images.json").exists() and (dataset / "statistics.json").exists()
+    assert "Drift gates" in (reports / "report.html").read_text(encoding="utf-8")
     summary = json.loads((reports / "summary.json").read_text(encoding="utf-8"))
     stages = {s["stage"]: s for s in summary["stages"]}
     assert stages["train lm"]["details"]["steps"] == 3

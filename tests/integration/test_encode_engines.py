@@ -113,9 +113,9 @@ def test_posts_spec_gives_the_same_bytes_on_both_engines(spark, clean_posts, tmp
     examples = sorted(r for name, data in files.items() if name.endswith(".tfrecord")
                       for r in iter_records(str(_local(beam.uri) / name)))
     assert len(examples) == beam.rows_in == beam.documents and beam.quarantined == 0
-    assert sorted(files) == ["_SUCCESS"] + [
+    assert sorted(files) == sorted(["_SUCCESS", "statistics.json"] + [
         f"split={s}/part-{i:05d}-of-{n:05d}.tfrecord{x}" for s, n in (("eval", 1), ("train", 3))
-        for i in range(n) for x in ("", ".idx")]
+        for i in range(n) for x in ("", ".idx")])
 
 
 def test_analyzed_spec_same_artifacts_examples_and_quarantine(spark, clean_posts, tmp_path):
@@ -177,8 +177,12 @@ def _clean_images(lake, cfg, rng):
     images[6] = images[6][:-3]  # 32x32x3 minus one pixel
     masks = [rng.integers(0, 4, 32 * 32, dtype=np.uint8).tobytes() if i % 2 else None
              for i in range(len(labels))]
+    boxes = [[0, 0, 32, 32] * (i % 3) if i % 2 else None for i in range(len(labels))]
+    box_labels = [[3] * (i % 3) if i % 2 else None for i in range(len(labels))]
     table = pa.table({"image_id": [f"img{i:02d}" for i in range(len(labels))], "label": labels,
                       "image": pa.array(images, pa.binary()), "mask": pa.array(masks, pa.binary()),
+                      "boxes": pa.array(boxes, pa.list_(pa.int64())),
+                      "box_labels": pa.array(box_labels, pa.list_(pa.int64())),
                       "height": pa.array([32] * len(labels), pa.int32())})
     folder = lake.local_path(lake.table(cfg.spark.database, "clean_images", DT))
     folder.mkdir(parents=True)
@@ -204,8 +208,8 @@ def test_images_encode_on_both_engines_and_decode_to_their_pixels(spark, tmp_pat
     assert _files(beam.outputs[0]) == _files(spark_report.outputs[0])
 
     good = expected.slice(0, 6).to_pylist()
-    want = {(r["image"], ["circle", "square", "triangle"].index(r["label"]), r["mask"] or b"")
-            for r in good}
+    want = {(r["image"], ["circle", "square", "triangle"].index(r["label"]), r["mask"] or b"",
+             tuple(r["boxes"] or ()), tuple(r["box_labels"] or ())) for r in good}
     seen = set()
     for split in ("train", "eval"):
         for batch in RecordDataset(beam.outputs[0], split, batch_size=4):
@@ -213,7 +217,10 @@ def test_images_encode_on_both_engines_and_decode_to_their_pixels(spark, tmp_pat
             for i, image in enumerate(batch["image"]):
                 mask = batch["mask"][i]
                 assert batch["mask_shape"][i].tolist() == ([32, 32, 1] if mask else [0, 0, 0])
-                seen.add((image, int(batch["label"][i][0]), mask))
+                n_boxes, n_labels = batch["boxes_lengths"][i], batch["box_labels_lengths"][i]
+                seen.add((image, int(batch["label"][i][0]), mask,
+                          tuple(batch["boxes"][i][:n_boxes].tolist()),
+                          tuple(batch["box_labels"][i][:n_labels].tolist())))
     assert seen == want
     quarantine = pq.read_table(_local(beam.outputs[0])
                                / "quarantine/part-00000-of-00001.parquet")

@@ -74,3 +74,22 @@ def test_metastore_and_files_compared_and_repaired(spark, spark_lake):
     assert scan_metastore(lake, spark, db) == []
     spark.catalog.refreshTable(f"{db}.t")
     assert sorted(r.dt for r in spark.table(f"{db}.t").collect()) == ["2026-11-01", "2026-11-03"]
+
+
+def test_tables_partitioned_by_more_than_dt_are_compared_too(spark, spark_lake):
+    # quarantine-like: PARTITIONED BY (stage, dt), folders stage=…/dt=…
+    db = "fsck_stage_db"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db} LOCATION '{spark_lake.database(db)}'")
+    spark.sql(f"CREATE TABLE {db}.q (x int) PARTITIONED BY (stage string, dt string) STORED AS PARQUET")
+    for stage in ("ingest_feeds", "clean_paragraphs"):
+        spark.sql(f"INSERT INTO {db}.q PARTITION (stage='{stage}', dt='2026-11-01') VALUES (1)")
+    lake = Lake(spark_lake.root)
+    assert scan_metastore(lake, spark, db) == []  # listed as stage=…/dt=…, on disk the same
+    table = Path(lake.fs_path(lake.table(db, "q")))
+    (table / "stage=ingest_feeds/dt=2026-11-01").rename(table / "stage=ingest_feeds/dt=2026-11-02")
+    found = scan_metastore(lake, spark, db)
+    assert {(f.kind, f.partition) for f in found} == {
+        ("orphan_partition", "stage=ingest_feeds/dt=2026-11-02"),
+        ("missing_partition", "stage=ingest_feeds/dt=2026-11-01")}
+    repair(lake, found, spark)
+    assert scan_metastore(lake, spark, db) == []

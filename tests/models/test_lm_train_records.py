@@ -156,7 +156,6 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path, dataset_uri):
     [
         ({}, dict(batch_size=2), "batch_size"),
         ({}, dict(seed=1), "seed"),
-        ({}, dict(num_workers=1), "num_workers"),
         (dict(n_layer=1), {}, "model config"),
     ],
 )

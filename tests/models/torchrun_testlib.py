@@ -17,9 +17,14 @@ def run_two_ranks(script: Path, *args: str, timeout: float) -> None:
     ``--standalone`` picks a free port. The job gets its own process group, so a hung job is
     killed with both of its ranks when ``timeout`` runs out.
     """
+    run_ranks(script, *args, nproc=2, timeout=timeout)
+
+
+def run_ranks(script: Path, *args: str, nproc: int, timeout: float) -> None:
+    """:func:`run_two_ranks` with ``nproc`` ranks."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(script), *args]
+           str(nproc), str(script), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT, start_new_session=True)
     try:

@@ -18,11 +18,13 @@ from core.lake import Lake
 from features.artifacts import static_artifacts
 from features.spec import load_spec
 from features.split import assign
+from features.statistics import SpecStatistics
 from pipelines.encode.commit import commit_encoded, discard
 from pipelines.encode.shards import (
     ShardPlan,
     route,
     split_by_gid,
+    statistics_result,
     write_group,
     write_quarantine,
 )
@@ -47,8 +49,9 @@ def _batch(n: int, bad: tuple[int, ...] = ()) -> pa.RecordBatch:
 
 def _attempt(staging: str, batch: pa.RecordBatch, spec) -> list[dict]:
     """One attempt of every write task: what an engine's workers do for one input batch."""
-    routed = route(batch, spec, None, PLAN)
-    results = []
+    statistics = SpecStatistics(spec, list(PLAN.shards))
+    routed = route(batch, spec, None, PLAN, statistics)
+    results = [statistics_result(statistics, [statistics.to_json(routed.statistics)])]
     for gid, part in split_by_gid(routed.payload):
         ordered = pa.Table.from_batches([part]).sort_by([("key", "ascending"), ("payload", "ascending")])
         results += write_group(gid=gid, batches=ordered.to_batches(), staging_uri=staging, plan=PLAN,
@@ -101,9 +104,9 @@ def test_a_retried_and_a_speculative_attempt_are_committed_once(tmp_path, spec):
     assert (result.documents, result.quarantined, sum(result.records.values())) == (40, 0, 40)
     assert verify(result.uri) == 0
     files = _tree(result.uri)
-    assert sorted(files) == ["_SUCCESS", "manifest.json"] + [
+    assert sorted(files) == sorted(["_SUCCESS", "manifest.json", "statistics.json"] + [
         f"split={s}/part-{i:05d}-of-{n:05d}.tfrecord{x}" for s, n in (("eval", 1), ("train", 2))
-        for i in range(n) for x in ("", ".idx")]
+        for i in range(n) for x in ("", ".idx")])
     # Byte for byte what a run without retries commits.
     assert {k: v for k, v in files.items() if k.endswith(".tfrecord")} == \
            {k: v for k, v in _tree(clean.uri).items() if k.endswith(".tfrecord")}
@@ -158,7 +161,7 @@ def test_a_key_twice_in_a_version_is_refused(tmp_path, spec, repeat):
     lake = Lake(str(tmp_path))
     staging = staging_uri_for(lake.records("posts", "1"))
     results = _attempt(staging, rows, spec)
-    reported = {r["repeated_key"] for r in results if r["repeated_key"]}
+    reported = {r["repeated_key"] for r in results if r.get("repeated_key")}
     # Each shard reports its first repeated key (in key order); copies share their key's shard.
     assert f"doc-{min(repeat):03d}" in reported and reported <= {f"doc-{i:03d}" for i in repeat}
     with pytest.raises(ReconciliationError, match=r"doc_id 'doc-0\d\d' appears more than once"):
@@ -169,4 +172,4 @@ def test_a_key_twice_in_a_version_is_refused(tmp_path, spec, repeat):
 def test_distinct_keys_report_no_repeat(tmp_path, spec):
     lake = Lake(str(tmp_path))
     staging = staging_uri_for(lake.records("posts", "1"))
-    assert all(r["repeated_key"] is None for r in _attempt(staging, _batch(30), spec))
+    assert all(r.get("repeated_key") is None for r in _attempt(staging, _batch(30), spec))

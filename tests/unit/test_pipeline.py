@@ -34,13 +34,15 @@ def test_the_sequence_of_a_config_with_vision_models(vision_cfg):
     stages = declared_stages(vision_cfg)
     assert _names(stages) == [
         "ingest", "explode_clean", "validate_clean_posts", "images", "validate_clean_images",
-        "encode", "validate_dataset", "encode_images",
+        "encode", "validate_dataset", "drift_dataset", "encode_images", "drift_images",
         "train_lm", "train_heads", "train_vq", "train_net",  # train_order: heads after lm
         "report"]
     after = {s.name: s.after for s in stages}
-    assert after["train_lm"] == ("validate_dataset",)
-    assert after["train_heads"] == ("validate_dataset", "train_lm")
-    assert after["train_vq"] == after["train_net"] == ("encode_images",)
+    assert after["drift_dataset"] == ("validate_dataset",)
+    assert after["drift_images"] == ("encode_images",)
+    assert after["train_lm"] == ("drift_dataset",)  # no model trains on a drifted dataset
+    assert after["train_heads"] == ("drift_dataset", "train_lm")
+    assert after["train_vq"] == after["train_net"] == ("drift_images",)
     assert set(after["report"]) == {"train_heads", "train_vq", "train_net"}  # the leaves
     assert {s.name: s.engine for s in stages}["train_vq"] == "torch"
 
@@ -57,7 +59,7 @@ def test_without_an_image_corpus_there_are_no_image_stages(tmp_path):
     path.write_text("corpora:\n  feeds: {format: feed_dump}\nmodels:\n  lm: {}\n", encoding="utf-8")
     names = _names(declared_stages(load_config(path)))
     assert names == ["ingest", "explode_clean", "validate_clean_posts", "encode",
-                     "validate_dataset", "train_lm", "report"]
+                     "validate_dataset", "drift_dataset", "train_lm", "report"]
 
 
 def test_the_spark_jobs_are_the_stages_that_run_on_spark():

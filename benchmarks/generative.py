@@ -1,0 +1,276 @@
+"""Generative image models: trainer throughput FP32 / BF16 / FP16 per kind, and quality at a budget.
+
+Not a test. Imports models/ and records/ (and benchmarks.train_vision's sample-image writer:
+numpy + PIL); a GPU image needs torch, numpy, PIL, pyarrow, fsspec, protobuf and
+torchdiffeq, no TensorFlow. The sample images (shapes on noise, 3 classes) are written
+once as image shards under ``--out`` and reused.
+
+Throughput (default): every kind -- vqgan (discriminator on from step 0), vae gaussian and
+gumbel, flow additive (NICE) and affine (Glow), rectified_flow -- trains through the one
+trainer (models.kinds.train_model) in
+    fp32: FP32 eager, NCHW, TF32 off                               -- the baseline
+    bf16: BF16 autocast, channels-last, torch.compile
+    fp16: FP16 autocast + GradScaler (VQGAN's discriminator: its own scaler), compiled
+and images/s after ``--warmup`` steps is read from metrics.jsonl; ``--repeats`` runs give
+the median and the spread ((max - min) / median). A config that fails to compile is rerun
+eagerly and says so.
+
+Quality (``--quality``), every model at the same ``--budget`` steps, bf16:
+  * an EfficientNet trained on the same shards is the Frechet feature network;
+  * VQ-VAE vs VQGAN (same VQ architecture): FD of eval reconstructions, codebook usage;
+  * NICE vs RealNVP/Glow (same depth and width): eval bits/dim;
+  * rectified flow, logit-normal vs uniform timesteps (SD3's ablation): FD of samples at
+    1, 2, 4, 8, 32 Euler steps and with dopri5 (NFE reported);
+  * reflow: a 2-RF trained from the logit-normal 1-RF for ``--reflow-budget`` steps;
+    FD at 1 step of 1-RF vs 2-RF.
+
+    python3 benchmarks/generative.py                      # H100: throughput table
+    python3 benchmarks/generative.py --quality            # H100: the quality comparisons
+    python3 benchmarks/generative.py --smoke              # CPU: tiny, both modes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from benchmarks.train_vision import write_dataset  # noqa: E402
+from models.checkpoint import load_checkpoint  # noqa: E402
+from models.efficientnet import EfficientNetConfig  # noqa: E402
+from models.flow_config import FlowConfig  # noqa: E402
+from models.frechet import fd_from_sums, feature_net, feature_sums  # noqa: E402
+from models.kinds import train_model  # noqa: E402
+from models.rectified_flow import RectifiedFlow, RectifiedFlowConfig, adaptive_sample  # noqa: E402
+from models.runlog import throughput_after  # noqa: E402
+from models.train_config import TrainConfig  # noqa: E402
+from models.vae_config import VAEConfig  # noqa: E402
+from models.vision_data import decode_images, image_spec, to_model_input  # noqa: E402
+from models.vqgan import VQGANConfig, load_vq  # noqa: E402
+from models.vqvae import VQVAEConfig  # noqa: E402
+from records.reader import RecordDataset  # noqa: E402
+
+CONFIGS = {"fp32": ("fp32", False, False), "bf16": ("bf16", True, True),
+           "fp16": ("fp16", True, True)}  # name -> (precision, compile, channels_last)
+
+
+def model_configs(smoke: bool, size: int) -> dict[str, tuple[str, object]]:
+    """name -> (kind, model config) of the throughput table."""
+    preset = "tiny" if smoke else "base"
+    rf_preset = "tiny" if smoke else "small"
+    return {
+        "vqgan": ("vqgan", VQGANConfig.preset(preset, disc_start=0)),
+        "vae-gaussian": ("vae", VAEConfig.preset(preset)),
+        "vae-gumbel": ("vae", VAEConfig.preset(preset, latent="gumbel", straight_through=True)),
+        "flow-nice": ("flow", FlowConfig.preset(preset, coupling="additive", image_size=size)),
+        "flow-glow": ("flow", FlowConfig.preset(preset, coupling="affine", image_size=size)),
+        "rectified_flow": ("rectified_flow",
+                           RectifiedFlowConfig.preset(rf_preset, image_size=size, num_classes=3)),
+    }
+
+
+def train(kind: str, model_config, args, *, steps: int, precision: str, compile_: bool,
+          channels_last: bool, out: str, eval_batches: int = 1):
+    cuda = args.device == "cuda"
+    cfg = TrainConfig(kind=kind, steps=steps, batch_size=args.batch_size, lr=args.lr,
+                      min_lr=args.lr / 10, warmup_steps=max(1, min(100, steps // 20)),
+                      device=args.device, precision=precision, compile=compile_ and cuda,
+                      channels_last=channels_last and cuda, image_size=args.size,
+                      log_every=args.warmup, num_workers=args.num_workers,
+                      eval_batches=eval_batches, progress=False)
+    torch._dynamo.reset()
+    return train_model(kind, dataset_uri=args.dataset, model_config=model_config,
+                       out_uri=f"file://{os.path.abspath(args.out)}/runs/{out}",
+                       train_config=cfg)
+
+
+def throughput(args) -> dict:
+    rows: dict[str, dict] = {}
+    for name, (kind, mcfg) in model_configs(args.smoke, args.size).items():
+        rows[name] = {}
+        for c in args.configs:
+            precision, compile_, cl = CONFIGS[c]
+            rates, note, last = [], None, None
+            for r in range(args.repeats):
+                try:
+                    last = train(kind, mcfg, args, steps=args.warmup + args.steps,
+                                 precision=precision, compile_=compile_ and note is None,
+                                 channels_last=cl, out=f"tp-{name}-{c}-{r}")
+                except Exception as exc:  # a compile failure: say so, measure eagerly
+                    if not compile_ or note is not None or args.device != "cuda":
+                        raise
+                    note = f"compile failed ({type(exc).__name__}: {str(exc)[:120]}); eager"
+                    last = train(kind, mcfg, args, steps=args.warmup + args.steps,
+                                 precision=precision, compile_=False, channels_last=cl,
+                                 out=f"tp-{name}-{c}-{r}")
+                rates.append(throughput_after(last.metrics_uri, warmup=args.warmup,
+                                              items_per_step=args.batch_size,
+                                              unit="images")["images_per_s"])
+            med = statistics.median(rates)
+            rows[name][c] = {"images_per_s": med, "spread": (max(rates) - min(rates)) / med,
+                             "runs": rates, "skipped_steps": last.skipped_steps,
+                             "final_loss": last.final_loss, "note": note}
+            print(f"{name:>15} {c}: {med:>9,.0f} images/s (spread {rows[name][c]['spread']:.1%}"
+                  f", {len(rates)} runs){'  ' + note if note else ''}", file=sys.stderr)
+    for name, by in rows.items():
+        if "fp32" in by:
+            print(f"{name:>15}: " + "  ".join(f"{c} {v['images_per_s'] / by['fp32']['images_per_s']:.2f}x"
+                                              for c, v in by.items()), file=sys.stderr)
+    return rows
+
+
+def eval_batches(args, n_batches: int):
+    """The eval split's first ``n_batches`` batches: images in [-1, 1] and labels, on the device."""
+    reader = RecordDataset(args.dataset, "eval", batch_size=args.batch_size, shuffle=False,
+                           rank=0, world_size=1, feature_spec=image_spec(labels=True),
+                           bytes_as="uint8")
+    out = []
+    for batch in reader:
+        images, labels = decode_images(batch, labels=True)
+        x = to_model_input(images.to(args.device), mean=(0.5,) * 3, std=(0.5,) * 3, size=args.size)
+        out.append((x, labels.to(args.device)))
+        if len(out) == n_batches:
+            break
+    return out
+
+
+@torch.no_grad()
+def frechet(net, batches, make) -> float:
+    """FD between the eval images and ``make(x, y)`` for each eval batch."""
+    sums: dict[str, torch.Tensor] = {}
+    for x, y in batches:
+        for prefix, imgs in (("real", x), ("fake", make(x, y))):
+            for k, v in feature_sums(net.embed(imgs.float().clamp(-1, 1)), prefix).items():
+                sums[k] = sums[k] + v if k in sums else v
+    return fd_from_sums(sums)
+
+
+def quality(args) -> dict:
+    p, budget = args.quality_precision, args.budget
+    run = lambda kind, cfg, name, steps=budget: train(  # noqa: E731
+        kind, cfg, args, steps=steps, precision=p, compile_=False, channels_last=True,
+        out=f"q-{name}", eval_batches=args.eval_batches)
+    out: dict = {"budget": budget, "precision": p}
+    effnet = run("efficientnet", EfficientNetConfig.preset(
+        "tiny" if args.smoke else "b0", num_classes=3, resolution=args.size), "classifier")
+    out["classifier_top1"] = effnet.eval_metrics.get("accuracy")
+    net = feature_net(effnet.checkpoint_uri, 3, torch.device(args.device))
+    batches = eval_batches(args, args.eval_batches or 10**9)
+
+    preset = "tiny" if args.smoke else "base"
+    gan = VQGANConfig.preset(preset, disc_start=budget // 4)  # D joins after a quarter
+    vq = VQVAEConfig(**{f.name: getattr(gan, f.name) for f in dataclasses.fields(VQVAEConfig)})
+    for kind, cfg in (("vqvae", vq), ("vqgan", gan)):  # the same VQ-VAE, with and without GAN
+        res = run(kind, cfg, kind)
+        model = load_vq(load_checkpoint(res.checkpoint_uri)).to(args.device)
+        out[kind] = {"fd_reconstruction": frechet(net, batches, lambda x, y, m=model:
+                                                  m.decode_indices(m.encode(x))),
+                     "usage": res.eval_metrics.get("usage"), "psnr": res.eval_metrics.get("psnr")}
+    for coupling, name in (("additive", "nice"), ("affine", "realnvp_glow")):
+        res = run("flow", FlowConfig.preset(preset, coupling=coupling, image_size=args.size), name)
+        out[name] = {"bpd": res.eval_metrics.get("bpd")}
+
+    rf_base = RectifiedFlowConfig.preset("tiny" if args.smoke else "small", image_size=args.size,
+                                         num_classes=3)
+    rf_runs = {}
+    for sampling in ("logit_normal", "uniform"):
+        res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
+        rf_runs[sampling] = res.checkpoint_uri
+        out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps)
+    student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"], reflow_steps=32)
+    res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
+    out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
+    return out
+
+
+def rf_scores(uri: str, net, batches, steps_list) -> dict:
+    ckpt = load_checkpoint(uri)
+    cfg = RectifiedFlowConfig(**ckpt["model_config"])
+    model = RectifiedFlow(cfg)
+    model.load_state_dict(ckpt["model"])
+    model.to(batches[0][0].device).eval()
+    scores = {f"fd_euler_{n}": frechet(net, batches, lambda x, y, n=n: model.sample(
+        x.shape[0], y=y, steps=n, guidance=1.0)) for n in steps_list}
+    nfe = []
+
+    def dopri(x, y):
+        noise = torch.randn((x.shape[0], *model.shape), device=x.device)
+        z, n = adaptive_sample(lambda v, t: model.velocity(v, t, y, 1.0), noise, rtol=1e-4,
+                               atol=1e-4)
+        nfe.append(n)
+        return model.from_latent(z)
+
+    scores["fd_dopri5"] = frechet(net, batches, dopri)
+    scores["dopri5_nfe"] = statistics.mean(nfe)
+    return scores
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="/tmp/shardforge-generative-bench")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--configs", default=None,
+                   help="comma list of fp32,bf16,fp16 (default all; smoke: fp32,bf16)")
+    p.add_argument("--size", type=int, default=None, help="image side (default 32)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 50; smoke 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 10; smoke 1)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; smoke 1)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128; smoke 4")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--images", type=int, default=None, help="train images (default 32768)")
+    p.add_argument("--quality", action="store_true", help="the comparisons at a fixed budget")
+    p.add_argument("--budget", type=int, default=None, help="quality steps (default 3000)")
+    p.add_argument("--reflow-budget", type=int, default=None, help="2-RF steps (default 1000)")
+    p.add_argument("--eval-batches", type=int, default=None, help="FD batches (default 16)")
+    p.add_argument("--euler-steps", default="1,2,4,8,32")
+    p.add_argument("--quality-precision", default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--smoke", action="store_true", help="tiny models, a few steps, both modes")
+    args = p.parse_args(argv)
+    cuda = args.device == "cuda"
+    s = args.smoke
+    args.size = args.size or (16 if s else 32)
+    args.steps = args.steps or (2 if s else 50)
+    args.warmup = args.warmup or (1 if s else 10)
+    args.repeats = args.repeats or (1 if s else 3)
+    args.batch_size = args.batch_size or (4 if s else 128)
+    args.num_workers = args.num_workers if args.num_workers is not None else (4 if cuda else 0)
+    args.images = args.images or (48 if s else 32768)
+    args.budget = args.budget or (4 if s else 3000)
+    args.reflow_budget = args.reflow_budget or (2 if s else 1000)
+    args.eval_batches = args.eval_batches or (1 if s else 16)
+    args.euler_steps = [int(n) for n in args.euler_steps.split(",")]
+    args.quality_precision = args.quality_precision or ("bf16" if cuda else "fp32")
+    args.configs = [c.strip() for c in (args.configs or ("fp32,bf16" if s else "fp32,bf16,fp16")
+                                        ).split(",") if c.strip()]
+    if set(args.configs) - set(CONFIGS):
+        p.error(f"unknown --configs {args.configs}")
+    args.dataset = write_dataset(args.out, size=args.size, count=args.images,
+                                 eval_count=max(args.batch_size, args.images // 16))
+    name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    result = {"device": name, "torch": torch.__version__, "batch_size": args.batch_size,
+              "size": args.size, "warmup": args.warmup, "steps": args.steps}
+    t0 = time.perf_counter()
+    if s or not args.quality:
+        result["throughput"] = throughput(args)
+    if s or args.quality:
+        result["quality"] = quality(args)
+        print(json.dumps(result["quality"], indent=1), file=sys.stderr)
+    result["wall_s"] = time.perf_counter() - t0
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
