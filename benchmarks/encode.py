@@ -41,10 +41,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.encode_profile import (  # noqa: E402  (needs ROOT on the path)
+    CpuMeter,
     python_steps,
     spark_skeleton,
     spark_stages,
-    tree_cpu,
 )
 
 WORDS = ["spark", "beam", "tensor", "关于", "RoPE", "shard", "the", "of", "lake", "vocab", "é"]
@@ -196,10 +196,11 @@ def _rounds(engine: str, args, steps) -> None:
     results: dict[str, list[tuple[float, float]]] = {what: [] for what, _ in steps}
     for round_ in range(args.repeat):
         for what, fn in steps:
-            before, wall = tree_cpu(), time.perf_counter()
-            fn()
-            wall, after = time.perf_counter() - wall, tree_cpu()
-            parts = {k: (after[k] - before[k]) / args.rows * 1e6 for k in after}
+            with CpuMeter() as meter:
+                wall = time.perf_counter()
+                fn()
+                wall = time.perf_counter() - wall
+            parts = {k: v / args.rows * 1e6 for k, v in meter.parts.items()}
             cpu = sum(parts.values())
             results[what].append((args.rows / wall, cpu))
             print(f"  {engine:<6} round {round_ + 1}: {what:<44} {args.rows / wall:>10,.0f} rows/s "

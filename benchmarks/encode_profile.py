@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/encode.py`` (``--profile``); imported as ``benchmarks.encode_profile``.
 
-- :func:`tree_cpu`: CPU seconds of the benchmark's process tree, split into the driver, Spark's
+- :class:`CpuMeter`: CPU seconds of the benchmark's process tree, split into the driver, Spark's
   JVM and the workers (Python workers of Spark, Beam's worker processes).
 - :func:`spark_skeleton`: the Spark encode's plan (analyze pass, ``mapInArrow`` to payload
   rows, shuffle by gid, sort, ``mapInArrow`` to the writer) with trivial Python steps: what
@@ -13,21 +13,21 @@ Used by ``benchmarks/encode.py`` (``--profile``); imported as ``benchmarks.encod
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import threading
 import time
 import urllib.request
 
-__all__ = ["python_steps", "spark_skeleton", "spark_stages", "tree_cpu"]
+__all__ = ["CpuMeter", "python_steps", "spark_skeleton", "spark_stages"]
 
 
-def tree_cpu() -> dict[str, float]:
-    """CPU seconds of this process tree by part: ``driver`` (this process), ``jvm`` (Spark's
-    JVM) and ``workers`` (every other process, Python workers of Spark and Beam, and the
-    children this process reaped)."""
+def _snapshot() -> dict[tuple[int, int], tuple[str, float]]:
+    """``(pid, start time) -> (name, own CPU s)`` of this process and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
-    times: dict[int, tuple[str, float, float]] = {}
+    seen: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -38,18 +38,51 @@ def tree_cpu() -> dict[str, float]:
             continue  # exited meanwhile
         fields = fields.split()
         children.setdefault(int(fields[1]), []).append(int(entry))
-        own = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        reaped = (int(fields[13]) + int(fields[14])) / tick  # of waited-for children
-        times[int(entry)] = (name, own, reaped)
-    parts = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
-    todo = [os.getpid()]
+        seen[int(entry)] = (int(fields[19]), name, (int(fields[11]) + int(fields[12])) / tick)
+    out, todo = {}, [os.getpid()]
     while todo:
         pid = todo.pop()
-        name, own, reaped = times.get(pid, ("", 0.0, 0.0))
-        parts["driver" if pid == os.getpid() else "jvm" if name == "java" else "workers"] += own
-        parts["workers"] += reaped  # what a JVM or a driver reaps are Python workers
+        if pid in seen:
+            start, name, cpu = seen[pid]
+            out[(pid, start)] = (name, cpu)
         todo += children.get(pid, [])
-    return parts
+    return out
+
+
+class CpuMeter:
+    """CPU seconds this process tree spends inside ``with``, by part: ``driver`` (this process,
+    this sampler included), ``jvm`` (Spark's JVM), ``workers`` (Python workers of Spark and Beam).
+
+    Samples ``/proc`` every ``interval`` seconds and keeps each process's last reading: a
+    parent's count of its reaped children would miss Spark's workers, whose daemon ignores
+    SIGCHLD (the kernel then drops their usage). A process that lives less than
+    ``interval`` is missed, and one that exits loses at most ``interval`` of its time.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.parts = interval, {}
+
+    def __enter__(self) -> CpuMeter:
+        self._first = _snapshot()
+        self._last = dict(self._first)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._last.update(_snapshot())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(_snapshot())
+        self.parts = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+        for key, (name, cpu) in self._last.items():
+            spent = cpu - self._first.get(key, (name, 0.0))[1]
+            part = "driver" if key[0] == os.getpid() else "jvm" if name == "java" else "workers"
+            self.parts[part] += spent
 
 
 def _count_rows(batches):
@@ -124,9 +157,15 @@ def python_steps(batches, spec, *, splits: dict, shards: dict, repeat: int) -> l
         ("route: transform", lambda b, _: transform(b, spec, artifacts)),
         ("route: transform + serialize", lambda b, _: encode(b, spec, artifacts)),
         ("route: gids (sha256 of keys)", lambda b, _: plan.gids(b.column(spec.key))),
-        ("route: all (as the engines call it)", lambda b, _: route(b, spec, artifacts, plan)),
+        ("route: all, no statistics", lambda b, _: route(b, spec, artifacts, plan)),
         ("write: frame records (compiled)", lambda _, e: frame_batch(*binary_layout(e))),
     ]
+    if "statistics" in inspect.signature(route).parameters:  # the dataset statistics (issue 19)
+        from features.statistics import SpecStatistics
+
+        counted = SpecStatistics(spec, list(shards))
+        steps.insert(6, ("route: all + statistics (as the engines)",
+                         lambda b, _: route(b, spec, artifacts, plan, counted)))
     out = []
     for what, fn in steps:
         fn(batches[0], encoded[0])  # warm-up

@@ -13,7 +13,10 @@ run:
   (user + system) of this process and every process below it (Beam's workers, Spark's JVM
   and Python workers; from ``/proc``, so Linux only), which a busy machine disturbs far
   less than wall time. Each way's median and spread (min–max) are printed, and the cost is
-  ``median(with) / median(without) - 1`` next to the median of the per-pair ratios.
+  ``median(with) / median(without) - 1`` next to the median of the per-pair ratios;
+- **share**: the CPU that statistics add in process (route with minus route without) as a
+  share of the engine's whole encode CPU: the cost per row, which the engines' A/B above
+  resolves only when the machine is quiet (a run's CPU varies by ±10% under load).
 
 The statistics are switched off with ``run_encode(..., statistics=False)``
 (:class:`~pipelines.encode.shards.ShardPlan`'s ``statistics``); everything else is the
@@ -81,8 +84,9 @@ def _median_spread(seconds: list[float]) -> str:
             f"max {max(seconds):.2f}, n={len(seconds)})")
 
 
-def in_process(args, spec) -> None:
-    """route() without and with statistics on Arrow batches (CPU time of this process)."""
+def in_process(args, spec) -> float:
+    """route() without and with statistics on Arrow batches; returns the CPU seconds that
+    statistics add (median with minus median without)."""
     from features.statistics import SpecStatistics
     from pipelines.encode.shards import ShardPlan, route
 
@@ -106,6 +110,7 @@ def in_process(args, spec) -> None:
         print(f"  in process  {name:<24} {rate:>11,.0f} rows/CPU-s "
               f"({100 * statistics.median(seconds) / base:5.1f}% of route)  CPU {_median_spread(seconds)}",
               flush=True)
+    return statistics.median(times["route + statistics"]) - base
 
 
 def _engine_runner(engine: str, args, spec, inputs: list[str], work: Path):
@@ -156,7 +161,7 @@ def _engine_runner(engine: str, args, spec, inputs: list[str], work: Path):
     return run, stop
 
 
-def engines(args, spec, inputs: list[str], work: Path) -> None:
+def engines(args, spec, inputs: list[str], work: Path, added: float) -> None:
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         run, stop = _engine_runner(engine, args, spec, inputs, work)
         try:
@@ -180,6 +185,9 @@ def engines(args, spec, inputs: list[str], work: Path) -> None:
             print(f"  {engine:<6} {clock:<4} statistics cost: "
                   f"{100 * (statistics.median(with_s) / statistics.median(without_s) - 1):+.1f}% "
                   f"(medians); median of per-pair ratios {100 * (pairs - 1):+.1f}%", flush=True)
+        whole = statistics.median(times[(True, "CPU")])
+        print(f"  {engine:<6} share: statistics add {added:.3f} CPU-s in process = "
+              f"{100 * added / whole:.1f}% of the encode's {whole:.2f} CPU-s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5, help="encodes per way and engine")
-    parser.add_argument("--repeat", type=int, default=5, help="in-process passes per way")
+    parser.add_argument("--repeat", type=int, default=7, help="in-process passes per way")
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--spec", default=os.path.join(ROOT, "conf", "features", "posts.yaml"))
     parser.add_argument("--engines", default="beam,spark", help="comma-separated: beam, spark")
@@ -203,13 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}; {args.rows:,} rows; spec {args.spec}; {_load()}")
-    in_process(args, spec)
+    added = in_process(args, spec)
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     inputs = generate(data / f"rows={args.rows}-files={args.files}", args.rows, args.files)
     work = Path(tempfile.mkdtemp(prefix="bench-statistics-", dir=args.data))
     try:
-        engines(args, spec, inputs, work)
+        engines(args, spec, inputs, work, added)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

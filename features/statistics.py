@@ -221,7 +221,7 @@ class SpecStatistics:
     def _count_per_split(self, column: pa.Array, split_of: np.ndarray,
                          width: int | None) -> np.ndarray | None:
         """``(splits, width)`` counts of a list column's values, or None (no numba, no width,
-        or a value outside ``[0, width)``)."""
+        or a value outside ``[0, width)``): then the caller counts with numpy."""
         kernel = _kernel()
         if kernel is None or width is None or column.null_count:
             return None

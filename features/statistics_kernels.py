@@ -11,6 +11,7 @@ read-only, each worker compiles the kernel once, in about a second).
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 __all__ = ["count_list_values"]
 
@@ -26,15 +27,30 @@ def count_list_values(values, offsets, row_split, counts):
         counts: int64 ``(splits, width)``, zeros, added to in place.
 
     Returns:
-        False at the first value outside ``[0, width)``, with ``counts`` half filled: the
-        caller drops it and counts the batch its other way.
+        False at the first value outside ``[0, width)``, with ``counts`` untouched: the
+        caller then counts the batch its other way.
+
+    Two histograms per split, one for even and one for odd positions, summed at the end:
+    two equal ids in a row (a run of spaces) then never wait for each other's increment,
+    which makes the loop about a third faster on text.
     """
     width = counts.shape[1]
+    lanes = np.zeros((counts.shape[0], 2, width), np.int64)
     for r in range(len(row_split)):
         s = row_split[r]
-        for j in range(offsets[r], offsets[r + 1]):
-            v = values[j]
-            if v < 0 or v >= width:
+        j, end = offsets[r], offsets[r + 1]
+        while j + 1 < end:
+            a, b = values[j], values[j + 1]
+            if a < 0 or a >= width or b < 0 or b >= width:
                 return False
-            counts[s, v] += 1
+            lanes[s, 0, a] += 1
+            lanes[s, 1, b] += 1
+            j += 2
+        if j < end:
+            if values[j] < 0 or values[j] >= width:
+                return False
+            lanes[s, 0, values[j]] += 1
+    for s in range(counts.shape[0]):
+        for v in range(width):
+            counts[s, v] += lanes[s, 0, v] + lanes[s, 1, v]
     return True

@@ -110,8 +110,8 @@ def build_session(spark: SparkConfig, lake: Lake, *, submitted: bool = False):
     Args:
         spark: master, database, metastore and extra conf.
         lake: the lake whose warehouse (and local metastore) the session uses.
-        submitted: running under ``spark-submit``: its ``--master`` and Python settings
-            win, so the config's master and interpreter are not set here.
+        submitted: running under ``spark-submit``: its ``--master``, ``--name`` and Python
+            settings win, so the config's master, app name and interpreter are not set here.
 
     Returns:
         A ``pyspark.sql.SparkSession`` with Hive support.
@@ -126,9 +126,9 @@ def build_session(spark: SparkConfig, lake: Lake, *, submitted: bool = False):
     if local:
         # The JVM starts Python workers from its environment, inherited from ours.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(spark.app_name)
-    if not submitted:
-        builder = builder.master(spark.master)
+    builder = SparkSession.builder
+    if not submitted:  # else spark-submit's --master and --name (shardforge-<job>) stand
+        builder = builder.appName(spark.app_name).master(spark.master)
     if lake.is_local and not spark.metastore_uri:
         lake.metastore().parent.mkdir(parents=True, exist_ok=True)
     for key, value in session_conf(spark, lake).items():

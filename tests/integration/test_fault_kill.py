@@ -41,7 +41,7 @@ def _env(fault: str | None = None) -> dict[str, str]:
 
 
 def _shardforge(lake: Path, config: Path, *argv: str, fault: str | None = None,
-                timeout: float = 600) -> subprocess.CompletedProcess:
+                timeout: float = 1800) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "shardforge.cli", *argv, "--config", str(config),
            "--lake", str(lake)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
