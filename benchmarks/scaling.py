@@ -152,7 +152,7 @@ def child(args) -> None:
     ended = time.perf_counter()
     seconds = ended - started
     steps: dict[str, float] = {}
-    for (at, step), (until, _) in zip(marks, [*marks[1:], (ended, "")], strict=True):
+    for (at, step), (until, _) in zip(marks, [*marks[1:], (ended, "")][:len(marks)], strict=True):
         steps[step] = steps.get(step, 0.0) + until - at
     metrics = _stage_metrics(spark, before)
     spark.stop()
