@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/shardforge-detection-bench")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-compile", action="store_true",
+                   help="fp16/bf16 eager too: a pure precision comparison, no compile time")
     p.add_argument("--models", default="sam,thundernet", help="comma list")
     p.add_argument("--configs", default="fp32,fp16,bf16", help="throughput: comma list")
     p.add_argument("--quality", action="store_true", help="quality at a fixed budget instead")
@@ -313,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows[kind] = {}
             for c in configs:
                 precision, compile_, cl = CONFIGS[c]
+                compile_ = compile_ and not args.no_compile
                 r = rows[kind][c] = run(kind, f"{kind}-{c}", args, uri, device,
                                         steps=args.warmup + args.steps, precision=precision,
                                         compile_=compile_, channels_last=cl, eval_batches=1)

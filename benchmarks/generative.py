@@ -16,7 +16,9 @@ the median and the spread ((max - min) / median). A config that fails to compile
 eagerly and says so.
 
 Quality (``--quality``), every model at the same ``--budget`` steps, bf16:
-  * an EfficientNet trained on the same shards is the Frechet feature network;
+  * two Frechet feature networks: an EfficientNet trained on the same shards (FID-like)
+    and seeded random features (``models.perceptual``), which do not depend on how well
+    the small classifier learned; every FD is reported on both;
   * VQ-VAE vs VQGAN (same VQ architecture): FD of eval reconstructions, codebook usage;
   * NICE vs RealNVP/Glow (same depth and width): eval bits/dim;
   * rectified flow, logit-normal vs uniform timesteps (SD3's ablation): FD of samples at
@@ -81,10 +83,11 @@ def model_configs(smoke: bool, size: int) -> dict[str, tuple[str, object]]:
 
 
 def train(kind: str, model_config, args, *, steps: int, precision: str, compile_: bool,
-          channels_last: bool, out: str, eval_batches: int = 1):
+          channels_last: bool, out: str, eval_batches: int = 1, lr: float | None = None):
     cuda = args.device == "cuda"
-    cfg = TrainConfig(kind=kind, steps=steps, batch_size=args.batch_size, lr=args.lr,
-                      min_lr=args.lr / 10, warmup_steps=max(1, min(100, steps // 20)),
+    lr = lr or args.lr
+    cfg = TrainConfig(kind=kind, steps=steps, batch_size=args.batch_size, lr=lr,
+                      min_lr=lr / 10, warmup_steps=max(1, min(100, steps // 20)),
                       device=args.device, precision=precision, compile=compile_ and cuda,
                       channels_last=channels_last and cuda, image_size=args.size,
                       log_every=args.warmup, num_workers=args.num_workers,
@@ -101,6 +104,7 @@ def throughput(args) -> dict:
         rows[name] = {}
         for c in args.configs:
             precision, compile_, cl = CONFIGS[c]
+            compile_ = compile_ and not args.no_compile
             rates, note, last = [], None, None
             for r in range(args.repeats):
                 try:
@@ -146,51 +150,82 @@ def eval_batches(args, n_batches: int):
 
 
 @torch.no_grad()
-def frechet(net, batches, make) -> float:
-    """FD between the eval images and ``make(x, y)`` for each eval batch."""
-    sums: dict[str, torch.Tensor] = {}
+def frechet(nets: dict, batches, make) -> dict[str, float]:
+    """FD between the eval images and ``make(x, y)`` for each eval batch, on each feature
+    network of ``nets`` (name -> :class:`models.perceptual.ImageFeatures`)."""
+    sums: dict[str, dict[str, torch.Tensor]] = {name: {} for name in nets}
     for x, y in batches:
         for prefix, imgs in (("real", x), ("fake", make(x, y))):
-            for k, v in feature_sums(net.embed(imgs.float().clamp(-1, 1)), prefix).items():
-                sums[k] = sums[k] + v if k in sums else v
-    return fd_from_sums(sums)
+            imgs = imgs.float().clamp(-1, 1)
+            for name, net in nets.items():
+                for k, v in feature_sums(net.embed(imgs), prefix).items():
+                    acc = sums[name]
+                    acc[k] = acc[k] + v if k in acc else v
+    return {name: fd_from_sums(acc) for name, acc in sums.items()}
+
+
+QUALITY_PARTS = ("vq", "flow", "rf")
 
 
 def quality(args) -> dict:
+    """The comparisons of ``--parts`` (vq, flow, rf); each part is self-contained, so the
+    parts can run as separate processes on one GPU. The FD parts train their own feature
+    classifier (``--classifier-steps``): FDs compare models scored by the same network only."""
     p, budget = args.quality_precision, args.budget
-    run = lambda kind, cfg, name, steps=budget: train(  # noqa: E731
+    parts = [x for x in args.parts.split(",") if x]
+    unknown = sorted(set(parts) - set(QUALITY_PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown {unknown}; choose from {list(QUALITY_PARTS)}")
+    run = lambda kind, cfg, name, steps=budget, lr=None: train(  # noqa: E731
         kind, cfg, args, steps=steps, precision=p, compile_=False, channels_last=True,
-        out=f"q-{name}", eval_batches=args.eval_batches)
-    out: dict = {"budget": budget, "precision": p}
-    effnet = run("efficientnet", EfficientNetConfig.preset(
-        "tiny" if args.smoke else "b0", num_classes=3, resolution=args.size), "classifier")
-    out["classifier_top1"] = effnet.eval_metrics.get("accuracy")
-    net = feature_net(effnet.checkpoint_uri, 3, torch.device(args.device))
-    batches = eval_batches(args, args.eval_batches or 10**9)
-
+        out=f"q-{name}", eval_batches=args.eval_batches, lr=lr)
+    out: dict = {"budget": budget, "precision": p, "parts": parts}
     preset = "tiny" if args.smoke else "base"
-    gan = VQGANConfig.preset(preset, disc_start=budget // 4)  # D joins after a quarter
-    vq = VQVAEConfig(**{f.name: getattr(gan, f.name) for f in dataclasses.fields(VQVAEConfig)})
-    for kind, cfg in (("vqvae", vq), ("vqgan", gan)):  # the same VQ-VAE, with and without GAN
-        res = run(kind, cfg, kind)
-        model = load_vq(load_checkpoint(res.checkpoint_uri)).to(args.device)
-        out[kind] = {"fd_reconstruction": frechet(net, batches, lambda x, y, m=model:
-                                                  m.decode_indices(m.encode(x))),
-                     "usage": res.eval_metrics.get("usage"), "psnr": res.eval_metrics.get("psnr")}
-    for coupling, name in (("additive", "nice"), ("affine", "realnvp_glow")):
-        res = run("flow", FlowConfig.preset(preset, coupling=coupling, image_size=args.size), name)
-        out[name] = {"bpd": res.eval_metrics.get("bpd")}
+    net = batches = None
+    if {"vq", "rf"} & set(parts):
+        effnet = run("efficientnet", EfficientNetConfig.preset(
+            "tiny" if args.smoke else "b0", num_classes=3, resolution=args.size),
+            f"classifier-{'-'.join(parts)}", steps=args.classifier_steps or budget,
+            lr=args.classifier_lr)
+        out["classifier_top1"] = effnet.eval_metrics.get("accuracy")
+        # Two embeddings: the trained classifier's (FID-like) and seeded random features,
+        # which do not depend on how well the small classifier learned.
+        device = torch.device(args.device)
+        net = {"classifier": feature_net(effnet.checkpoint_uri, 3, device),
+               "random": feature_net(None, 3, device)}
+        batches = eval_batches(args, args.eval_batches or 10**9)
 
-    rf_base = RectifiedFlowConfig.preset("tiny" if args.smoke else "small", image_size=args.size,
-                                         num_classes=3)
-    rf_runs = {}
-    for sampling in ("logit_normal", "uniform"):
-        res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
-        rf_runs[sampling] = res.checkpoint_uri
-        out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps)
-    student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"], reflow_steps=32)
-    res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
-    out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
+    if "vq" in parts:
+        gan = VQGANConfig.preset(preset, disc_start=budget // 4)  # D joins after a quarter
+        vq = VQVAEConfig(**{f.name: getattr(gan, f.name) for f in dataclasses.fields(VQVAEConfig)})
+        for kind, cfg in (("vqvae", vq), ("vqgan", gan)):  # one VQ-VAE, with and without GAN
+            res = run(kind, cfg, kind)
+            model = load_vq(load_checkpoint(res.checkpoint_uri)).to(args.device)
+            out[kind] = {"fd_reconstruction": frechet(net, batches, lambda x, y, m=model:
+                                                      m.decode_indices(m.encode(x))),
+                         "usage": res.eval_metrics.get("usage"),
+                         "psnr": res.eval_metrics.get("psnr")}
+            print(kind, json.dumps(out[kind]), flush=True)
+    if "flow" in parts:
+        for coupling, name in (("additive", "nice"), ("affine", "realnvp_glow")):
+            res = run("flow", FlowConfig.preset(preset, coupling=coupling, image_size=args.size),
+                      name)
+            out[name] = {"bpd": res.eval_metrics.get("bpd")}
+            print(name, json.dumps(out[name]), flush=True)
+    if "rf" in parts:
+        rf_base = RectifiedFlowConfig.preset("tiny" if args.smoke else "small",
+                                             image_size=args.size, num_classes=3)
+        rf_runs = {}
+        for sampling in ("logit_normal", "uniform"):
+            res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
+            rf_runs[sampling] = res.checkpoint_uri
+            out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps)
+            print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
+        student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
+                                      reflow_steps=32)
+        res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
+        out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
+        print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
 
@@ -220,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/shardforge-generative-bench")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-compile", action="store_true",
+                   help="fp16/bf16 eager too: a pure precision comparison, no compile time")
     p.add_argument("--configs", default=None,
                    help="comma list of fp32,bf16,fp16 (default all; smoke: fp32,bf16)")
     p.add_argument("--size", type=int, default=None, help="image side (default 32)")
@@ -235,6 +272,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reflow-budget", type=int, default=None, help="2-RF steps (default 1000)")
     p.add_argument("--eval-batches", type=int, default=None, help="FD batches (default 16)")
     p.add_argument("--euler-steps", default="1,2,4,8,32")
+    p.add_argument("--parts", default=",".join(QUALITY_PARTS),
+                   help="quality: comma list of vq,flow,rf (separate processes can share a GPU)")
+    p.add_argument("--classifier-steps", type=int, default=None,
+                   help="steps of the FD feature classifier (default: --budget)")
+    p.add_argument("--classifier-lr", type=float, default=2e-3,
+                   help="the classifier's peak lr (EfficientNet wants more than the generators)")
     p.add_argument("--quality-precision", default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--smoke", action="store_true", help="tiny models, a few steps, both modes")
     args = p.parse_args(argv)

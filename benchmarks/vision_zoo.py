@@ -213,6 +213,7 @@ def kind_configs(args) -> dict[str, tuple[str, str | None, dict]]:
 def trainer_run(name: str, kind: str, preset: str | None, model: dict, config: str, steps: int,
                 dataset_uri: str, args, device: torch.device) -> dict:
     precision, compile_, channels_last = CONFIGS[config]
+    compile_ = compile_ and not args.no_compile
     cuda = device.type == "cuda"
     model_cfg, _ = build_configs(kind, preset=preset, model=model, train={},
                                  context={"num_classes": CLASSES})
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/shardforge-vision-zoo", help="shards and run folders")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-compile", action="store_true",
+                   help="fp16/bf16 eager too: a pure precision comparison, no compile time")
     p.add_argument("--configs", default="fp32,fp16,bf16", help="comma list of fp32,fp16,bf16")
     p.add_argument("--parts", default="peers,trainer", help="speed parts: peers,trainer")
     p.add_argument("--kinds", default="", help="trainer runs to time (default all), e.g. "

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The fixed-budget quality runs of issues 17 and 18, as concurrent processes on one GPU.
+#
+# Not a test. Quality at a fixed step budget does not depend on speed, and each of these
+# models uses a small part of an H100, so they share the card: every comparison stays inside
+# one process (same data, same feature network), and each process's lines are printed as its
+# rows finish, so a run cut short by TIME still leaves its finished rows. The logs are packed
+# into $OUT/quality-logs.tar.gz (the device tool brings back at most 8 files).
+#
+#   bash benchmarks/gpu_quality_runs.sh            # on the GPU host, $OUT set by the caller
+#   TIME=300 BUDGET=1000 bash benchmarks/gpu_quality_runs.sh
+#
+# Throughput is measured apart, one process at a time (BENCHMARKS.md gives the commands).
+set -u
+OUT=${OUT:-/tmp/sf-quality-out}
+TIME=${TIME:-540}          # seconds each process may run
+BUDGET=${BUDGET:-2000}     # generative models' steps
+WORKERS=${WORKERS:-1}      # reader workers per process (16 cores for 11 processes)
+ZSTEPS=${ZSTEPS:-1500}     # segmenter steps
+LOGS=/tmp/sf-quality-logs
+mkdir -p "$OUT" "$LOGS"
+export PYTHONUNBUFFERED=1
+
+launch() {  # launch NAME COMMAND...: run in the background under the time limit
+  local name=$1
+  shift
+  (timeout "$TIME" "$@" >"$LOGS/$name.log" 2>&1; echo "exit $?" >>"$LOGS/$name.log") &
+}
+
+G="python3 benchmarks/generative.py --quality --budget $BUDGET --num-workers $WORKERS"
+launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
+launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
+launch gen-rf $G --parts rf --classifier-steps 1000 --reflow-budget 300 --out /tmp/sfq-gen-rf
+
+Z="python3 benchmarks/vision_zoo.py --quality --quality-steps $ZSTEPS --num-workers $WORKERS"
+for head in fcn unet deeplab; do
+  launch "zoo-$head" $Z --heads "$head" --out "/tmp/sfq-zoo-$head"
+done
+
+D="python3 benchmarks/detection.py --quality --num-workers $WORKERS"
+launch det-sam $D --models sam --out /tmp/sfq-det-sam
+launch det-tn $D --models thundernet --ablations "" --out /tmp/sfq-det-tn    # + the peer
+launch det-tn-cem $D --models thundernet --ablations cem --no-peer --out /tmp/sfq-det-cem
+launch det-tn-sam $D --models thundernet --ablations spatial_attention --no-peer \
+  --out /tmp/sfq-det-sa
+
+launch pytest-cuda python3 -m pytest -q -m cuda -p no:cacheprovider \
+  tests/models/test_generative_cuda.py tests/models/test_ps_roi_align.py \
+  tests/models/test_peft.py tests/models/test_train_vision.py
+
+wait
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$LOGS/gpu.txt" 2>&1
+grep -h "RESULT\|^exit\|passed\|failed" "$LOGS"/*.log >"$OUT/quality-summary.txt" 2>/dev/null
+tar -czf "$OUT/quality-logs.tar.gz" -C "$LOGS" .

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The throughput tables of issues 17 and 18, one process at a time on one GPU.
+#
+# Not a test. Every precision runs eagerly (--no-compile): the tables compare FP32, FP16 with
+# its GradScaler and BF16 on the same code path, and leave out compile time, which would not
+# fit one device call for 14 kinds x 2 precisions (the compiled paths are checked by
+# `pytest -m cuda`). Each step prints its RESULT line; logs go to $OUT/throughput-logs.tar.gz.
+#
+#   bash benchmarks/gpu_throughput_runs.sh                 # on the GPU host
+#   PARTS="zoo-peers gen" bash benchmarks/gpu_throughput_runs.sh
+set -u
+OUT=${OUT:-/tmp/sf-throughput-out}
+PARTS=${PARTS:-"zoo-peers gen det zoo-trainer"}
+LOGS=/tmp/sf-throughput-logs
+mkdir -p "$OUT" "$LOGS"
+export PYTHONUNBUFFERED=1
+
+for part in $PARTS; do
+  case $part in
+    zoo-peers) cmd=(python3 benchmarks/vision_zoo.py --parts peers --warmup 10 --steps 30
+                    --repeats 3 --out /tmp/sft-zoo) ;;
+    gen) cmd=(python3 benchmarks/generative.py --no-compile --images 16384 --warmup 10
+              --steps 40 --repeats 3 --out /tmp/sft-gen) ;;
+    det) cmd=(python3 benchmarks/detection.py --no-compile --images 8192 --out /tmp/sft-det) ;;
+    zoo-trainer) cmd=(python3 benchmarks/vision_zoo.py --parts trainer --no-compile
+                      --warmup 10 --steps 40 --out /tmp/sft-zoo) ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
+  echo "== $part: ${cmd[*]}" | tee -a "$OUT/throughput-summary.txt"
+  start=$(date +%s)
+  "${cmd[@]}" >"$LOGS/$part.log" 2>&1
+  echo "exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/throughput-summary.txt"
+  grep -h "RESULT" "$LOGS/$part.log" >>"$OUT/throughput-summary.txt"
+done
+tar -czf "$OUT/throughput-logs.tar.gz" -C "$LOGS" .
