@@ -14,6 +14,7 @@ refuses it). :func:`save_artifacts` returns ``{name: uri}`` for the dataset mani
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,10 +163,23 @@ def num_ids(spec: FeatureSpec, name: str, artifacts: Artifacts | None = None) ->
 
 
 def _write(lake, uri: str, data: str) -> None:
+    """Replace the file at ``uri`` atomically: write a ``_staging-`` sibling, then rename it.
+
+    A process killed mid-write leaves the previous file whole, plus the staging sibling,
+    which ``shardforge lake fsck`` reports and the next writer sweeps (a rename is atomic on
+    a local disk and on HDFS; on object stores ``mv`` is copy + delete, still never a
+    truncated file under the final name).
+    """
+    from records.faults import fault_point
+
     path = lake.fs_path(uri)
-    lake.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with lake.fs.open(path, "wb") as handle:
+    folder, name = path.rsplit("/", 1)
+    lake.fs.makedirs(folder, exist_ok=True)
+    staging = f"{folder}/_staging-{name}-{uuid.uuid4().hex}"
+    with lake.fs.open(staging, "wb") as handle:
         handle.write(data.encode("utf-8"))
+    fault_point("inside:artifact_write")  # kill -9 tests: written, not yet renamed
+    lake.fs.mv(staging, path)
 
 
 def save_artifacts(artifacts: Artifacts, lake, dataset: str, version: str) -> dict[str, str]:

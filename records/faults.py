@@ -10,7 +10,8 @@ tests (``tests/integration/test_fault_kill.py``) do. Its value names one point:
   written, the manifest written, the old version moved aside, staging renamed to final),
   ``encode_commit`` (:mod:`pipelines.encode.commit`), ``image_writer``
   (:mod:`pipelines.beam.image_io`: each part written, each partition's commit steps) and
-  ``spark_write`` (before each Spark table write, see :mod:`pipelines.spark.session`).
+  ``spark_write`` (before each Spark table write, see :mod:`pipelines.spark.session`) and
+  ``artifact_write`` (:mod:`features.artifacts`: each file written, before its rename).
 
 The point kills the whole process group with SIGKILL, as ``kill -9 -<pgid>`` would: the
 Spark JVM, DataLoader or Beam workers die with it, and no ``finally`` or ``atexit`` runs.

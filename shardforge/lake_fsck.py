@@ -5,8 +5,8 @@ old version aside (``_old-…``) before it removes it, so a process killed mid-c
 one of those behind — never a half-visible dataset. This module finds them and the other
 traces of interrupted work:
 
-* ``leftover``: a ``_staging-*`` or ``_old-*`` folder (records, warehouse, artifacts);
-  repair removes it. Every writing command also sweeps these as soon as it holds the lake's
+* ``leftover``: a ``_staging-*`` or ``_old-*`` folder (records, warehouse, artifacts), or
+  the ``_staging-*`` file of an artifact write killed before its rename; repair removes it. Every writing command also sweeps these as soon as it holds the lake's
   lock (:func:`sweep_leftovers`): while it holds the lock nobody else is committing.
 * ``moved_aside``: the committed copy a commit moved aside (``_old-<name>-…``, an image
   partition's ``_staging-dt=…-old-…``) when ``<name>`` itself is gone: the kill came between
@@ -97,6 +97,12 @@ def scan_files(lake: Lake) -> list[Finding]:
                   and not lake.fs.exists(lake.fs_path(f"{uri}/{SUCCESS}"))):
                 found.append(Finding("uncommitted", uri, f"a dataset version without {SUCCESS}",
                                      "remove it"))
+            elif is_dir and name.startswith("v=") and container.startswith(f"{lake.root}/artifacts/"):
+                # features.artifacts writes each file as a _staging- sibling, then renames it
+                found += [Finding("leftover", file_uri, "a killed artifact write's staging file",
+                                  "remove it")
+                          for file_name, file_uri, _ in _children(lake, uri)
+                          if file_name.startswith("_staging-")]
     return found
 
 

@@ -134,3 +134,64 @@ def test_load_artifacts_refuses_an_unfinished_save(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     with pytest.raises(FileNotFoundError, match="no feature artifacts"):
         load_artifacts(lake, "posts", "1")
+
+
+_KILLED_SAVE = """
+import sys
+import pyarrow as pa
+from core.lake import Lake
+from features.analyzers import analyze
+from features.artifacts import save_artifacts
+from features.spec import load_spec
+spec = load_spec(sys.argv[2])
+values = sys.argv[3].split(",")
+batch = pa.RecordBatch.from_pydict({"k": [str(i) for i in range(len(values))], "t": values})
+save_artifacts(analyze(spec, [batch]), Lake(sys.argv[1]), "posts", "1")
+"""
+
+
+def test_a_save_killed_mid_write_leaves_every_artifact_whole(tmp_path):
+    """kill -9 after a new vocabulary is written but before its rename (a real SIGKILL of a
+    child process): the committed files keep their old bytes, the staging file is the only
+    trace, fsck reports it and the next writer's sweep removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from shardforge.lake_fsck import scan_files, sweep_leftovers
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("key: k\nfeatures:\n  t: {kind: categorical, source: t, "
+                         "computed_vocabulary: {}}\n")
+    lake_dir, root = tmp_path / "lake", Path(__file__).resolve().parents[2]
+
+    def save(values: str, fault: str | None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        env.pop("SHARDFORGE_FAULT", None)
+        if fault:
+            env["SHARDFORGE_FAULT"] = fault
+        return subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(lake_dir), str(spec_file),
+                               values], env=env, capture_output=True, text=True,
+                              start_new_session=True, timeout=120)
+
+    assert save("old,older", None).returncode == 0
+    lake = Lake(str(lake_dir))
+    folder = lake.local_path(lake.artifacts("posts", "1"))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(before) == {"vocab.t.txt", "artifacts.json"}
+
+    killed = save("new,newer,newest", "inside:artifact_write:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    staging = [n for n in after if n.startswith("_staging-vocab.t.txt-")]
+    assert len(staging) == 1 and after[staging[0]] == b"new\nnewer\nnewest\n"
+    assert {n: b for n, b in after.items() if n not in staging} == before  # old bytes, whole
+    load_artifacts(lake, "posts", "1")  # still readable
+
+    found = scan_files(lake)
+    assert [(f.kind, f.uri.rsplit("/", 1)[-1]) for f in found] == [("leftover", staging[0])]
+    assert sweep_leftovers(lake) == [found[0].uri]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before)
+    assert save("new,newer,newest", None).returncode == 0
+    assert (folder / "vocab.t.txt").read_text() == "new\nnewer\nnewest\n"
