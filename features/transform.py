@@ -21,7 +21,7 @@ feature columns alone read a dense ``''`` or ``-1`` as "missing" and drop it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -75,12 +75,15 @@ class Encoded:
     Attributes:
         keys: each example's key (the key column's type; strings when packed).
         payloads: each example's tf.Example bytes (Arrow binary, the writer's buffer as is).
+        transformed: the transform these examples were serialized from (for callers that
+            also need the ids, e.g. per-feature statistics, without transforming again).
     """
 
     keys: pa.Array
     payloads: pa.Array
     quarantined: pa.RecordBatch
     documents: int
+    transformed: Transformed | None = field(default=None, repr=False, compare=False)
 
     @property
     def examples(self) -> list[tuple[str, bytes]]:
@@ -276,7 +279,7 @@ def encode(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None
     packed = any(isinstance(f, TextFeature) and f.layout == "packed" for f in spec.features.values())
     keys, payloads = _packed(result.encoded, spec) if packed else (
         result.encoded.column(spec.key), _serialized(result.encoded, spec))
-    return Encoded(keys, payloads, result.quarantined, result.encoded.num_rows)
+    return Encoded(keys, payloads, result.quarantined, result.encoded.num_rows, result)
 
 
 def encode_batch(batch: pa.RecordBatch, spec: FeatureSpec,

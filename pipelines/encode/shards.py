@@ -42,7 +42,7 @@ from features.kinds import CrossedFeature, TextFeature
 from features.spec import FeatureSpec
 from features.split import assign_batch, split_mask
 from features.statistics import SpecStatistics
-from features.transform import encode, transform
+from features.transform import Transformed, encode, transform
 from records.shard_batches import write_shard_batches
 from records.uri import join, resolve, to_uri
 from records.writer import split_dir
@@ -204,32 +204,35 @@ def route(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
         ValueError: a bad row under ``on_error: raise`` (naming feature, column, row, key),
             or a missing column.
     """
-    routed = _route(batch, spec, artifacts, plan)
+    routed, transformed = _route(batch, spec, artifacts, plan)
     if statistics is None or not plan.statistics:
         return routed
-    # Document layout: a payload row per encoded row, in order, its gid already hashed.
+    # Document layout: a payload row per encoded row, in order, its gid already hashed, and
+    # the transform the examples came from (no second transform for the statistics).
     gids = None if is_packed(spec) else routed.payload.column("gid").to_numpy()
     return replace(routed, statistics=batch_statistics(batch, spec, artifacts, plan, statistics,
-                                                       gids=gids))
+                                                       gids=gids, transformed=transformed))
 
 
 def batch_statistics(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
                      plan: ShardPlan, statistics: SpecStatistics,
-                     gids: np.ndarray | None = None) -> dict:
+                     gids: np.ndarray | None = None,
+                     transformed: Transformed | None = None) -> dict:
     """The statistics accumulator of the rows of ``batch`` that get encoded, per split.
 
-    The batch is transformed once more for it (Arrow compute only: tokens and ids, no
-    ``tf.Example`` bytes), whatever the layout: the statistics describe input rows
-    (documents), so packed text counts each document's tokens, not its blocks'.
+    The statistics describe input rows (documents), so packed text counts each document's
+    tokens, not its blocks'; the batch is transformed for them (Arrow compute only: tokens
+    and ids, no ``tf.Example`` bytes) unless the caller hands its transform in.
 
     Args:
         gids: the global shard of each encoded row, in order, when the caller hashed the
             keys already (:func:`route`); else they are hashed here.
+        transformed: ``transform(batch, spec, artifacts)``, when the caller has it.
 
     Raises:
         ValueError: ``gids`` that are not one per encoded row.
     """
-    result = transform(batch, spec, artifacts)
+    result = transformed if transformed is not None else transform(batch, spec, artifacts)
     rows = batch
     if result.quarantined.num_rows:
         good = np.ones(batch.num_rows, dtype=bool)
@@ -252,13 +255,14 @@ def statistics_result(statistics: SpecStatistics, accumulators: Iterable[bytes])
 
 
 def _route(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None,
-           plan: ShardPlan) -> Routed:
+           plan: ShardPlan) -> tuple[Routed, Transformed | None]:
+    """The routed batch, and (document layout) the transform its examples came from."""
     if not is_packed(spec):
         result = encode(batch, spec, artifacts)
         keys = result.keys.cast(pa.string())  # Arrow all the way: no per-row Python
         examples = result.payloads
         quarantined = result.quarantined if result.quarantined.num_rows else None
-        return Routed(_payload(plan.gids(keys), keys, examples), quarantined)
+        return Routed(_payload(plan.gids(keys), keys, examples), quarantined), result.transformed
     quarantined = None
     keys = batch.column(spec.key)
     if keys.null_count:  # no shard to send them to: quarantine (or raise) them here
@@ -269,7 +273,7 @@ def _route(batch: pa.RecordBatch, spec: FeatureSpec, artifacts: Artifacts | None
     rows = [(gid, to_ipc(part.drop_columns(["_gid"]))) for gid, part in groups]
     payload = _payload(np.array([g for g, _ in rows], np.int32), pa.array([""] * len(rows)),
                        pa.array([p for _, p in rows], pa.binary()))
-    return Routed(payload, quarantined)
+    return Routed(payload, quarantined), None
 
 
 def split_by_gid(batch: pa.RecordBatch, column: str = "gid") -> Iterator[tuple[int, pa.RecordBatch]]:

@@ -194,3 +194,25 @@ def test_a_statistics_file_is_read_back_checked(posts):
     broken["splits"]["train"]["features"]["topic"]["present"] = "many"
     with pytest.raises(ValueError, match="splits.train.features.topic.present: expected int"):
         read_statistics(json.dumps(broken).encode(), source="s.json")
+
+
+def test_route_counts_from_its_own_transform_exactly_as_a_fresh_transform(posts, monkeypatch):
+    """route() hands the transform its examples came from to the statistics (one transform
+    per batch, not two) and the statistics are the same bits as from a fresh transform."""
+    import importlib
+
+    import pipelines.encode.shards as shards
+
+    transform_module = importlib.import_module("features.transform")
+
+    batch = _rows(120, seed=5)
+    statistics = SpecStatistics(posts, list(PLAN.shards))
+    fresh = statistics_json(statistics.extract(batch_statistics(batch, posts, None, PLAN,
+                                                                statistics)))
+    calls = []
+    real = transform_module.transform
+    monkeypatch.setattr(transform_module, "transform", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(shards, "transform", transform_module.transform)
+    routed = shards.route(batch, posts, None, PLAN, statistics)
+    assert len(calls) == 1
+    assert statistics_json(statistics.extract(routed.statistics)) == fresh
