@@ -323,6 +323,12 @@ class ModelEntry(_Section):
     # `init_from` may name another lm entry: it starts from that model's checkpoint (and
     # trains after it).
     train: dict[str, Any] = Field(default_factory=dict)
+    # VQGAN's second stage: an lm that names a vqvae or vqgan entry here trains on that
+    # model's code shards (records/<entry>-tokens/v=<run_id>, what `shardforge tokens`
+    # writes; the train stage exports them first when its run has none) instead of the
+    # posts, with the vocabulary of its codebook. `shardforge generate <entry> --prior
+    # <this model's checkpoint>` then samples images.
+    tokens_of: str | None = None
 
     @field_validator("kind")
     @classmethod
@@ -371,6 +377,17 @@ class ShardforgeConfig(_Section):
                                      f"{' -> '.join([*seen, parent])}")
                 seen.append(parent)
                 parent = _init_from_model(models, parent)
+        for name, entry in models.items():
+            if entry.tokens_of is None:
+                continue
+            vq = models.get(entry.tokens_of)
+            if entry.kind != "lm":
+                raise ValueError(f"{name}.tokens_of: a {entry.kind} model; only an lm trains on "
+                                 "a VQ model's codes")
+            if vq is None or vq.kind not in ("vqvae", "vqgan"):
+                what = "no such model" if vq is None else f"a {vq.kind} model"
+                raise ValueError(f"{name}.tokens_of: {entry.tokens_of!r} is {what}; it must name "
+                                 f"a vqvae or vqgan entry (configured: {sorted(models)})")
         return models
 
     def init_from_model(self, name: str) -> str | None:
@@ -378,14 +395,15 @@ class ShardforgeConfig(_Section):
         return _init_from_model(self.models, name)
 
     def train_order(self) -> list[str]:
-        """The models in file order, except that each follows the model its ``init_from`` names."""
+        """The models in file order, except that each follows the model its ``init_from``
+        names and the VQ model its ``tokens_of`` names."""
         order: list[str] = []
 
         def visit(name: str) -> None:
             if name not in order:
-                parent = self.init_from_model(name)
-                if parent is not None:
-                    visit(parent)
+                for parent in (self.init_from_model(name), self.models[name].tokens_of):
+                    if parent is not None:
+                        visit(parent)
                 order.append(name)
 
         for name in self.models:

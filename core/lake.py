@@ -172,6 +172,15 @@ class Lake:
         base = ("records", _segment(dataset, "dataset"), f"v={_segment(version, 'version')}")
         return self._join(*base, f"split={_segment(split, 'split')}") if split else self._join(*base)
 
+    def committed_versions(self, dataset: str) -> list[str]:
+        """The versions of ``records/<dataset>`` whose commit finished (``_SUCCESS``), sorted."""
+        folder = self.fs_path(self._join("records", _segment(dataset, "dataset")))
+        if not self.fs.exists(folder):
+            return []
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+        return sorted(n[2:] for n in names if n.startswith("v=") and self.fs.exists(
+            self.fs_path(f"{self.records(dataset, n[2:])}/_SUCCESS")))
+
     def artifacts(self, dataset: str, version: str) -> str:
         return self._join("artifacts", _segment(dataset, "dataset"), f"v={_segment(version, 'version')}")
 

@@ -8,7 +8,8 @@ typo fails in well under two seconds, before any engine starts, with the key pat
 
 What the data decides is filled in from the config: the vocabulary size from the feature
 spec's text feature and the end-of-document id (posts kinds), the number of classes from
-``images.labels`` (image kinds). ``models.kinds`` imports no torch, so neither does this.
+``images.labels`` (image kinds); an lm with ``tokens_of`` gets its VQ model's codebook
+size plus the reserved ids (:mod:`models.vq_tokens`' layout). ``models.kinds`` imports no torch, so neither does this.
 """
 
 from __future__ import annotations
@@ -43,11 +44,24 @@ def model_configs(cfg: ShardforgeConfig, name: str, context: dict[str, Any] | No
     if name not in cfg.models:
         raise ConfigError(f"{cfg.source}: models.{name}: no such model (configured: {sorted(cfg.models)})")
     entry = cfg.models[name]
+    context = context if context is not None else model_context(cfg)
+    if entry.tokens_of is not None:
+        context = {**context, **_codes_context(cfg, entry.tokens_of, context)}
     try:
         return build_configs(entry.kind, preset=entry.preset, model=entry.model, train=entry.train,
-                             context=context if context is not None else model_context(cfg))
+                             context=context)
     except ConfigFieldError as exc:
         raise ConfigError(f"{cfg.source}: models.{name}.{exc}") from None
+
+
+def _codes_context(cfg: ShardforgeConfig, vq: str, context: dict[str, Any]) -> dict[str, Any]:
+    """vocab_size and eos_id of the code shards of VQ entry ``vq`` (models.vq_tokens' ids:
+    the codes shifted past the reserved pad, bos and eos)."""
+    from features.kinds import RESERVED_IDS  # models.vq_tokens imports torch; its ids are these
+
+    vq_config, _ = model_configs(cfg, vq, context)
+    return {"vocab_size": vq_config.codebook_size + len(RESERVED_IDS),
+            "eos_id": RESERVED_IDS["eos"]}
 
 
 def check_model_entries(cfg: ShardforgeConfig) -> None:

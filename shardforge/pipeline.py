@@ -182,7 +182,8 @@ def declared_stages(cfg: ShardforgeConfig) -> list[Stage]:
     The image stages are there when the config names an image corpus; ``encode_images``
     and ``drift_images`` when it also has an ``image_dataset``; one ``train_<model>`` per
     model in :meth:`~core.config.ShardforgeConfig.train_order`, after the drift gate of its
-    dataset and after the model its ``init_from`` names; ``report`` last, after every other
+    dataset and after the model its ``init_from`` names (an lm with ``tokens_of``: after its
+    VQ model, whose codes its train stage exports first); ``report`` last, after every other
     stage that has no successor.
     """
     from models.kinds import KINDS
@@ -199,10 +200,13 @@ def declared_stages(cfg: ShardforgeConfig) -> list[Stage]:
             for model in cfg.train_order():
                 dataset = KINDS[cfg.models[model].kind].dataset
                 after = ("drift_dataset",) if dataset == "posts" else ("drift_images",)
-                parent = cfg.init_from_model(model)
+                parents = (cfg.init_from_model(model), cfg.models[model].tokens_of)
+                inputs = (f"records/<{dataset} dataset>",)
+                if cfg.models[model].tokens_of is not None:  # VQGAN's second stage
+                    after, inputs = (), (f"records/{cfg.models[model].tokens_of}-tokens",)
                 out.append(replace(stage, name=f"train_{model}", entry=_train(model),
-                                   after=after + ((f"train_{parent}",) if parent else ()),
-                                   inputs=(f"records/<{dataset} dataset>",),
+                                   after=after + tuple(f"train_{p}" for p in parents if p),
+                                   inputs=inputs,
                                    outputs=(f"models/{model}/<run_id>",),
                                    launch={"model": model}))
             continue

@@ -22,6 +22,7 @@ __all__ = [
     "image_dataset_uri",
     "latest_model_run",
     "resolve_init_from",
+    "tokens_dataset_uri",
     "train",
 ]
 
@@ -47,13 +48,32 @@ def image_dataset_uri(cfg: ShardforgeConfig, lake: Lake) -> str:
     return lake.records(cfg.image_dataset.name, cfg.image_dataset.version)
 
 
-def dataset_uri_of(cfg: ShardforgeConfig, lake: Lake, name: str) -> str:
-    """The dataset ``models.<name>`` trains on: the posts dataset or the image dataset."""
+def dataset_uri_of(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str | None = None
+                   ) -> str:
+    """The dataset ``models.<name>`` trains on: the posts dataset, the image dataset, or
+    (``tokens_of``) the code shards of its VQ model (:func:`tokens_dataset_uri`)."""
     from models.kinds import KINDS
 
+    if cfg.models[name].tokens_of is not None:
+        return tokens_dataset_uri(lake, cfg.models[name].tokens_of, run_id=run_id)
     if KINDS[cfg.models[name].kind].dataset == "images":
         return image_dataset_uri(cfg, lake)
     return lake.records(cfg.dataset.name, cfg.dataset.version)
+
+
+def tokens_dataset_uri(lake: Lake, vq: str, *, run_id: str | None = None) -> str:
+    """``records/<vq>-tokens/v=<run_id>`` when that export is committed, else the newest
+    committed export of model ``vq``'s codes.
+
+    Raises:
+        FileNotFoundError: no committed export (run ``shardforge tokens <vq>`` first).
+    """
+    dataset = f"{vq}-tokens"
+    versions = lake.committed_versions(dataset)
+    if not versions:
+        raise FileNotFoundError(f"no code shards of model {vq!r} under {lake.root}/records/"
+                                f"{dataset}: train {vq} and run `shardforge tokens {vq}` first")
+    return lake.records(dataset, run_id if run_id in versions else versions[-1])
 
 
 def resolve_init_from(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str) -> str | None:
@@ -114,16 +134,39 @@ def train(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str, device: 
     if resume and not lake.fs.exists(lake.fs_path(f"{out}/ckpt.pt")):
         raise FileNotFoundError(f"train {name}: nothing to resume, {out}/ckpt.pt does not exist")
     kind = cfg.models[name].kind
-    dataset_uri = dataset_uri_of(cfg, lake, name)
+    vq = cfg.models[name].tokens_of
+    if vq is not None and lake.fs.exists(lake.fs_path(f"{lake.model_run(vq, run_id)}/ckpt.pt")) \
+            and run_id not in lake.committed_versions(f"{vq}-tokens"):
+        # `shardforge run` trained the VQ model in this run: its codes come first
+        from models.train_common import resolve_device
+
+        export_tokens(cfg, lake, vq, run_id=run_id, device=resolve_device(train_cfg.device).type)
+    dataset_uri = dataset_uri_of(cfg, lake, name, run_id=run_id)
+    if vq is not None:
+        _check_codes_vocabulary(dataset_uri, name, model_cfg.vocab_size)
     result = train_model(kind, dataset_uri=dataset_uri, out_uri=out, model_config=model_cfg,
                          train_config=train_cfg, on_step=on_step, resume=resume)
     details = {"kind": kind, **result.details()}
+    if vq is not None:
+        details["tokens_of"] = dataset_uri
     from models.sample_grid import GRID_KINDS, write_sample_grid
 
     if kind in GRID_KINDS and result.rank == 0:  # what the report shows of an image model
         details["samples"] = write_sample_grid(result.checkpoint_uri, dataset_uri,
                                                device=result.device)
     return StageReport(f"train {name}", outputs=[result.checkpoint_uri], details=details)
+
+
+def _check_codes_vocabulary(dataset_uri: str, name: str, vocab_size: int) -> None:
+    """The code shards' vocabulary must be the one the LM is built with (the VQ entry's
+    codebook may have changed since they were exported)."""
+    from records.manifest import load_manifest
+
+    exported = load_manifest(dataset_uri).config.get("vocab_size")
+    if exported != vocab_size:
+        raise ValueError(f"models.{name}: the code shards {dataset_uri} have vocab_size {exported}, "
+                         f"the model is built for {vocab_size}: re-export them "
+                         f"(shardforge tokens) with the VQ model's current codebook")
 
 
 def export_tokens(cfg: ShardforgeConfig, lake: Lake, name: str, *, run_id: str,

@@ -41,6 +41,12 @@ GENERATIVE_MODELS = f"""
     kind: rectified_flow
     preset: tiny
     {TRAIN}
+  prior:
+    kind: lm
+    preset: tiny
+    tokens_of: gan
+    model: {{block_size: 80}}
+    train: {{steps: 3, batch_size: 2, warmup_steps: 1, log_every: 1}}
 """
 
 
@@ -76,25 +82,26 @@ def test_every_generative_kind_trains_from_the_shards(lake, model):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_stage_two_generates_decodable_images_and_the_report_shows_them(lake):
-    from models.kinds import train_model
-    from models.lm import LMConfig
-    from models.train_config import TrainConfig
-    from records.manifest import load_manifest
+    import torch
+
+    from records.manifest import load_manifest, manifest_sha256
     from shardforge.report_html import collect_report_data, render_report
 
     root, common = lake
     if not list((root / "models" / "gan").glob("*/ckpt.pt")):
         assert main(["train", "gan", *common, "--device", "cpu"]) == 0
+    assert main(["train", "prior", *common, "--device", "cpu"]) == 1  # no codes yet: says so
     assert main(["tokens", "gan", *common]) == 0
     [tokens] = (root / "records" / "gan-tokens").glob("v=*")
     info = load_manifest(tokens.as_uri()).config
     assert info["kind"] == "vqgan" and info["code_grid"] == [8, 8]  # 32 px / 4
-    prior = train_model(  # stage two: the LM on the code shards (models.vq_tokens' layout)
-        "lm", dataset_uri=tokens.as_uri(), out_uri=(root.parent / "prior").as_uri(),
-        model_config=LMConfig.preset("tiny", vocab_size=info["vocab_size"], block_size=80),
-        train_config=TrainConfig(steps=3, batch_size=2, eos_id=2, warmup_steps=1,
-                                 device="cpu", progress=False))
-    assert main(["generate", "gan", *common, "--prior", prior.checkpoint_uri, "--n", "6",
+    # stage two through the CLI: `tokens_of: gan` trains the LM on those code shards
+    assert main(["train", "prior", *common, "--device", "cpu"]) == 0
+    [prior_ckpt] = (root / "models" / "prior").glob("*/ckpt.pt")
+    ckpt = torch.load(prior_ckpt, map_location="cpu", weights_only=False)
+    assert ckpt["model_config"]["vocab_size"] == info["vocab_size"]
+    assert ckpt["dataset_manifest_sha256"] == manifest_sha256(tokens.as_uri())
+    assert main(["generate", "gan", *common, "--prior", str(prior_ckpt), "--n", "6",
                  "--top-k", "8"]) == 0
     [png] = (root / "models" / "gan").glob("*/samples-prior.png")
     image = Image.open(io.BytesIO(png.read_bytes()))

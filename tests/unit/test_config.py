@@ -44,6 +44,10 @@ def test_lake_override_replaces_root_only(tmp_path):
          "m.train.init_from: 'vq' is a vqvae model"),
         ("models:\n  vq: {kind: vqvae, train: {init_from: m}}\n  m: {}\n",
          "vq.train.init_from: 'vq' is a vqvae model"),
+        ("models:\n  prior: {tokens_of: gan}\n", "prior.tokens_of: 'gan' is no such model"),
+        ("models:\n  lm: {}\n  prior: {tokens_of: lm}\n", "prior.tokens_of: 'lm' is a lm model"),
+        ("models:\n  gan: {kind: vqgan}\n  p: {kind: vae, tokens_of: gan}\n",
+         "p.tokens_of: a vae model; only an lm"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path, yaml_text, expected):
@@ -146,3 +150,38 @@ def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes("sample: {dt: '2026-11-01'}  # caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text"):
         load_config(path)
+
+
+def test_an_lm_with_tokens_of_trains_after_its_vq_model_on_its_codebook(tmp_path):
+    from core.model_entries import model_configs
+    from shardforge.pipeline import declared_stages
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("image_dataset: {name: images}\n"
+                    "models:\n  prior: {preset: tiny, tokens_of: gan}\n  lm: {preset: tiny}\n"
+                    "  gan: {kind: vqgan, preset: tiny, model: {codebook_size: 40}}\n")
+    cfg = load_config(conf)
+    assert cfg.train_order() == ["gan", "prior", "lm"]
+    prior, _ = model_configs(cfg, "prior")
+    assert prior.vocab_size == 40 + 3  # the codes shifted past pad, bos, eos
+    assert model_configs(cfg, "lm")[0].vocab_size != prior.vocab_size  # the posts' tokenizer
+    stage = {s.name: s for s in declared_stages(cfg)}["train_prior"]
+    assert stage.after == ("train_gan",) and stage.inputs == ("records/gan-tokens",)
+
+
+def test_tokens_of_reads_this_runs_codes_else_the_newest_committed(tmp_path):
+    from core.lake import Lake
+    from shardforge.training import tokens_dataset_uri
+
+    lake = Lake(str(tmp_path / "lake"))
+    with pytest.raises(FileNotFoundError, match="run `shardforge tokens gan` first"):
+        tokens_dataset_uri(lake, "gan", run_id="r2")
+    for run in ("r1", "r2", "r3"):
+        folder = lake.local_path(lake.records("gan-tokens", run))
+        folder.mkdir(parents=True)
+        if run != "r3":  # r3's export never committed
+            (folder / "_SUCCESS").write_text("")
+    assert lake.committed_versions("gan-tokens") == ["r1", "r2"]
+    assert tokens_dataset_uri(lake, "gan", run_id="r1") == lake.records("gan-tokens", "r1")
+    assert tokens_dataset_uri(lake, "gan", run_id="r9") == lake.records("gan-tokens", "r2")
+    assert tokens_dataset_uri(lake, "gan") == lake.records("gan-tokens", "r2")
