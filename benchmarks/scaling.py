@@ -272,6 +272,8 @@ def main() -> None:
         if len({r["rows_out"] for r in runs["clean"]}) != 1:
             raise SystemExit(f"the repeats of clean at {size} kept different rows")
         table[size] = {phase: summarize(runs[phase]) for phase in PHASES}
+        if args.json:  # after every size, so a run stopped early still leaves the sizes done
+            Path(args.json).write_text(json.dumps(_result(table, args), indent=1))
     print(f"\n{'posts':>10} {'phase':<6} {'median s':>9} {'spread':>13} {'posts/s':>9} {'/core':>7} "
           f"{'peer s':>7} {'ratio':>6} {'shuffle':>9} {'heap':>7} {'py RSS':>7}")
     for size in sizes:
@@ -281,15 +283,20 @@ def main() -> None:
                   f"{s['seconds_max']:<6.1f} {s['posts_per_s']:>9,} {s['posts_per_s_per_core']:>7,} "
                   f"{s['peer_seconds']:>7.1f} {s['ratio_ours_over_peer']:>6.3f} "
                   f"{s['shuffle_mib']:>7.1f}Mi {s['peak_heap_mib']:>5}Mi {s['peak_python_rss_mib']:>5}Mi")
-    verdict = check(table, args.max_drop) if len(sizes) > 1 else []
-    for line in verdict:
+    result = _result(table, args)
+    for line in result["check"]:
         print(line)
-    result = {"sizes": sizes, "master": args.master, "repeats": args.repeats,
-              "sized": not args.unsized, "results": {str(k): v for k, v in table.items()},
-              "check": verdict}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
+
+
+def _result(table: dict[int, dict[str, dict]], args) -> dict:
+    """The JSON of the sizes measured so far, with the growth check when there are two."""
+    sizes = sorted(table)
+    return {"sizes": sizes, "master": args.master, "repeats": args.repeats,
+            "sized": not args.unsized, "results": {str(k): v for k, v in table.items()},
+            "check": check(table, args.max_drop) if len(sizes) > 1 else []}
 
 
 if __name__ == "__main__":
