@@ -10,26 +10,28 @@
 #   PARTS="zoo-peers gen" bash benchmarks/gpu_throughput_runs.sh
 set -u
 OUT=${OUT:-/tmp/sf-throughput-out}
-PARTS=${PARTS:-"zoo-peers gen det zoo-trainer"}
+PARTS=${PARTS:-"gen zoo-peers det zoo-trainer"}
+PART_TIME=${PART_TIME:-600}  # seconds each part may run; a part cut short keeps its printed rows
 LOGS=/tmp/sf-throughput-logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 
 for part in $PARTS; do
   case $part in
-    zoo-peers) cmd=(python3 benchmarks/vision_zoo.py --parts peers --warmup 10 --steps 30
+    zoo-peers) cmd=(python3 benchmarks/vision_zoo.py --parts peers --warmup 5 --steps 20
                     --repeats 3 --out /tmp/sft-zoo) ;;
-    gen) cmd=(python3 benchmarks/generative.py --no-compile --images 16384 --warmup 10
-              --steps 40 --repeats 3 --out /tmp/sft-gen) ;;
-    det) cmd=(python3 benchmarks/detection.py --no-compile --images 8192 --out /tmp/sft-det) ;;
+    gen) cmd=(python3 benchmarks/generative.py --no-compile --images 16384 --warmup 5
+              --steps 30 --repeats 3 --out /tmp/sft-gen) ;;
+    det) cmd=(python3 benchmarks/detection.py --no-compile --images 8192 --warmup 10 --steps 40
+              --out /tmp/sft-det) ;;
     zoo-trainer) cmd=(python3 benchmarks/vision_zoo.py --parts trainer --no-compile
-                      --warmup 10 --steps 40 --out /tmp/sft-zoo) ;;
+                      --kinds mobilenet_v2,segmenter --warmup 10 --steps 30 --out /tmp/sft-zoo) ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
   echo "== $part: ${cmd[*]}" | tee -a "$OUT/throughput-summary.txt"
   start=$(date +%s)
-  "${cmd[@]}" >"$LOGS/$part.log" 2>&1
+  timeout "$PART_TIME" "${cmd[@]}" >"$LOGS/$part.log" 2>&1
   echo "exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/throughput-summary.txt"
-  grep -h "RESULT" "$LOGS/$part.log" >>"$OUT/throughput-summary.txt"
+  grep -h "RESULT\|images/s\|[0-9]x" "$LOGS/$part.log" >>"$OUT/throughput-summary.txt"
 done
 tar -czf "$OUT/throughput-logs.tar.gz" -C "$LOGS" .
