@@ -32,6 +32,7 @@ from __future__ import annotations
 from functools import partial
 
 from core.accounting import JobCounts
+from pipelines.spark.broadcast import broadcast_budget, hint_if_fits
 
 __all__ = ["LINK_COLUMNS", "find_links", "index_rows", "run_link", "winner_order"]
 
@@ -89,7 +90,7 @@ def _pair_batches(batches, *, k: int, threshold: float):
                                          names=["pair", "similarity"])
 
 
-def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
+def find_links(day, others, texts, clean, *, broadcast_bytes: int | None = None):
     """The relations between a dt's members and the members of other dts.
 
     Args:
@@ -98,6 +99,10 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
         texts: ``clean_posts`` of the other dts (``dt``, ``doc_id``, ``text``): only the
             candidates' texts are read from it.
         clean: the dedup settings (prefix key length, shingles, threshold).
+        broadcast_bytes: the day's sides (members, their prefix keys, their band rows) are
+            broadcast when their estimated size fits this
+            (:func:`pipelines.spark.broadcast.broadcast_budget` of the session by default);
+            larger ones are shuffled.
 
     Returns:
         A DataFrame of :data:`LINK_COLUMNS`: one row per related pair, the most specific kind
@@ -109,11 +114,17 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
     side = ("member_id", "length", "truncated", "dt")
     a = day.select(*[F.col(c).alias(f"a_{c}") for c in (*side, "prefix_keys", "bands", "text")])
     b = others.select(*[F.col(c).alias(f"b_{c}") for c in (*side, "prefix_keys", "bands")])
-    small = day.count() <= broadcast_limit
+    budget = broadcast_budget(day.sparkSession) if broadcast_bytes is None else broadcast_bytes
+    def items(column: str):  # size(null) is -1 or null, depending on the SQL mode
+        return F.sum(F.when(F.col(column).isNotNull(), F.size(column)).otherwise(0))
+
+    sizes = day.agg(F.count(F.lit(1)).alias("rows"), items("prefix_keys").alias("keys"),
+                    items("bands").alias("bands")).first()  # one pass: each side's rows
+    rows, keys, bands = (int(sizes[c] or 0) for c in ("rows", "keys", "bands"))
     a_side = a.select(*[f"a_{c}" for c in side])
     b_side = b.select(*[f"b_{c}" for c in side])
 
-    exact = (b_side.join(F.broadcast(a_side) if small else a_side, F.col("a_member_id") == F.col("b_member_id"))
+    exact = (b_side.join(hint_if_fits(a_side, rows, budget), F.col("a_member_id") == F.col("b_member_id"))
              .select(*[f"{s}_{c}" for s in "ab" for c in side])
              .withColumn("kind", F.lit("exact")).withColumn("similarity", F.lit(1.0)))
 
@@ -128,9 +139,8 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
     def opened(frame, s: str):
         return frame.select(*[f"{s}_{c}" for c in side], F.explode(f"{s}_prefix_keys").alias("_key"))
 
-    day_cut, day_keys = excerpts(a, "a"), opened(a, "a")
-    if small:
-        day_cut, day_keys = F.broadcast(day_cut), F.broadcast(day_keys)
+    day_cut = hint_if_fits(excerpts(a, "a"), rows, budget)  # at most one key per member
+    day_keys = hint_if_fits(opened(a, "a"), keys, budget)
     prefix_pairs = (opened(b, "b").join(day_cut, "_key").where(F.col("b_length") > F.col("a_length"))
                     .unionByName(excerpts(b, "b").join(day_keys, "_key")
                                  .where(F.col("a_length") > F.col("b_length")))
@@ -139,7 +149,7 @@ def find_links(day, others, texts, clean, *, broadcast_limit: int = 2_000_000):
     a_bands = a.select("a_member_id", F.explode("a_bands").alias("band"))
     b_bands = b.where(F.col("b_bands").isNotNull()).select("b_member_id", "b_dt",
                                                           F.explode("b_bands").alias("band"))
-    band_pairs = (b_bands.join(F.broadcast(a_bands) if small else a_bands, "band")
+    band_pairs = (b_bands.join(hint_if_fits(a_bands, bands, budget), "band")
                   .select("a_member_id", "b_member_id", "b_dt").distinct()
                   .where(F.col("a_member_id") != F.col("b_member_id")))
     band_pairs = band_pairs.join(a_side, "a_member_id").join(b_side, ["b_member_id", "b_dt"])

@@ -36,6 +36,7 @@ from __future__ import annotations
 from functools import partial
 
 from core.config import CleanConfig
+from pipelines.spark.broadcast import broadcast_budget, hint_if_fits
 
 __all__ = ["KINDS", "deduplicate", "mark_duplicates", "near_duplicates"]
 
@@ -90,11 +91,10 @@ def _mark_exact_and_truncation(df, clean: CleanConfig, *, order: list[str]):
     return keyed.mapInArrow(partial(_mark_batches, clean=clean.model_copy(), order=list(order)), schema)
 
 
-def _hint_if_small(cached, limit: int):
-    """``cached`` (a cached DataFrame, filled here) with a broadcast hint if it has at most ``limit`` rows."""
-    from pyspark.sql import functions as F
-
-    return F.broadcast(cached) if cached.count() <= limit else cached
+def _hint_if_small(cached, budget: int):
+    """``cached`` (a cached DataFrame, filled here) with a broadcast hint if its rows fit
+    ``budget`` bytes (:mod:`pipelines.spark.broadcast`)."""
+    return hint_if_fits(cached, cached.count(), budget)
 
 
 def _group_batches(batches, *, clean: CleanConfig):
@@ -110,7 +110,7 @@ def _group_batches(batches, *, clean: CleanConfig):
         yield from pairs.to_batches()
 
 
-def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_000):
+def near_duplicates(signed, clean: CleanConfig, *, broadcast_bytes: int | None = None):
     """The doc_ids that lose a near-duplicate pair, among ``signed`` (doc_id, length, truncated,
     text, _bands), each with the copy it lost to.
 
@@ -125,8 +125,9 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
        Texts travel once per shared band key, not once per candidate pair (two million
        pairs among 180k candidates in a 1M-post crawl).
 
-    Sets of at most ``broadcast_limit`` rows (shared keys, candidate ids) are broadcast,
-    so the other texts never leave their partitions.
+    The shared keys and the candidate ids are broadcast when they fit ``broadcast_bytes``
+    (:func:`pipelines.spark.broadcast.broadcast_budget` of the session by default), so the
+    other texts never leave their partitions; larger sets are shuffled.
 
     Returns:
         A cached DataFrame ``(doc_id, winner, similarity)``, one row per losing doc_id,
@@ -135,14 +136,15 @@ def near_duplicates(signed, clean: CleanConfig, *, broadcast_limit: int = 2_000_
     """
     from pyspark.sql import functions as F
 
+    budget = broadcast_budget(signed.sparkSession) if broadcast_bytes is None else broadcast_bytes
     signed = signed.where(F.col("_bands").isNotNull())
     banded = signed.select("doc_id", F.explode("_bands").alias("_band"))
     shared = banded.groupBy("_band").count().where(F.col("count") > 1).select("_band").cache()
     # Cached: the candidate ids and the final join both read it, and recomputing it means
     # exploding every text's bands again (that cost more than the pair checks).
-    members = banded.join(_hint_if_small(shared, broadcast_limit), "_band", "left_semi").cache()
+    members = banded.join(_hint_if_small(shared, budget), "_band", "left_semi").cache()
     ids = members.select("doc_id").distinct().cache()
-    texts = signed.join(_hint_if_small(ids, broadcast_limit), "doc_id", "left_semi").select(
+    texts = signed.join(_hint_if_small(ids, budget), "doc_id", "left_semi").select(
         "doc_id", F.col("length").cast("int").alias("length"), "truncated", "text")
     id_type = signed.schema["doc_id"].dataType.simpleString()
     pairs = (

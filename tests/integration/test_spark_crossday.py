@@ -164,6 +164,30 @@ def test_order_does_not_matter(spark, raw_days, spark_config, in_order):
     assert _documents(spark, "xday_backfill") == in_order[2]
 
 
+def test_shuffled_joins_give_the_documents_broadcast_joins_give(spark, raw_days, spark_config,
+                                                                in_order, monkeypatch):
+    """The dedup joins broadcast the day's sides only when they fit the driver's budget
+    (pipelines.spark.broadcast); with no budget every join shuffles, and the documents are
+    the same as the default run's, which broadcast everything on this tiny lake."""
+    from pipelines.spark import broadcast, crossday, dedup
+
+    decisions = []
+
+    def recording(frame, rows, budget, row_bytes=broadcast.ROW_BYTES):
+        decisions.append((rows, broadcast.fits(rows, budget, row_bytes)))
+        return broadcast.hint_if_fits(frame, rows, budget, row_bytes)
+
+    for module in (crossday, dedup):
+        monkeypatch.setattr(module, "broadcast_budget", lambda spark: 0)
+        monkeypatch.setattr(module, "hint_if_fits", recording)
+    _process(spark, raw_days, spark_config.clean, "xday_shuffled", DAYS)
+    # every side with a row was shuffled (an empty one "fits" any budget)
+    assert any(rows for rows, _ in decisions)
+    assert [fit for rows, fit in decisions if rows] == [False] * sum(1 for r, _ in decisions if r)
+    assert _documents(spark, "xday_shuffled") == in_order[2]
+    assert broadcast.broadcast_budget(spark) >= 16 * 2 ** 20  # the default: 1/16 of the heap
+
+
 def test_a_rerun_changes_nothing(spark, raw_days, spark_config, in_order):
     db = "xday_in_order"
     run_clean(spark, db=db, dt=DAYS[1], clean=spark_config.clean)
