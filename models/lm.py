@@ -128,7 +128,7 @@ class CausalSelfAttention(nn.Module):
         """Attention over ``[prefix; cached; new]`` keys: all P prefix keys, then causal.
 
         With S = P + cached + T keys, query i may see keys ``<= i + S - T``: the
-        lower-right aligned causal mask (SDPA's memory-efficient kernel runs it).
+        lower-right aligned causal mask.
         """
         B, _, T, _ = q.shape
         k_prefix, v_prefix = self.prefix()  # (B or 1, nh, P, hs) each
@@ -137,11 +137,20 @@ class CausalSelfAttention(nn.Module):
         k = torch.cat((k_prefix.to(k.dtype).expand(B, -1, -1, -1), k), dim=2)  # (B, nh, S, hs)
         v = torch.cat((v_prefix.to(v.dtype).expand(B, -1, -1, -1), v), dim=2)
         S = k.size(2)
-        # An explicit (T, S) boolean mask rather than torch's CausalBias (causal_lower_right):
-        # that object graph-breaks torch.compile, which then recompiled the rest of the
-        # forward once per layer (each layer's input differs in requires_grad).
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
         dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            # Training: S - T dummy queries in front make SDPA's top-left causal mask the
+            # lower-right one for the real queries (query i, now at S - T + i, sees every
+            # prefix key and the causal past), with no explicit mask, so FlashAttention
+            # runs it; a boolean mask rules flash out (the trainer pins flash on CUDA) and
+            # torch's CausalBias graph-breaks torch.compile once per layer. The dummies
+            # cost (S - T) / T more queries, and their rows are dropped.
+            pad = q.new_zeros(B, q.size(1), S - T, q.size(3))
+            y = F.scaled_dot_product_attention(torch.cat((pad, q), dim=2), k, v, is_causal=True,
+                                               dropout_p=dropout)
+            return y[:, :, S - T:]
+        # Decoding (a few queries against a long cache): an explicit (T, S) boolean mask.
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 

@@ -72,7 +72,13 @@ def _fd_finish(sums: Metrics, fakes: tuple[str, ...]) -> dict[str, Any]:
 def _vqgan_train_step(model: nn.Module, x: torch.Tensor, _: Any) -> tuple[torch.Tensor, Metrics]:
     raw = raw_module(model)
     cfg = raw.config
-    x_hat, terms = model(x)  # compiled / DDP: the generator and its own losses
+    # The adaptive weight below backpropagates this graph with retain_graph=True before the
+    # trainer's own backward; AOTAutograd's donated buffers forbid that, so the compiled
+    # forward is built without them (the flag is read when the graph compiles: no-op eager).
+    from torch._functorch import config as functorch_config
+
+    with functorch_config.patch(donated_buffer=False):
+        x_hat, terms = model(x)  # compiled / DDP: the generator and its own losses
     loss = terms["nll"] + cfg.commitment * terms["commitment"]
     metrics = {k: terms[k].detach() for k in ("rec", "perceptual", "commitment", "psnr", "usage",
                                               "perplexity")}

@@ -421,3 +421,31 @@ def test_copies_of_a_peft_model_stay_apart():
     x, _ = periodic_batch(1, 8)
     assert not torch.allclose(model(x)[0], twin(x)[0])
     assert twin.blocks[0].attn.prefix.source is twin.peft_prefix
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_prefix_attention_is_the_lower_right_causal_mask(training):
+    """The training path (dummy queries + SDPA's own causal mask, flash-compatible) and the
+    decoding path (an explicit mask) give what the lower-right causal mask over [prefix;
+    sequence] gives, outputs and gradients alike."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = base_model().train(training)
+    apply_peft(model, KINDS["prefix"])
+    attn = model.blocks[1].attn
+    B, nh, T, hs = 2, model.config.n_head, 7, model.config.n_embd // model.config.n_head
+    q, k, v = (torch.randn(B, nh, T, hs, requires_grad=True) for _ in range(3))
+    attn.dropout = 0.0
+    ours = attn._attend_with_prefix(q, k, v, None, 1)
+    kp, vp = attn.prefix()
+    K = torch.cat((kp.expand(B, -1, -1, -1), k), dim=2)
+    V = torch.cat((vp.expand(B, -1, -1, -1), v), dim=2)
+    S = K.size(2)
+    mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+    reference = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
+    torch.testing.assert_close(ours, reference)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
