@@ -4,14 +4,12 @@ mobilenet_v2 and a segmenter -> eval metrics in the run's output and report."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from image_lake_testlib import image_lake
 
 from shardforge.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 DENSE_MODELS = """
   mnv2:
@@ -39,20 +37,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def dense_lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dense")
-    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("feature_spec: features/posts.yaml",
-                        f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
-    text = text.replace("spec: features/images.yaml", f"spec: {ROOT / 'conf/features/images.yaml'}")
-    assert "\nmodels:\n" in text
-    text = text.replace("\nmodels:\n", "\nmodels:\n" + DENSE_MODELS.lstrip("\n"), 1)
-    config = tmp / "dense.yaml"
-    config.write_text(text, encoding="utf-8")
-    common = ["--config", str(config), "--lake", str(tmp / "lake")]
-    assert main(["sample", *common, "--posts", "40", "--images", "48"]) == 0
-    assert main(["images", *common]) == 0
-    assert main(["encode", *common, "--dataset", "images"]) == 0
-    return tmp / "lake", common
+    return image_lake(tmp_path_factory.mktemp("dense"), DENSE_MODELS)
 
 
 @pytest.mark.slow

@@ -4,14 +4,13 @@ tokens (VQGAN) → an LM prior on the codes → generate → the report's sample
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
+from image_lake_testlib import image_lake
 from PIL import Image
 
 from shardforge.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "train: {steps: 4, batch_size: 8, warmup_steps: 1, log_every: 2}"
 GENERATIVE_MODELS = f"""
   gan:
@@ -52,19 +51,7 @@ GENERATIVE_MODELS = f"""
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("generative")
-    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("feature_spec: features/posts.yaml",
-                        f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
-    text = text.replace("spec: features/images.yaml", f"spec: {ROOT / 'conf/features/images.yaml'}")
-    text = text.replace("\nmodels:\n", "\nmodels:\n" + GENERATIVE_MODELS.lstrip("\n"), 1)
-    config = tmp / "generative.yaml"
-    config.write_text(text, encoding="utf-8")
-    common = ["--config", str(config), "--lake", str(tmp / "lake")]
-    assert main(["sample", *common, "--posts", "40", "--images", "48"]) == 0
-    assert main(["images", *common]) == 0
-    assert main(["encode", *common, "--dataset", "images"]) == 0
-    return tmp / "lake", common
+    return image_lake(tmp_path_factory.mktemp("generative"), GENERATIVE_MODELS)
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ their connected components) → encode → train sam / thundernet (preset tiny) 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from image_lake_testlib import image_lake
 
 from shardforge.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "train: {steps: 3, batch_size: 8, warmup_steps: 1, log_every: 1}"
 DENSE_MODELS = f"""
   promptable:
@@ -28,20 +27,7 @@ EVAL_KEYS = {"promptable": {"miou_point", "miou_point_oracle", "miou_box", "obje
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dense")
-    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("feature_spec: features/posts.yaml",
-                        f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
-    text = text.replace("spec: features/images.yaml", f"spec: {ROOT / 'conf/features/images.yaml'}")
-    assert "\nmodels:\n" in text
-    text = text.replace("\nmodels:\n", "\nmodels:\n" + DENSE_MODELS.lstrip("\n"), 1)
-    config = tmp / "dense.yaml"
-    config.write_text(text, encoding="utf-8")
-    common = ["--config", str(config), "--lake", str(tmp / "lake")]
-    assert main(["sample", *common, "--posts", "40", "--images", "48"]) == 0
-    assert main(["images", *common]) == 0
-    assert main(["encode", *common, "--dataset", "images"]) == 0
-    return tmp / "lake", common
+    return image_lake(tmp_path_factory.mktemp("dense"), DENSE_MODELS)
 
 
 @pytest.mark.slow

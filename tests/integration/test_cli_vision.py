@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from image_lake_testlib import image_lake
 
 from shardforge.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 VISION_MODELS = """
   vq:
@@ -26,20 +23,7 @@ VISION_MODELS = """
 
 @pytest.fixture(scope="module")
 def vision_lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("vision")
-    text = (ROOT / "conf" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("feature_spec: features/posts.yaml",
-                        f"feature_spec: {ROOT / 'conf/features/posts.yaml'}")
-    text = text.replace("spec: features/images.yaml", f"spec: {ROOT / 'conf/features/images.yaml'}")
-    assert "\nmodels:\n" in text
-    text = text.replace("\nmodels:\n", "\nmodels:\n" + VISION_MODELS.lstrip("\n"), 1)
-    config = tmp / "vision.yaml"
-    config.write_text(text, encoding="utf-8")
-    common = ["--config", str(config), "--lake", str(tmp / "lake")]
-    assert main(["sample", *common, "--posts", "40", "--images", "48"]) == 0
-    assert main(["images", *common]) == 0
-    assert main(["encode", *common, "--dataset", "images"]) == 0
-    return tmp / "lake", common
+    return image_lake(tmp_path_factory.mktemp("vision"), VISION_MODELS)
 
 
 @pytest.mark.slow
