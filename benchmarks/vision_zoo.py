@@ -29,7 +29,6 @@ Quality (``--quality``): every segmenter head x upsampling trains the same budge
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -45,6 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.bench_common import reusable_dataset  # noqa: E402
+from benchmarks.train_vision import sample_images  # noqa: E402
 from models.efficientnet import EfficientNet, EfficientNetConfig  # noqa: E402
 from models.kinds import build_configs, train_model  # noqa: E402
 from models.mobilenet import MobileNetV2, MobileNetV2Config  # noqa: E402
@@ -60,24 +60,6 @@ CONFIGS = {"fp32": ("fp32", False, False), "fp16": ("fp16", True, True),
            "bf16": ("bf16", True, True)}
 SPEC = image_spec(labels=True, dense=True)  # image, label, mask, boxes: the dataset contract
 CLASSES = 3  # circle, square, triangle
-
-
-def sample_images(count: int, seed: int) -> list[tuple[object, object, int]]:
-    """``count`` clean (PIL image, PIL mask, label) of shardforge.sample_images."""
-    from PIL import Image
-
-    from shardforge.sample_images import DEFECTS, SHAPES, write_images
-
-    files: dict[str, bytes] = {}
-    dirty = write_images(files.__setitem__, count + len(DEFECTS), np.random.default_rng(seed))
-    out = []
-    for line in files["manifest.jsonl"].decode().splitlines():
-        entry = json.loads(line)
-        if entry["image"] not in dirty:
-            out.append((Image.open(io.BytesIO(files[entry["image"]])).convert("RGB"),
-                        Image.open(io.BytesIO(files[entry["mask"]])),
-                        SHAPES.index(entry["label"])))
-    return out[:count]
 
 
 def _boxes(mask: np.ndarray) -> tuple[list[int], list[int]]:
