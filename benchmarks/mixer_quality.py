@@ -62,6 +62,14 @@ EOS = 2  # the tokenizers' end-of-document id (features: pad 0, bos 1, eos 2)
 POSTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=512)
 MQAR = dict(n_layer=2, n_head=4, n_embd=128, block_size=256, multiple_of=64)
 TINY = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, multiple_of=32)
+# Rows that are a mixer with other settings: --mixers takes these names as well.
+VARIANTS = {"gau_softmax": ("gau", {"gau_attention": "softmax"})}
+
+
+def mixer_settings(name: str, tiny: bool) -> tuple[str, dict]:
+    """The mixer and config overrides of a --mixers name (a MIXERS name or a VARIANTS one)."""
+    mixer, overrides = VARIANTS.get(name, (name, {}))
+    return mixer, {**(TINY_MIXER_OVERRIDES.get(mixer, {}) if tiny else {}), **overrides}
 # --- posts -----------------------------------------------------------------------------
 
 def synthetic_docs(n: int, vocab: int, block: int, seed: int) -> list[np.ndarray]:
@@ -201,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny models and budgets: a smoke run")
     p.add_argument("--task", default="both", choices=["posts", "mqar", "both"])
-    p.add_argument("--mixers", default=",".join(MIXERS), help="comma list of mixer names")
+    p.add_argument("--mixers", default=",".join(MIXERS + tuple(VARIANTS)),
+                   help="comma list of mixer names (and gau_softmax)")
     p.add_argument("--out", default="/tmp/shardforge-mixer-quality", help="runs, synthetic data")
     p.add_argument("--dataset", default=None, help="posts token dataset URI (default: synthetic)")
     p.add_argument("--vocab-size", type=int, default=None,
@@ -231,10 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, name) is None:
             setattr(args, name, small if tiny else full)
     mixers = [m.strip() for m in args.mixers.split(",") if m.strip()]
-    unknown = [m for m in mixers if m not in MIXERS]
+    unknown = [m for m in mixers if m not in MIXERS and m not in VARIANTS]
     if unknown:
-        p.error(f"unknown --mixers {unknown} (expected {MIXERS})")
-    per_mixer = TINY_MIXER_OVERRIDES if tiny else {}
+        p.error(f"unknown --mixers {unknown} (expected one of {MIXERS + tuple(VARIANTS)})")
     rows: dict[str, dict] = {m: {} for m in mixers}
 
     if args.task in ("posts", "both"):
@@ -248,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
         target = count_params(LMConfig(**base))
         for m in mixers:
             try:
-                cfg = matched_config(m, base, target, **per_mixer.get(m, {}))
+                mixer, overrides = mixer_settings(m, tiny)
+                cfg = matched_config(mixer, base, target, **overrides)
                 rows[m]["posts"] = {"params": count_params(cfg), "n_layer": cfg.n_layer,
                                     **posts_loss(cfg, args, uri)}
             except Exception as err:  # a mixer that fails is reported, the others still run
@@ -261,7 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
         target = count_params(LMConfig(**base))
         for m in mixers:
             try:
-                cfg = matched_config(m, base, target, **per_mixer.get(m, {}))
+                mixer, overrides = mixer_settings(m, tiny)
+                cfg = matched_config(mixer, base, target, **overrides)
                 rows[m]["mqar"] = {"params": count_params(cfg), "n_layer": cfg.n_layer,
                                    **mqar_accuracy(cfg, args)}
             except Exception as err:
