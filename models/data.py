@@ -33,8 +33,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 
-__all__ = ["DocumentPacker", "Prefetcher", "TokenBatchSource", "loop_epochs", "pack_documents",
-           "rank_resume_state"]
+__all__ = ["DocumentPacker", "Prefetcher", "TokenBatchSource", "loop_epochs", "loop_stream",
+           "pack_documents", "rank_resume_state"]
 
 T = TypeVar("T")
 
@@ -95,6 +95,34 @@ def loop_epochs(
         if empty and epoch != start_epoch:
             raise ValueError(f"the data source yielded no batch in epoch {epoch}")
         epoch += 1
+
+
+def loop_stream(source: TokenBatchSource, items: Iterable[tuple[int, Any]]
+                ) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches of an epoch-tagged stream, keeping ``source``'s state like :func:`loop_epochs`.
+
+    ``items`` are ``(epoch, batch)`` and ``(epoch, None)`` markers, e.g. a DataLoader over
+    ``records.epoch_stream.EpochStream(source)`` whose workers live across epochs. Markers
+    are dropped; the first batch of a new epoch calls ``source.set_epoch``, and every batch
+    calls ``source.advance()`` just before it is handed over, so ``source.state_dict()``
+    counts the batches the consumer holds (not those the DataLoader prefetched) and
+    resumes exactly as with :func:`loop_epochs`.
+
+    Args:
+        source: the reader (in this process); receives ``set_epoch`` and ``advance``.
+        items: the tagged stream; it starts at ``source``'s state when it is iterated.
+    """
+    advance = getattr(source, "advance", None)
+    epoch = None
+    for tag, batch in items:
+        if batch is None:
+            continue
+        if tag != epoch:
+            source.set_epoch(tag)  # a no-op for the epoch the source already is in
+            epoch = tag
+        if advance is not None:
+            advance()
+        yield batch
 
 
 def rank_resume_state(saved: list[dict[str, Any]], reader_global: dict[str, Any] | None, *,

@@ -197,8 +197,15 @@ def pin_batch(batch: Batch, device: torch.device) -> Batch:
     return tuple(t.pin_memory() if isinstance(t, torch.Tensor) else t for t in batch)
 
 
-def make_loader(source: Any, *, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+def make_loader(source: Any, *, num_workers: int, seed: int, stream: bool = False
+                ) -> torch.utils.data.DataLoader:
     """A DataLoader of ``num_workers`` processes over reader ``source`` (its own batches).
+
+    With ``stream`` it iterates ``records.epoch_stream.EpochStream(source)``: ONE iteration
+    covers every epoch, so the workers live across epochs (no restart stall at epoch
+    starts); consume it with :func:`models.data.loop_stream`. Without it, each epoch is
+    one iteration with fresh workers (:func:`models.data.loop_epochs`), the resume
+    contract of ``records.reader``; both give the same batches in the same order.
 
     Workers come from a forkserver, not fork(): the trainer runs a read-ahead thread and
     often shares its process with other threaded runtimes (a Spark JVM gateway, Airflow),
@@ -206,11 +213,17 @@ def make_loader(source: Any, *, num_workers: int, seed: int) -> torch.utils.data
     that does not exist in it. The server preloads torch and the reader: forks stay cheap.
     """
     context = torch.multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "records.reader"])
+    context.set_forkserver_preload(["torch", "records.reader", "records.epoch_stream"])
+    if stream:
+        from records.epoch_stream import EpochStream  # late: records/ pulls in its codecs
+
+        source = EpochStream(source)
     return torch.utils.data.DataLoader(
         source, batch_size=None, num_workers=num_workers, prefetch_factor=4,
         multiprocessing_context=context,
-        persistent_workers=False,  # the reader's resume contract needs fresh workers
+        # fresh workers per iter(): per epoch without `stream` (the reader's resume contract
+        # needs them), once for the whole run with it
+        persistent_workers=False,
         # its own generator: each iter() would otherwise draw worker seeds from the global
         # RNG at epoch starts, shifting dropout masks after a resume
         generator=torch.Generator().manual_seed(seed),

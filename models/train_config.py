@@ -134,6 +134,9 @@ class TrainConfig:
     # that changes it (or the world size) reads the rest of the epoch in another order
     # (elastic resume); keeping both continues exactly. 2-6 on GPU hosts.
     num_workers: int = 0
+    # the workers live across epochs (records.epoch_stream: no restart stall at epoch starts,
+    # same batches and resume as fresh workers); False = fresh workers every epoch
+    persistent_workers: bool = True
     # batches a background thread prepares (packs or decodes, and pins on CUDA) ahead of
     # the step, so the step never waits on them; 0 = inline in the training loop
     prefetch: int = 2

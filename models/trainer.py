@@ -50,7 +50,7 @@ from models.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from models.data import Prefetcher, loop_epochs, rank_resume_state
+from models.data import Prefetcher, loop_epochs, loop_stream, rank_resume_state
 from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, step_record
 from models.train_common import (
@@ -222,10 +222,15 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     if info.is_main:
         _write_config(out_uri, task, cfg, sha, info, n_trainable, n_total, run_info)
 
-    loader = (make_loader(source, num_workers=cfg.num_workers, seed=cfg.seed + info.rank)
-              if cfg.num_workers else None)
+    # Workers that live across epochs (one DataLoader iteration over every epoch) when the
+    # reader can place a worker in any epoch; else fresh workers per epoch.
+    streamed = bool(cfg.num_workers and cfg.persistent_workers
+                    and callable(getattr(source, "epoch_batches", None)))
+    loader = (make_loader(source, num_workers=cfg.num_workers, seed=cfg.seed + info.rank,
+                          stream=streamed) if cfg.num_workers else None)
     start_epoch = int(source.state_dict().get("epoch", 0))
-    stream = task.stream(loop_epochs(source, start_epoch, iterable=loader))
+    stream = task.stream(loop_stream(source, loader) if streamed
+                         else loop_epochs(source, start_epoch, iterable=loader))
     stateful = callable(getattr(stream, "state_dict", None))  # the LM's packer
     if ckpt is not None and stateful:
         stream.load_state_dict(resumed["packer"])

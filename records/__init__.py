@@ -51,12 +51,14 @@ from records.writer import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from records.epoch_stream import EpochStream
     from records.reader import RecordDataset, RecordIndexDataset
 
 __all__ = [
     "CorruptRecordError",
     "CorruptionReport",
     "DatasetWriter",
+    "EpochStream",
     "ExampleDecoder",
     "FeatureSpec",
     "FixedLenFeature",
@@ -98,4 +100,8 @@ def __getattr__(name: str):
         from records import reader
 
         return getattr(reader, name)
+    if name == "EpochStream":
+        from records.epoch_stream import EpochStream
+
+        return EpochStream
     raise AttributeError(f"module 'records' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from records.columns import Ragged, concat_columns, take_rows
+from records.columns import ByteSpans, Ragged, concat_columns, take_rows
 from records.example_codec import decode_example
 from records.spec import FeatureSpec, FixedLenFeature, validate_spec
 from records.wire import Fallback, gather_ranges, packed_varints, read_field, read_varints
@@ -50,15 +50,25 @@ class ExampleDecoder:
         spec: the features to extract; other features in the records are ignored.
         chunk_records: records per vectorized structure walk; a chunk the fast
             path cannot take is decoded by the protobuf path as a whole.
+        spans: scalar bytes features (``FixedLenFeature((), "bytes")``) to return as
+            :class:`~records.columns.ByteSpans` (where each value lies in the record
+            buffer) instead of ``list[bytes]``: nothing is copied until a batch is packed.
 
     Call :meth:`decode` with a buffer and the data offsets/lengths of the records
     inside it (what :class:`records.framing.RecordBlock` holds), or
     :meth:`decode_records` with a list of ``bytes``.
     """
 
-    def __init__(self, spec: FeatureSpec, *, chunk_records: int = CHUNK_RECORDS) -> None:
+    def __init__(self, spec: FeatureSpec, *, chunk_records: int = CHUNK_RECORDS,
+                 spans: Sequence[str] = ()) -> None:
         self.spec = validate_spec(spec)
         self.chunk_records = chunk_records
+        for name in spans:
+            f = self.spec.get(name)
+            if not (isinstance(f, FixedLenFeature) and f.dtype == "bytes" and f.shape == ()):
+                raise ValueError(f"spans: {name!r} is not a scalar bytes feature of the spec "
+                                 f"(FixedLenFeature((), 'bytes')), got {f!r}")
+        self.spans = frozenset(spans)
         self._names = list(self.spec)
         self._keys = [n.encode("utf-8") for n in self._names]
         self._by_len: dict[int, list[int]] = {}
@@ -114,7 +124,10 @@ class ExampleDecoder:
                 self.slow_chunks += 1
                 records = list(map(buf.__getitem__, map(slice, s.tolist(), e.tolist())))
                 sub = None if where is None else (lambda i, lo=lo: where(lo + i))
-                parts.append(decode_slow(records, self.spec, where=sub))
+                cols = decode_slow(records, self.spec, where=sub)
+                for name in self.spans:
+                    cols[name] = ByteSpans.from_values(cols[name])
+                parts.append(cols)
         return concat_columns(parts)
 
     # -- the vectorized path -------------------------------------------------------------
@@ -191,7 +204,7 @@ class ExampleDecoder:
         if (le != ve).any():
             raise Fallback
         if f.dtype == "bytes":
-            return self._bytes_column(buf, a, n, f, fixed, r, ls, le)
+            return self._bytes_column(buf, a, n, f, fixed, r, ls, le, name in self.spans)
         ps, pe = ls.copy(), ls.copy()  # packed payload bounds; empty list -> empty payload
         has = le > ls
         if has.all():
@@ -242,7 +255,7 @@ class ExampleDecoder:
                 raise Fallback
         return vals.reshape((len(ps), *f.shape))
 
-    def _bytes_column(self, buf, a, n, f, fixed, r, ls, le):
+    def _bytes_column(self, buf, a, n, f, fixed, r, ls, le, spans=False):
         rows, starts, ends = [], [], []
         active = np.arange(len(r))
         p = ls.copy()
@@ -255,6 +268,8 @@ class ExampleDecoder:
             p[active] = end
             active = active[end < le[active]]
         counts = np.zeros(len(r), dtype=np.int64)
+        if spans:
+            return _spans_column(a, n, f, r, rows, starts, ends, counts)
         flat: list[bytes] = []
         if rows:
             row = np.concatenate(rows)
@@ -277,6 +292,24 @@ class ExampleDecoder:
                 if per_record[i] is None:
                     per_record[i] = default[0] if scalar else list(default)
         return per_record
+
+
+def _spans_column(a, n, f, r, rows, starts, ends, counts) -> ByteSpans:
+    """A scalar bytes column as :class:`ByteSpans` over the record buffer ``a``."""
+    row = np.concatenate(rows) if rows else np.empty(0, np.int64)
+    np.add.at(counts, row, 1)
+    if (counts != 1).any():
+        raise Fallback
+    order = np.argsort(row, kind="stable")
+    st = np.concatenate(starts)[order] if rows else row
+    en = np.concatenate(ends)[order] if rows else row
+    if len(r) == n:
+        return ByteSpans([a], np.zeros(n, np.int64), st, en)
+    default = np.frombuffer(bytes(f.default_array()[0]), dtype=np.uint8)  # missing rows
+    which, s_all = np.ones(n, np.int64), np.zeros(n, np.int64)
+    e_all = np.full(n, len(default), np.int64)
+    which[r], s_all[r], e_all[r] = 0, st, en
+    return ByteSpans([a, default], which, s_all, e_all)
 
 
 def _kind_of(value) -> str | None:

@@ -4,7 +4,10 @@ A *columns* object is a plain ``dict`` name -> column, one row per record:
     * FixedLen int64/float32: ndarray ``[n, *shape]``
     * VarLen int64/float32: :class:`Ragged`
     * bytes (any spec): Python list; ``list[bytes]`` for shape ``()``,
-      ``list[list[bytes]]`` otherwise.
+      ``list[list[bytes]]`` otherwise; or, for scalar bytes features a decoder was asked
+      to leave in place (``ExampleDecoder(spans=...)``), :class:`ByteSpans`: where each
+      value lies in its record buffer, so that a batch is packed straight from the
+      buffers into one uint8 array (:meth:`ByteSpans.pack`), with no per-value copy.
 
 Decoding a whole shuffle window into columns and then cutting batches out of it
 keeps the per-batch work to a few array copies, independent of how records are
@@ -19,7 +22,7 @@ import numpy as np
 
 from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature
 
-__all__ = ["Ragged", "num_rows", "take_rows", "slice_rows", "concat_columns", "to_batch",
+__all__ = ["ByteSpans", "Ragged", "num_rows", "take_rows", "slice_rows", "concat_columns", "to_batch",
            "empty_columns"]
 
 
@@ -70,6 +73,82 @@ class Ragged:
         return out, valid.astype(np.int64)
 
 
+@dataclass
+class ByteSpans:
+    """Scalar bytes values left in their buffers: row ``i`` is
+    ``bufs[which[i]][starts[i]:stops[i]]`` (``bufs`` are uint8 arrays, kept alive here)."""
+
+    bufs: list[np.ndarray]
+    which: np.ndarray  # int64 [n]: index into bufs
+    starts: np.ndarray  # int64 [n]
+    stops: np.ndarray  # int64 [n]
+
+    @classmethod
+    def from_values(cls, values: list[bytes]) -> ByteSpans:
+        """Values held as Python bytes (the protobuf path) -> one joined buffer."""
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        stops = np.cumsum(lengths)
+        buf = np.frombuffer(b"".join(values), dtype=np.uint8)
+        return cls([buf], np.zeros(len(values), np.int64), stops - lengths, stops)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.stops - self.starts
+
+    def take(self, rows: np.ndarray) -> ByteSpans:
+        return ByteSpans(self.bufs, self.which[rows], self.starts[rows], self.stops[rows])
+
+    def slice(self, a: int, b: int) -> ByteSpans:
+        return ByteSpans(self.bufs, self.which[a:b], self.starts[a:b], self.stops[a:b])
+
+    @classmethod
+    def concat(cls, parts: list[ByteSpans]) -> ByteSpans:
+        bufs: list[np.ndarray] = []
+        which = []
+        for p in parts:  # buffers are few (one per decoded piece): dedupe by identity
+            ids = [next((j for j, b in enumerate(bufs) if b is buf), None) for buf in p.bufs]
+            for j, i in enumerate(ids):
+                if i is None:
+                    ids[j] = len(bufs)
+                    bufs.append(p.bufs[j])
+            which.append(np.asarray(ids, dtype=np.int64)[p.which] if len(p) else p.which)
+        return cls(bufs, np.concatenate(which), np.concatenate([p.starts for p in parts]),
+                   np.concatenate([p.stops for p in parts]))
+
+    def tolist(self) -> list[bytes]:
+        """The values as ``list[bytes]`` (copies each value)."""
+        return [self.bufs[w][s:e].tobytes() for w, s, e in
+                zip(self.which.tolist(), self.starts.tolist(), self.stops.tolist(), strict=True)]
+
+    def pack(self, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies row ``i`` into ``out[i, :len_i]`` and zeroes the rest of the row.
+
+        Args:
+            out: uint8 ``[n, >= longest]``, C-contiguous (e.g. shared or pinned memory);
+                None = a new array of the longest row's width.
+
+        Returns:
+            ``(out, lengths)``: one memcpy per row, no intermediate ``bytes``.
+        """
+        lengths = self.lengths
+        width = int(lengths.max(initial=0))
+        if out is None:
+            out = np.empty((len(self), width), dtype=np.uint8)
+        if out.shape[0] != len(self) or out.shape[1] < width or out.dtype != np.uint8:
+            raise ValueError(f"pack needs a uint8 array [{len(self)}, >= {width}], "
+                             f"got {out.dtype} {out.shape}")
+        bufs, full = self.bufs, out.shape[1]
+        for row, (w, s, e) in enumerate(zip(self.which.tolist(), self.starts.tolist(),
+                                            self.stops.tolist(), strict=True)):
+            out[row, :e - s] = bufs[w][s:e]
+            if e - s < full:
+                out[row, e - s:] = 0
+        return out, lengths
+
+
 def num_rows(columns: dict) -> int:
     """Number of records in ``columns``."""
     return len(next(iter(columns.values())))
@@ -98,7 +177,7 @@ def take_rows(columns: dict, rows: np.ndarray) -> dict:
     for name, col in columns.items():
         if isinstance(col, np.ndarray):
             out[name] = np.take(col, rows, axis=0)
-        elif isinstance(col, Ragged):
+        elif isinstance(col, (Ragged, ByteSpans)):
             out[name] = col.take(rows)
         else:
             out[name] = [col[i] for i in rows.tolist()]
@@ -107,7 +186,7 @@ def take_rows(columns: dict, rows: np.ndarray) -> dict:
 
 def slice_rows(columns: dict, a: int, b: int) -> dict:
     """Rows ``a:b`` of every column (views where possible)."""
-    return {name: (col.slice(a, b) if isinstance(col, Ragged) else col[a:b])
+    return {name: (col.slice(a, b) if isinstance(col, (Ragged, ByteSpans)) else col[a:b])
             for name, col in columns.items()}
 
 
@@ -123,6 +202,8 @@ def concat_columns(parts: list[dict]) -> dict:
         elif isinstance(first, Ragged):
             out[name] = Ragged.from_lengths(np.concatenate([c.values for c in cols]),
                                             np.concatenate([c.lengths for c in cols]))
+        elif isinstance(first, ByteSpans):
+            out[name] = ByteSpans.concat(cols)
         else:
             out[name] = [x for c in cols for x in c]
     return out
@@ -146,6 +227,8 @@ def to_batch(columns: dict, spec: FeatureSpec) -> dict:
                 out[name], out[f"{name}_lengths"] = col.padded(f.max_len, f.pad_value)
         elif isinstance(col, np.ndarray):
             out[name] = np.ascontiguousarray(col)
+        elif isinstance(col, ByteSpans):
+            out[name] = col  # packed by the reader (records.torch_batch.to_torch)
         else:
             out[name] = list(col)
     return out

@@ -28,6 +28,12 @@ after ``k`` batches worker ``w`` has delivered a deterministic share of them
 the workers' round-robin is rotated to continue where it stopped, and the
 remaining batches are exactly those of the uninterrupted run, in the same order.
 
+Workers that live across epochs: :class:`records.epoch_stream.EpochStream` runs every
+epoch through ONE DataLoader iteration (each worker pads its share of an epoch with
+markers to the longest share, so the round-robin stays aligned) and gives the same
+batches in the same order, resumable from the same ``state_dict()``; consume it with
+``models.data.loop_stream``. The trainer uses it whenever ``num_workers > 0``.
+
 Elastic resume (another world size or ``num_workers``): the gathered ``state_dict()``
 of every rank goes through :meth:`RecordDataset.elastic_state`, which gives what the
 job consumed as epoch positions, ``{"epoch", "consumed": {epoch: [[start, stop], ...]}}``,
@@ -40,6 +46,7 @@ ends, so the new job can be resumed again, on any topology.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,64 +67,9 @@ from records.partition import (
 from records.scan import HEADER, OVERHEAD, check_frames
 from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature, validate_spec
 from records.stream import ConsumerStream, ShardReader
+from records.torch_batch import _pack_bytes, to_torch  # noqa: F401  (_pack_bytes: tests)
 
 __all__ = ["RecordDataset", "RecordIndexDataset", "to_torch"]
-
-
-def to_torch(batch: dict, spec: FeatureSpec | None = None, *, bytes_as: str = "list",
-             varlen_as: str = "padded") -> dict:
-    """A decoded numpy batch -> tensors laid out as asked.
-
-    Args:
-        batch: what the decoder yields for ``spec``.
-        spec: needed for the non-default layouts (which features are bytes / VarLen).
-        bytes_as: ``"list"`` keeps scalar bytes features as ``list[bytes]``; ``"uint8"``
-            packs them into a zero-padded ``uint8`` tensor ``[B, L]`` plus
-            ``<name>_lengths`` ``[B]`` (raw image or text bytes, ready for the GPU).
-        varlen_as: ``"padded"`` keeps numeric VarLen features as ``[B, L]`` plus
-            ``<name>_lengths``; ``"nested"`` turns them into one jagged
-            ``torch.nested`` tensor (the lengths stay alongside).
-
-    Numeric arrays become C-contiguous ``torch.from_numpy`` tensors (pin_memory-able).
-    """
-    out = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
-           for k, v in batch.items()}
-    if spec is None:
-        return out
-    for name, feature in spec.items():
-        if name not in out:
-            continue
-        if (bytes_as == "uint8" and feature.dtype == "bytes"
-                and isinstance(feature, FixedLenFeature) and tuple(feature.shape) == ()):
-            out[name], out[f"{name}_lengths"] = _pack_bytes(out[name])
-        elif (varlen_as == "nested" and isinstance(feature, VarLenFeature)
-                and feature.dtype != "bytes"):
-            padded, lengths = out[name], out[f"{name}_lengths"]
-            valid = torch.arange(padded.shape[1]) < lengths[:, None]
-            offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-            torch.cumsum(lengths, 0, out=offsets[1:])
-            out[name] = torch.nested.nested_tensor_from_jagged(padded[valid], offsets)
-    return out
-
-
-def _pack_bytes(values: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``list[bytes]`` -> zero-padded uint8 ``[B, max_len]`` and int64 lengths ``[B]``."""
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    width = int(lengths.max()) if len(values) else 0
-    if width >= _ROW_COPY_BYTES:
-        # Large values (images): one memcpy per row beats a boolean mask over B x width.
-        packed = np.empty((len(values), width), dtype=np.uint8)
-        for row, (value, n) in enumerate(zip(values, lengths.tolist(), strict=True)):
-            packed[row, :n] = np.frombuffer(value, dtype=np.uint8)
-            packed[row, n:] = 0
-        return torch.from_numpy(packed), torch.from_numpy(lengths)
-    flat = np.frombuffer(b"".join(values), dtype=np.uint8)
-    packed = np.zeros((len(values), width), dtype=np.uint8)
-    packed[np.arange(width) < lengths[:, None]] = flat  # row-major fill = concatenation order
-    return torch.from_numpy(packed), torch.from_numpy(lengths)
-
-
-_ROW_COPY_BYTES = 1024  # widest value from which _pack_bytes copies row by row
 
 
 _LAYOUTS = {"bytes_as": ("list", "uint8"), "varlen_as": ("padded", "nested")}
@@ -168,6 +120,11 @@ class RecordDataset(IterableDataset):
 
     Batches are dicts: see :mod:`records.spec` for each feature's output.
     """
+
+    # bytes_as="uint8": pack scalar bytes straight from the record buffers into one batch
+    # array (shared memory in a worker); False = a bytes object per value, then a packed
+    # copy (the earlier path, kept for comparison: benchmarks/vision_reader.py)
+    byte_spans = True
 
     def __init__(self, uri_or_manifest_dir: str, split: str = "train", *, batch_size: int,
                  feature_spec: FeatureSpec | None = None, shuffle: bool = False, seed: int = 0,
@@ -288,28 +245,42 @@ class RecordDataset(IterableDataset):
             shuffle=self.shuffle, batch_size=self.batch_size, drop_last=self.drop_last)
         return {"epoch": min(progress), "consumed": {e: s.tolist() for e, s in progress.items()}}
 
-    def __iter__(self):
-        info = get_worker_info()
-        slot, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        kw = dict(rank=self.rank, world_size=self.world_size, num_workers=num_workers,
-                  **self._plan_args(self.epoch))
-        shares, rotate = resume_point(self.batches_consumed, plan(self._counts, worker=0,
-                                                                  **kw).worker_batches)
-        # A resumed DataLoader starts its round-robin at slot 0: slot j continues the
-        # stream of the worker that would have come j-th after the resume point.
-        worker = (slot + rotate) % num_workers
-        p = plan(self._counts, worker=worker, **kw)
-        threads = self.threads if self.threads is not None else (1 if info else 2)
+    def worker_batches(self, epoch: int, num_workers: int) -> tuple[int, ...]:
+        """Batches each of this rank's ``num_workers`` workers (0 = none) yields in ``epoch``."""
+        return plan(self._counts, worker=0, rank=self.rank, world_size=self.world_size,
+                    num_workers=max(int(num_workers), 1), **self._plan_args(epoch)).worker_batches
+
+    def epoch_batches(self, epoch: int, *, worker: int, num_workers: int,
+                      skip_batches: int = 0) -> Iterator[dict]:
+        """The batches worker ``worker`` of ``num_workers`` (0 = none) yields in ``epoch``,
+        after its first ``skip_batches``; what the DataLoader worker in that place reads."""
+        workers = max(int(num_workers), 1)
+        p = plan(self._counts, worker=worker, rank=self.rank, world_size=self.world_size,
+                 num_workers=workers, **self._plan_args(epoch))
+        threads = self.threads if self.threads is not None else (1 if get_worker_info() else 2)
+        spans = [n for n, f in self.spec.items() if self.bytes_as == "uint8" and self.byte_spans
+                 and isinstance(f, FixedLenFeature) and f.dtype == "bytes" and f.shape == ()]
         stream = ConsumerStream(
             root=self.uri, shards=self.split_info.shards, compression=self.manifest.compression,
-            decoder=ExampleDecoder(self.spec), plan=p,
-            consumer=self.rank * num_workers + worker, batch_size=self.batch_size,
+            decoder=ExampleDecoder(self.spec, spans=spans), plan=p,
+            consumer=self.rank * workers + worker, batch_size=self.batch_size,
             drop_last=self.drop_last, shuffle=self.shuffle, window=self.shuffle_buffer,
-            seed=self.seed, epoch=self.epoch, skip_batches=shares[worker],
+            seed=self.seed, epoch=epoch, skip_batches=skip_batches,
             verify_crc=self.verify_crc, on_corrupt=self.on_corrupt, report=self.report,
             threads=threads)
         for batch in stream:
             yield to_torch(batch, self.spec, bytes_as=self.bytes_as, varlen_as=self.varlen_as)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        slot, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        shares, rotate = resume_point(self.batches_consumed,
+                                      self.worker_batches(self.epoch, num_workers))
+        # A resumed DataLoader starts its round-robin at slot 0: slot j continues the
+        # stream of the worker that would have come j-th after the resume point.
+        worker = (slot + rotate) % num_workers
+        yield from self.epoch_batches(self.epoch, worker=worker, num_workers=num_workers,
+                                      skip_batches=shares[worker])
 
 
 class RecordIndexDataset(Dataset):

@@ -20,7 +20,7 @@ from vision_testlib import tiny_effnet, write_images
 
 import models.trainer as trainer
 from models.checkpoint import load_checkpoint
-from models.data import loop_epochs
+from models.data import loop_epochs, loop_stream
 from models.kinds import TrainConfig, train_model
 from models.lm import LMConfig
 from records.example_codec import encode_example
@@ -42,14 +42,16 @@ from models.lm import LMConfig
 def main(dataset_uri, out_uri, report, steps, workers, resume):
     torch.set_num_threads(1)
     seen = []
-    loop_epochs = trainer.loop_epochs
 
-    def logging_loop(source, start_epoch=0, *, iterable=None):
-        for batch in loop_epochs(source, start_epoch, iterable=iterable):
-            seen.extend([source.epoch, d] for d in batch["doc_id"].reshape(-1).tolist())
-            yield batch
+    def logging(loop):  # loop_epochs (fresh workers) or loop_stream (workers kept)
+        def logged(source, *args, **kwargs):
+            for batch in loop(source, *args, **kwargs):
+                seen.extend([source.epoch, d] for d in batch["doc_id"].reshape(-1).tolist())
+                yield batch
+        return logged
 
-    trainer.loop_epochs = logging_loop
+    trainer.loop_epochs = logging(trainer.loop_epochs)
+    trainer.loop_stream = logging(trainer.loop_stream)
     result = train_model(
         "lm", dataset_uri=dataset_uri, out_uri=out_uri, resume=resume == "resume",
         model_config=LMConfig.preset("tiny", vocab_size=__V__, block_size=32),
@@ -105,17 +107,18 @@ def test_three_ranks_two_workers_resume_on_two_ranks_three_workers(tmp_path, toy
     assert all(isinstance(d["packer"]["carry"], torch.Tensor) for d in ckpt["data"])
 
 
-def _logging_loop(seen: list):
-    """The trainer's ``loop_epochs``, logging ``(epoch, example id)`` of every batch taken."""
-    def loop(source, start_epoch=0, *, iterable=None):
-        for batch in loop_epochs(source, start_epoch, iterable=iterable):
+def _logging_loop(seen: list, loop=loop_epochs):
+    """The trainer's ``loop_epochs`` (or ``loop_stream``), logging ``(epoch, example id)``
+    of every batch taken."""
+    def logged(source, *args, **kwargs):
+        for batch in loop(source, *args, **kwargs):
             if "doc_id" in batch:
                 ids = batch["doc_id"].reshape(-1).tolist()
             else:  # images: their pixels name them
                 ids = [hashlib.sha256(row.numpy().tobytes()).hexdigest() for row in batch["image"]]
             seen.extend((source.epoch, i) for i in ids)
             yield batch
-    return loop
+    return logged
 
 
 @pytest.mark.parametrize("kind", ["lm", "efficientnet"])
@@ -136,6 +139,7 @@ def test_resume_with_other_num_workers_reads_the_rest_of_the_epoch(tmp_path, toy
     seen: dict[str, list] = {"first": [], "resumed": []}
     for name, workers, run_steps in (("first", 0, 2), ("resumed", 2, steps)):
         monkeypatch.setattr(trainer, "loop_epochs", _logging_loop(seen[name]))
+        monkeypatch.setattr(trainer, "loop_stream", _logging_loop(seen[name], loop_stream))
         cfg = TrainConfig(kind=kind, steps=run_steps, batch_size=4, lr=3e-3, warmup_steps=1,
                           log_every=1, device="cpu", progress=False, num_workers=workers,
                           prefetch=0)
