@@ -93,6 +93,14 @@ class ExampleDecoder:
             ValueError: a record is not an Example, or does not match the spec
                 (message names the feature, the record and what was expected).
         """
+        return concat_columns(self.decode_chunks(buf, starts, lengths, where=where))
+
+    def decode_chunks(self, buf: bytes, starts: np.ndarray, lengths: np.ndarray, *,
+                      where: Callable[[int], str] | None = None) -> list[dict]:
+        """:meth:`decode`, as the columns of consecutive chunks of rows (not concatenated).
+
+        A reader that cuts batches out of the chunks saves copying them into one block.
+        """
         a = np.frombuffer(buf, dtype=np.uint8)
         starts = np.asarray(starts, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -101,8 +109,8 @@ class ExampleDecoder:
             inverse = np.empty_like(order)
             inverse[order] = np.arange(len(order))
             sub = None if where is None else (lambda i: where(int(order[i])))
-            return take_rows(self.decode(buf, starts[order], lengths[order], where=sub),
-                             inverse)
+            return [take_rows(self.decode(buf, starts[order], lengths[order], where=sub),
+                              inverse)]
         parts = []
         for lo in range(0, max(len(starts), 1), self.chunk_records):
             s = starts[lo:lo + self.chunk_records]
@@ -115,7 +123,7 @@ class ExampleDecoder:
                 records = list(map(buf.__getitem__, map(slice, s.tolist(), e.tolist())))
                 sub = None if where is None else (lambda i, lo=lo: where(lo + i))
                 parts.append(decode_slow(records, self.spec, where=sub))
-        return concat_columns(parts)
+        return parts
 
     # -- the vectorized path -------------------------------------------------------------
     def _fast(self, buf: bytes, a: np.ndarray, s: np.ndarray, e: np.ndarray) -> dict:
