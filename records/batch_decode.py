@@ -15,6 +15,8 @@ Each level is walked for all records in parallel (one numpy step per map entry,
 not per value); packed int64 payloads are decoded with a vectorized varint decoder
 that works in place on the record buffer (the byte before a payload always ends
 its length varint, so varint boundaries are found from the < 0x80 bytes alone).
+Where numba is installed, one compiled pass over the payload bytes replaces it
+(:mod:`records.read_kernels`).
 Chunks are small enough (``CHUNK_RECORDS``) to keep the work in the CPU cache.
 
 Anything outside this happy path (unpacked lists, duplicate keys, a Feature with

@@ -29,8 +29,10 @@ from numba import types
 from numba.core import config
 from numba.extending import intrinsic
 
-__all__ = ["HARDWARE_CRC", "check_data_crcs", "check_headers", "count_varints",
+__all__ = ["ENABLED", "HARDWARE_CRC", "check_data_crcs", "check_headers", "count_varints",
            "decode_varints"]
+
+ENABLED = not config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1 would run these loops in Python
 
 _U7F = np.uint64(0x7F)
 _U63 = np.uint64(63)
@@ -161,18 +163,24 @@ def _masked_crc(a, p, e):
 @numba.njit(cache=True, nogil=True)
 def check_headers(a, starts, raw_len, ok):
     """Frame headers at ``starts``: ``raw_len`` gets each length field (uint64) and ``ok``
-    whether its stored masked CRC matches. Every header lies inside ``a``."""
+    whether its stored masked CRC matches. Returns False (nothing checked) if a header
+    leaves ``a``."""
+    n_a = len(a)
+    for i in range(len(starts)):
+        if starts[i] < 0 or starts[i] + 12 > n_a:
+            return False
     for i in range(len(starts)):
         p = np.uint64(starts[i])
         raw_len[i] = _load_u64(a, p)
         ok[i] = _masked_crc(a, p, p + _U8) == _load_u32(a, p + _U8)
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
 def check_data_crcs(a, data_start, data_end, ok):
     """``ok[i]``: the masked CRC of ``a[data_start[i]:data_end[i]]`` matches the uint32
     stored right after it. Returns False (nothing checked) if a range leaves ``a``."""
-    n_a = np.uint64(len(a))
+    n_a = len(a)
     for i in range(len(data_start)):
         if data_start[i] < 0 or data_end[i] < data_start[i] or data_end[i] + 4 > n_a:
             return False

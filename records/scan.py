@@ -127,8 +127,9 @@ def check_frames(buf: bytes, starts: np.ndarray, *, verify_crc: bool = True,
     if kernels is not None:
         raw_len = np.empty(len(starts), dtype=np.uint64)
         len_ok = np.empty(len(starts), dtype=np.bool_)
-        kernels.check_headers(arr, np.ascontiguousarray(starts), raw_len, len_ok)
-    else:
+        if not kernels.check_headers(arr, np.ascontiguousarray(starts), raw_len, len_ok):
+            kernels = None  # a header outside buf: the numpy path says so as it always did
+    if kernels is None:
         raw_len = gather_u64(arr, starts)
     lengths = raw_len.astype(np.int64)
     bad_header, reason, code = None, "", ""

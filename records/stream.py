@@ -10,7 +10,8 @@ Pipeline (per consumer = rank x DataLoader worker):
    compressed shards are decompressed from the index offset (data before it is
    decompressed and discarded). Pieces keep file order.
 2. *Check + decode* each piece (CRCs, then :class:`~records.batch_decode.ExampleDecoder`),
-   optionally on a small thread pool: numpy releases the GIL for most of it.
+   optionally on a small thread pool: numpy and the numba kernels of
+   :mod:`records.read_kernels` (CRCs, varints) release the GIL for most of it.
 3. *Shuffle* (optional): the stream is cut into windows of ``window`` records;
    window ``i`` is permuted with a seed of ``(seed, epoch, consumer, i)``.
 4. *Batch*: consecutive ``batch_size`` rows of the (permuted) stream.

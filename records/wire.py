@@ -36,7 +36,8 @@ def compiled_kernels():
             if err.name not in ("numba", "llvmlite"):
                 raise
             read_kernels = None
-        _KERNELS.append(read_kernels)
+        _KERNELS.append(read_kernels if read_kernels is not None and read_kernels.ENABLED
+                        else None)
     return _KERNELS[0]
 
 

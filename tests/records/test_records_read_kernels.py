@@ -163,3 +163,12 @@ def test_without_numba_the_reader_takes_the_numpy_path():
                          timeout=120)
     assert out.stdout.split() == ["None", "[70000,", "70000,", "70000]", "[]", "False"], \
         out.stdout + out.stderr
+
+
+def test_a_header_outside_the_buffer_is_left_to_the_numpy_path(monkeypatch):
+    buf, starts = _frames([10, 20])
+    for kernels in (wire.compiled_kernels(), None):
+        if kernels is None:
+            monkeypatch.setattr(wire, "_KERNELS", [None])
+        with pytest.raises(IndexError):
+            check_frames(buf[:int(starts[1]) + 6], starts)
