@@ -35,7 +35,14 @@ import numpy as np
 from records.columns import Ragged, concat_columns, take_rows
 from records.example_codec import decode_example
 from records.spec import FeatureSpec, FixedLenFeature, validate_spec
-from records.wire import Fallback, gather_ranges, packed_varints, read_field, read_varints
+from records.wire import (
+    Fallback,
+    compiled_kernels,
+    gather_ranges,
+    packed_varints,
+    read_field,
+    read_varints,
+)
 
 __all__ = ["ExampleDecoder", "decode_slow", "CHUNK_RECORDS"]
 
@@ -63,6 +70,8 @@ class ExampleDecoder:
         self.chunk_records = chunk_records
         self._names = list(self.spec)
         self._keys = [n.encode("utf-8") for n in self._names]
+        self._key_bytes = np.frombuffer(b"".join(self._keys), dtype=np.uint8)
+        self._key_off = np.cumsum([0] + [len(k) for k in self._keys], dtype=np.int64)
         self._by_len: dict[int, list[int]] = {}
         for k, key in enumerate(self._keys):
             self._by_len.setdefault(len(key), []).append(k)
@@ -132,6 +141,31 @@ class ExampleDecoder:
         n = len(s)
         if n == 0 or (e <= s).any():
             raise Fallback  # empty Examples (all features missing) are rare: slow path
+        spans = self._walk_compiled(a, s, e)
+        if spans is None:
+            spans = self._walk(a, s, e)
+        return {name: self._column(buf, a, n, name, r, vs, ve)
+                for name, (r, vs, ve) in zip(self._names, spans, strict=True)}
+
+    def _walk_compiled(self, a, s, e) -> list | None:
+        """:meth:`_walk` by :func:`records.read_kernels.walk_examples`; None where numba is
+        not installed or the kernel declines (then :meth:`_walk` decides)."""
+        kernels = compiled_kernels()
+        if kernels is None:
+            return None
+        vs = np.empty((len(self._names), len(s)), dtype=np.int64)
+        ve = np.empty_like(vs)
+        if not kernels.walk_examples(a, np.ascontiguousarray(s), np.ascontiguousarray(e),
+                                     self._key_bytes, self._key_off, vs, ve):
+            return None
+        spans = []
+        for k in range(len(self._names)):
+            r = np.flatnonzero(vs[k] >= 0)
+            spans.append((r, vs[k, r], ve[k, r]))
+        return spans
+
+    def _walk(self, a, s, e) -> list:
+        """Each spec feature's ``(records that have it (ascending), Feature starts, ends)``."""
         fs, fe = read_field(a, s, e, 0x0A)
         if (fe != e).any():
             raise Fallback  # trailing or repeated top-level fields
@@ -141,8 +175,8 @@ class ExampleDecoder:
         if (ve != ee).any():
             raise Fallback
         key_id = self._match_keys(a, ks, ke - ks)
-        out = {}
-        for k, name in enumerate(self._names):
+        spans = []
+        for k in range(len(self._names)):
             sel = np.flatnonzero(key_id == k)
             r = rec[sel]
             if len(r) > 1 and (r[1:] <= r[:-1]).any():  # not in record order
@@ -150,8 +184,8 @@ class ExampleDecoder:
                 sel, r = sel[order], r[order]
                 if (r[1:] == r[:-1]).any():
                     raise Fallback  # duplicate key: protobuf keeps the last one
-            out[name] = self._column(buf, a, n, name, r, vs[sel], ve[sel])
-        return out
+            spans.append((r, vs[sel], ve[sel]))
+        return spans
 
     def _entries(self, a, fs, fe):
         """Walks the Features map of every record; returns (record, start, end) per entry."""

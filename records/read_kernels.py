@@ -9,6 +9,8 @@ report damage in the same cases. Every kernel releases the GIL.
   bytes, compact them, gather and shift the bytes before them); here each byte is read
   once. A kernel returns ``False`` where the numpy path raises
   :class:`records.wire.Fallback`.
+* The Features map: one loop over every record's entries, where numpy takes a step per
+  map entry for all records and then matches keys a byte column at a time.
 * Frame checks: both masked CRC32Cs of every frame in one call, with the SSE 4.2
   ``crc32`` instruction (x86-64) where the CPU has it (:data:`HARDWARE_CRC`); the numpy
   path makes one call of a CRC library per record from Python (about 0.26 us a record,
@@ -30,7 +32,7 @@ from numba.core import config
 from numba.extending import intrinsic
 
 __all__ = ["ENABLED", "HARDWARE_CRC", "check_data_crcs", "check_headers", "count_varints",
-           "decode_varints"]
+           "decode_varints", "walk_examples"]
 
 ENABLED = not config.DISABLE_JIT  # NUMBA_DISABLE_JIT=1 would run these loops in Python
 
@@ -95,6 +97,87 @@ def decode_varints(a, ps, pe, out):
             q += _U1
     return widest <= 63
 
+
+
+# -- the Features map of tf.Examples ------------------------------------------------------
+_MAX_ENTRIES = 1 << 16  # entries per record beyond which the numpy walk falls back too
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _field(a, p, end, tag):
+    """``tag len bytes`` at ``p`` inside ``end`` -> (start, stop) of the bytes, or (-1, -1).
+
+    The length varint may take at most 5 bytes, all before ``end`` (as the numpy path's
+    ``read_field``)."""
+    if p + 1 >= end or a[p] != tag:
+        return -1, -1
+    q = p + 1
+    n = 0
+    for k in range(5):
+        if q >= end:
+            return -1, -1
+        b = np.int64(a[q])
+        n |= (b & 0x7F) << (7 * k)
+        q += 1
+        if b < 0x80:
+            if q + n > end:
+                return -1, -1
+            return q, q + n
+    return -1, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_examples(a, s, e, keys, key_off, vs, ve):
+    """Finds each spec feature's value (a ``Feature`` message) in every record.
+
+    Record ``r`` is the serialized Example ``a[s[r]:e[r]]``; ``keys[key_off[k]:key_off[k +
+    1]]`` is spec feature ``k``'s name. ``vs[k, r]``/``ve[k, r]`` get the bounds of its
+    ``Feature`` in record ``r``, or -1 where the record lacks it. Every map entry is checked
+    as the numpy walk of :class:`records.batch_decode.ExampleDecoder` checks it.
+
+    Returns:
+        False where the numpy walk raises ``Fallback`` (a malformed or unusual record: an
+        empty one, trailing fields, a duplicate spec key); the caller then takes that walk.
+    """
+    n_keys = len(key_off) - 1
+    vs[:, :] = -1
+    ve[:, :] = -1
+    for r in range(len(s)):
+        fs, fe = _field(a, s[r], e[r], 0x0A)
+        if fs < 0 or fe != e[r]:
+            return False
+        p = fs
+        entries = 0
+        while p < fe:
+            es, ee = _field(a, p, fe, 0x0A)
+            if es < 0:
+                return False
+            ks, ke = _field(a, es, ee, 0x0A)
+            if ks < 0:
+                return False
+            fvs, fve = _field(a, ke, ee, 0x12)
+            if fvs < 0 or fve != ee:
+                return False
+            for k in range(n_keys):
+                lo, hi = key_off[k], key_off[k + 1]
+                if hi - lo != ke - ks:
+                    continue
+                same = True
+                for j in range(hi - lo):
+                    if a[ks + j] != keys[lo + j]:
+                        same = False
+                        break
+                if same:
+                    if vs[k, r] >= 0:
+                        return False  # duplicate key: protobuf keeps the last one
+                    vs[k, r] = fvs
+                    ve[k, r] = fve
+                    break
+            p = ee
+            entries += 1
+            if entries > _MAX_ENTRIES:
+                return False
+    return True
 
 # -- frame checks with the crc32 instruction ---------------------------------------------
 # numba compiles for this host's CPU unless NUMBA_CPU_NAME says otherwise (a portable cache);

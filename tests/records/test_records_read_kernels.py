@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from records import wire
+from records.batch_decode import ExampleDecoder
+from records.example_codec import encode_example
 from records.framing import frame_record
 from records.scan import check_frames
+from records.spec import FixedLenFeature, VarLenFeature
 from records.wire import Fallback, packed_varints
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -172,3 +175,45 @@ def test_a_header_outside_the_buffer_is_left_to_the_numpy_path(monkeypatch):
             monkeypatch.setattr(wire, "_KERNELS", [None])
         with pytest.raises(IndexError):
             check_frames(buf[:int(starts[1]) + 6], starts)
+
+
+def _walks(records, spec):
+    """(kernel's spans or None, numpy walk's spans or "Fallback") for one chunk of records."""
+    dec = ExampleDecoder(spec)
+    buf = b"".join(records)
+    a = np.frombuffer(buf, np.uint8)
+    lengths = np.array([len(r) for r in records], np.int64)
+    s = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    e = s + lengths
+
+    def plain(spans):
+        return None if spans is None else [[x.tolist() for x in span] for span in spans]
+    try:
+        numpy = plain(dec._walk(a, s, e))
+    except Fallback:
+        numpy = "Fallback"
+    return plain(dec._walk_compiled(a, s, e)), numpy
+
+
+def test_compiled_walk_takes_only_what_the_numpy_walk_takes():
+    # every prefix and every single-byte change of two records: the kernel must decline
+    # (None) wherever the numpy walk falls back, and agree with it everywhere else
+    if wire.compiled_kernels() is None:
+        pytest.fail("numba is a dependency of the test environment (setup.cfg dev extra)")
+    spec = {"a": FixedLenFeature((2,), "int64"), "bb": VarLenFeature("bytes"),
+            "c": FixedLenFeature((), "float32", default=0.0)}
+    good = encode_example({"a": [1, 300], "bb": [b"x", b""], "zz": [7]})
+    other = encode_example({"c": [0.5], "a": [2, 3]})
+    variants = [good[:n] for n in range(len(good))]
+    variants += [good[:i] + bytes([v]) + good[i + 1:] for i in range(len(good))
+                 for v in (0x00, 0x0A, 0x12, 0x7F, 0x80, 0xFF)]
+    variants += [good + good, good + b"\x0a\x00", b"\x0a\x00", b""]
+    accepted = 0
+    for v in variants:
+        compiled, numpy = _walks([other, v], spec)
+        if compiled is None:
+            continue
+        assert compiled == numpy, v
+        accepted += 1
+    assert accepted > 20  # the kernel takes the well-formed variants (other key values)
+    assert _walks([good, other], spec)[0] == _walks([good, other], spec)[1] != "Fallback"
