@@ -3,7 +3,9 @@
 Not a test. Writes the same shards once with our writer (N examples of 128 int64
 token ids + 3 scalars, uncompressed), then reads them into batched tensors with
 
-  (a) our RecordDataset, one process, CRCs verified (1 and 2 decode threads),
+  (a) our RecordDataset, one process, CRCs verified (1 and 2 decode threads), with its
+      numba kernels (varints, SSE 4.2 CRCs; records/read_kernels.py) and, as on a GPU
+      host without numba, on its numpy path (numba hidden from the import system),
   (b) tf.data: TFRecordDataset -> batch -> tf.io.parse_example (parallel map),
       converted to numpy (TF verifies CRCs too),
   (c) the `tfrecord` package's TFRecordDataset + torch DataLoader (no CRC check),
@@ -85,7 +87,8 @@ def _timed(passes: int, one_pass) -> dict:
         t0 = time.perf_counter()
         n = one_pass()
         rates.append(n / (time.perf_counter() - t0))
-    return {"examples_per_s": statistics.median(rates), "best": max(rates), "passes": passes}
+    return {"examples_per_s": statistics.median(rates), "best": max(rates), "worst": min(rates),
+            "passes": passes}
 
 
 def run_ours(args, threads: int) -> dict:
@@ -97,6 +100,23 @@ def run_ours(args, threads: int) -> dict:
     def one_pass():
         return sum(b["tokens"].shape[0] for b in ds)
     return _timed(args.repeats, one_pass)
+
+
+class _NoNumba:
+    """An import hook that makes numba look absent (records then takes its numpy paths)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("numba", "llvmlite"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def run_ours_numpy(args, threads: int) -> dict:
+    sys.meta_path.insert(0, _NoNumba())
+    from records.wire import compiled_kernels
+
+    if compiled_kernels() is not None:
+        raise RuntimeError("numba was imported before the hook: not the numpy path")
+    return run_ours(args, threads)
 
 
 def run_ours_dataloader(args) -> dict:
@@ -157,6 +177,8 @@ def run_tfrecord_pkg(args) -> dict:
 RUNNERS = {
     "ours_1_thread": lambda a: run_ours(a, 1),
     "ours_2_threads": lambda a: run_ours(a, 2),
+    "ours_numpy_1_thread": lambda a: run_ours_numpy(a, 1),
+    "ours_numpy_2_threads": lambda a: run_ours_numpy(a, 2),
     "tf_data": run_tfdata,
     "tfrecord_pkg": run_tfrecord_pkg,
     "ours_dataloader_2_workers": run_ours_dataloader,
@@ -164,6 +186,8 @@ RUNNERS = {
 LABELS = {
     "ours_1_thread": "ours RecordDataset, 1 process, 1 thread",
     "ours_2_threads": "ours RecordDataset, 1 process, 2 threads",
+    "ours_numpy_1_thread": "ours, numpy path (no numba), 1 thread",
+    "ours_numpy_2_threads": "ours, numpy path (no numba), 2 threads",
     "tf_data": "tf.data + parse_example (parallel)",
     "tfrecord_pkg": "tfrecord pkg + DataLoader (no CRC)",
     "ours_dataloader_2_workers": "ours + DataLoader(num_workers=2)",
@@ -189,6 +213,8 @@ def main(argv=None) -> int:
     p.add_argument("--shards", type=int, default=16)
     p.add_argument("--vocab", type=int, default=32_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every reader this many times, interleaved (noisy machines)")
     p.add_argument("--only", nargs="*", choices=list(RUNNERS), default=list(RUNNERS))
     p.add_argument("--run", choices=list(RUNNERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -196,22 +222,48 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(RUNNERS[args.run](args)))
         return 0
     write_dataset(args)
-    results = {}
-    for name in args.only:
-        cmd = [sys.executable, os.path.abspath(__file__), "--run", name,
-               *(f"--{k.replace('_', '-')}={v}" for k, v in
-                 (("examples", args.examples), ("out", args.out),
-                  ("batch_size", args.batch_size), ("shards", args.shards),
-                  ("vocab", args.vocab), ("repeats", args.repeats)))]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(line[len("RESULT "):])
-    _print_table(results, args)
+    rounds: list[dict] = []
+    for _ in range(args.rounds):  # interleaved: each round's ratios come from neighbouring runs
+        results = {}
+        for name in args.only:
+            result = _run_one(name, args)
+            if result is not None:
+                results[name] = result
+        _print_table(results, args)
+        rounds.append(results)
+    if args.rounds > 1:
+        _print_rounds(rounds)
     return 0
+
+
+def _run_one(name: str, args) -> dict | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--run", name,
+           *(f"--{k.replace('_', '-')}={v}" for k, v in
+             (("examples", args.examples), ("out", args.out),
+              ("batch_size", args.batch_size), ("shards", args.shards),
+              ("vocab", args.vocab), ("repeats", args.repeats)))]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
+def _print_rounds(rounds: list[dict]) -> None:
+    """Median over rounds of each reader's median, and of its ratio to tf.data per round."""
+    print(f"over {len(rounds)} rounds (median of the rounds' medians; min-max of every pass):")
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds if name in r]
+        ratios = [r[name]["examples_per_s"] / r["tf_data"]["examples_per_s"]
+                  for r in rounds if name in r and "tf_data" in r]
+        line = (f"  {LABELS[name]:44s} {statistics.median(x['examples_per_s'] for x in runs):10,.0f}"
+                f" ({min(x['worst'] for x in runs):,.0f}-{max(x['best'] for x in runs):,.0f})")
+        if ratios and name != "tf_data":
+            line += (f"  vs tf.data {statistics.median(ratios):.2f}x "
+                     f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+        print(line)
 
 
 def _print_table(results: dict, args) -> None:
@@ -222,10 +274,12 @@ def _print_table(results: dict, args) -> None:
     print(f"{'reader':44s} {'examples/s':>12s} {'tokens/s':>14s}")
     for name, r in results.items():
         eps = r["examples_per_s"]
-        print(f"{LABELS[name]:44s} {eps:12,.0f} {eps * TOKENS:14,.0f}")
+        spread = f"{r['worst']:,.0f}-{r['best']:,.0f}" if "worst" in r else ""
+        print(f"{LABELS[name]:44s} {eps:12,.0f} {eps * TOKENS:14,.0f}  {spread}")
     tf = results.get("tf_data", {}).get("examples_per_s")
     pkg = results.get("tfrecord_pkg", {}).get("examples_per_s")
-    for name in ("ours_1_thread", "ours_2_threads"):
+    for name in ("ours_1_thread", "ours_2_threads", "ours_numpy_1_thread",
+                 "ours_numpy_2_threads"):
         ours = results.get(name, {}).get("examples_per_s")
         if ours and tf:
             print(f"ratio {LABELS[name]} / tf.data: {ours / tf:.2f}")

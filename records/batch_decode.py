@@ -15,6 +15,8 @@ Each level is walked for all records in parallel (one numpy step per map entry,
 not per value); packed int64 payloads are decoded with a vectorized varint decoder
 that works in place on the record buffer (the byte before a payload always ends
 its length varint, so varint boundaries are found from the < 0x80 bytes alone).
+Where numba is installed, one compiled pass over the payload bytes replaces it
+(:mod:`records.read_kernels`).
 Chunks are small enough (``CHUNK_RECORDS``) to keep the work in the CPU cache.
 
 Anything outside this happy path (unpacked lists, duplicate keys, a Feature with
@@ -33,7 +35,14 @@ import numpy as np
 from records.columns import ByteSpans, Ragged, concat_columns, take_rows
 from records.example_codec import decode_example
 from records.spec import FeatureSpec, FixedLenFeature, validate_spec
-from records.wire import Fallback, gather_ranges, packed_varints, read_field, read_varints
+from records.wire import (
+    Fallback,
+    compiled_kernels,
+    gather_ranges,
+    packed_varints,
+    read_field,
+    read_varints,
+)
 
 __all__ = ["ExampleDecoder", "decode_slow", "CHUNK_RECORDS"]
 
@@ -71,6 +80,8 @@ class ExampleDecoder:
         self.spans = frozenset(spans)
         self._names = list(self.spec)
         self._keys = [n.encode("utf-8") for n in self._names]
+        self._key_bytes = np.frombuffer(b"".join(self._keys), dtype=np.uint8)
+        self._key_off = np.cumsum([0] + [len(k) for k in self._keys], dtype=np.int64)
         self._by_len: dict[int, list[int]] = {}
         for k, key in enumerate(self._keys):
             self._by_len.setdefault(len(key), []).append(k)
@@ -103,6 +114,14 @@ class ExampleDecoder:
             ValueError: a record is not an Example, or does not match the spec
                 (message names the feature, the record and what was expected).
         """
+        return concat_columns(self.decode_chunks(buf, starts, lengths, where=where))
+
+    def decode_chunks(self, buf: bytes, starts: np.ndarray, lengths: np.ndarray, *,
+                      where: Callable[[int], str] | None = None) -> list[dict]:
+        """:meth:`decode`, as the columns of consecutive chunks of rows (not concatenated).
+
+        A reader that cuts batches out of the chunks saves copying them into one block.
+        """
         a = np.frombuffer(buf, dtype=np.uint8)
         starts = np.asarray(starts, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -111,8 +130,8 @@ class ExampleDecoder:
             inverse = np.empty_like(order)
             inverse[order] = np.arange(len(order))
             sub = None if where is None else (lambda i: where(int(order[i])))
-            return take_rows(self.decode(buf, starts[order], lengths[order], where=sub),
-                             inverse)
+            return [take_rows(self.decode(buf, starts[order], lengths[order], where=sub),
+                              inverse)]
         parts = []
         for lo in range(0, max(len(starts), 1), self.chunk_records):
             s = starts[lo:lo + self.chunk_records]
@@ -128,13 +147,38 @@ class ExampleDecoder:
                 for name in self.spans:
                     cols[name] = ByteSpans.from_values(cols[name])
                 parts.append(cols)
-        return concat_columns(parts)
+        return parts
 
     # -- the vectorized path -------------------------------------------------------------
     def _fast(self, buf: bytes, a: np.ndarray, s: np.ndarray, e: np.ndarray) -> dict:
         n = len(s)
         if n == 0 or (e <= s).any():
             raise Fallback  # empty Examples (all features missing) are rare: slow path
+        spans = self._walk_compiled(a, s, e)
+        if spans is None:
+            spans = self._walk(a, s, e)
+        return {name: self._column(buf, a, n, name, r, vs, ve)
+                for name, (r, vs, ve) in zip(self._names, spans, strict=True)}
+
+    def _walk_compiled(self, a, s, e) -> list | None:
+        """:meth:`_walk` by :func:`records.read_kernels.walk_examples`; None where numba is
+        not installed or the kernel declines (then :meth:`_walk` decides)."""
+        kernels = compiled_kernels()
+        if kernels is None:
+            return None
+        vs = np.empty((len(self._names), len(s)), dtype=np.int64)
+        ve = np.empty_like(vs)
+        if not kernels.walk_examples(a, np.ascontiguousarray(s), np.ascontiguousarray(e),
+                                     self._key_bytes, self._key_off, vs, ve):
+            return None
+        spans = []
+        for k in range(len(self._names)):
+            r = np.flatnonzero(vs[k] >= 0)
+            spans.append((r, vs[k, r], ve[k, r]))
+        return spans
+
+    def _walk(self, a, s, e) -> list:
+        """Each spec feature's ``(records that have it (ascending), Feature starts, ends)``."""
         fs, fe = read_field(a, s, e, 0x0A)
         if (fe != e).any():
             raise Fallback  # trailing or repeated top-level fields
@@ -144,8 +188,8 @@ class ExampleDecoder:
         if (ve != ee).any():
             raise Fallback
         key_id = self._match_keys(a, ks, ke - ks)
-        out = {}
-        for k, name in enumerate(self._names):
+        spans = []
+        for k in range(len(self._names)):
             sel = np.flatnonzero(key_id == k)
             r = rec[sel]
             if len(r) > 1 and (r[1:] <= r[:-1]).any():  # not in record order
@@ -153,8 +197,8 @@ class ExampleDecoder:
                 sel, r = sel[order], r[order]
                 if (r[1:] == r[:-1]).any():
                     raise Fallback  # duplicate key: protobuf keeps the last one
-            out[name] = self._column(buf, a, n, name, r, vs[sel], ve[sel])
-        return out
+            spans.append((r, vs[sel], ve[sel]))
+        return spans
 
     def _entries(self, a, fs, fe):
         """Walks the Features map of every record; returns (record, start, end) per entry."""

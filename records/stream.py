@@ -10,7 +10,8 @@ Pipeline (per consumer = rank x DataLoader worker):
    compressed shards are decompressed from the index offset (data before it is
    decompressed and discarded). Pieces keep file order.
 2. *Check + decode* each piece (CRCs, then :class:`~records.batch_decode.ExampleDecoder`),
-   optionally on a small thread pool: numpy releases the GIL for most of it.
+   optionally on a small thread pool: numpy and the numba kernels of
+   :mod:`records.read_kernels` (CRCs, varints) release the GIL for most of it.
 3. *Shuffle* (optional): the stream is cut into windows of ``window`` records;
    window ``i`` is permuted with a seed of ``(seed, epoch, consumer, i)``.
 4. *Batch*: consecutive ``batch_size`` rows of the (permuted) stream.
@@ -258,14 +259,15 @@ class ConsumerStream:
         def run():
             checked = [(uri, *piece()) for uri, piece in group]  # (uri, block, errs, ended)
             blocks = [(uri, b) for uri, b, _, _ in checked if b is not None and len(b)]
-            cols = None
-            if blocks:
-                block, uris, which = _merge(blocks)
+            parts = []
+            for run_blocks in _runs(blocks, self.read_records // 2):
+                block, uris, which = _merge(run_blocks)
                 ids = block.indices
-                cols = self.decoder.decode(
+                parts += self.decoder.decode_chunks(
                     block.buf, block.starts, block.lengths,
-                    where=lambda i: f"{uris[which[i]]}: record #{int(ids[i])}")
-            return [(uri, errs, ended) for uri, _, errs, ended in checked], cols
+                    where=lambda i, uris=uris, which=which, ids=ids:
+                        f"{uris[which[i]]}: record #{int(ids[i])}")
+            return [(uri, errs, ended) for uri, _, errs, ended in checked], parts
         return run
 
     def _decoded(self, segments: list[Segment]) -> Iterator[dict]:
@@ -292,7 +294,7 @@ class ConsumerStream:
                     f.cancel()
 
     def _handle(self, results) -> Iterator[dict]:
-        for outcomes, cols in results:
+        for outcomes, parts in results:
             for uri, errs, ended in outcomes:
                 if uri in self._ended:
                     continue  # read ahead before we learnt the shard's framing was lost
@@ -300,8 +302,7 @@ class ConsumerStream:
                     errors.handle_corruption(err, self.on_corrupt, self.report)
                 if ended:
                     self._ended.add(uri)
-            if cols is not None and num_rows(cols):
-                yield cols
+            yield from (cols for cols in parts if num_rows(cols))
 
     def _ordered(self) -> Iterator[tuple[dict, np.ndarray | None]]:
         """(columns, row order) pieces of the permuted stream, resume skip applied."""
@@ -356,6 +357,23 @@ def _windows(decoded: Iterator[dict], size: int) -> Iterator[dict]:
                 parts, have = [], 0
     if have:
         yield concat_columns(parts)
+
+
+def _runs(blocks: list, size: int) -> Iterator[list]:
+    """Consecutive blocks grouped so that each group but the last holds >= ``size`` records.
+
+    A large block is decoded from its own read buffer; only small ones (small shards, the
+    tail of a shard) are copied together by :func:`_merge` for a decode large enough.
+    """
+    group, have = [], 0
+    for item in blocks:
+        group.append(item)
+        have += len(item[1])
+        if have >= size:
+            yield group
+            group, have = [], 0
+    if group:
+        yield group
 
 
 def _merge(blocks: list[tuple[str, RecordBlock]]) -> tuple[RecordBlock, list[str], np.ndarray]:

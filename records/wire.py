@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Fallback", "VARINT_CHUNK", "read_varints", "read_field", "packed_varints",
-           "gather_ranges"]
+__all__ = ["Fallback", "VARINT_CHUNK", "compiled_kernels", "read_varints", "read_field",
+           "packed_varints", "gather_ranges"]
 
 VARINT_CHUNK = 1024  # payloads per varint step: ~400 KB of temporaries stay in cache
 _SPARSE_SPAN = 8  # compact payloads first when they fill under 1/8 of the bytes they span
@@ -19,6 +19,26 @@ _SPARSE_SPAN = 8  # compact payloads first when they fill under 1/8 of the bytes
 
 class Fallback(Exception):
     """The fast path does not handle this chunk; use the protobuf path."""
+
+
+_KERNELS: list = []  # [module or None] once looked up
+
+
+def compiled_kernels():
+    """:mod:`records.read_kernels` where numba is installed, else None (numpy paths).
+
+    Imported on first use, so ``import records`` does not load numba.
+    """
+    if not _KERNELS:
+        try:
+            from records import read_kernels
+        except ModuleNotFoundError as err:  # no numba here (a GPU host)
+            if err.name not in ("numba", "llvmlite"):
+                raise
+            read_kernels = None
+        _KERNELS.append(read_kernels if read_kernels is not None and read_kernels.ENABLED
+                        else None)
+    return _KERNELS[0]
 
 
 def read_varints(a: np.ndarray, p: np.ndarray, limit: np.ndarray, max_bytes: int = 5):
@@ -78,8 +98,13 @@ def packed_varints(a: np.ndarray, ps: np.ndarray, pe: np.ndarray, size: int | No
     every value ends at a byte < 0x80 inside the payload. We find those, then read
     each value from its last byte and the (up to) two bytes before it; values of
     four or more bytes (>= 2**21, or negative) take the general path.
+
+    Where numba is installed, :mod:`records.read_kernels` decodes them in one pass instead.
     """
     n = len(ps)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        return _compiled_varints(kernels, a, ps, pe, size, out)
     if n > VARINT_CHUNK:  # keep the temporaries cache-sized
         parts = [packed_varints(a, ps[i:i + VARINT_CHUNK], pe[i:i + VARINT_CHUNK], size,
                                  None if out is None else out[i * size:(i + VARINT_CHUNK) * size])
@@ -138,6 +163,21 @@ def packed_varints(a: np.ndarray, ps: np.ndarray, pe: np.ndarray, size: int | No
     if out is None:
         return val.astype(np.int64), counts
     out[...] = val
+    return out, counts
+
+
+def _compiled_varints(kernels, a, ps, pe, size, out):
+    ps = np.ascontiguousarray(ps, dtype=np.int64)
+    pe = np.ascontiguousarray(pe, dtype=np.int64)
+    counts = np.empty(len(ps), dtype=np.int64)
+    if not kernels.count_varints(a, ps, pe, counts):
+        raise Fallback  # the last value runs past its payload
+    if size is not None and (counts != size).any():
+        raise Fallback
+    if out is None:
+        out = np.empty(int(counts.sum()), dtype=np.int64)
+    if not kernels.decode_varints(a, ps, pe, out):
+        raise Fallback  # a value of more than 10 bytes
     return out, counts
 
 

@@ -8,6 +8,8 @@ from records.batch_decode import ExampleDecoder, decode_slow
 from records.columns import Ragged, to_batch
 from records.spec import FixedLenFeature, VarLenFeature
 
+pytestmark = pytest.mark.usefixtures("read_path")  # numba kernels and numpy path
+
 SPEC = {
     "tok": FixedLenFeature((5,), "int64"),
     "big": FixedLenFeature((3,), "int64"),

@@ -7,6 +7,8 @@ from records.crc import masked_crc32c
 from records.errors import CorruptionReport, CorruptRecordError
 from records.framing import RecordFileWriter, frame_record, iter_record_blocks, iter_records
 
+pytestmark = pytest.mark.usefixtures("read_path")  # numba kernels and numpy path
+
 RECORDS = [b"", b"a", b"hello world" * 50, bytes(range(256)) * 3, b"z" * 70000]
 
 

@@ -42,6 +42,7 @@ def test_two_ranks_three_workers_read_every_record_once(toy_dataset, shuffle):
     assert (epochs[0] != epochs[1]) == shuffle
 
 
+@pytest.mark.usefixtures("read_path")
 def test_batches_decode_per_spec(toy_dataset):
     ds = RecordDataset(toy_dataset, batch_size=5)
     b = next(iter(ds))
@@ -143,6 +144,7 @@ def _corrupt_copy(toy_dataset, tmp_path):
     return str(dst), str(path), offsets[2]
 
 
+@pytest.mark.usefixtures("read_path")
 def test_corrupt_record_raises_or_is_skipped(toy_dataset, tmp_path):
     uri, path, offset = _corrupt_copy(toy_dataset, tmp_path)
     with pytest.raises(CorruptRecordError) as info:
@@ -155,6 +157,7 @@ def test_corrupt_record_raises_or_is_skipped(toy_dataset, tmp_path):
     assert [e.record_index for e in report.errors] == [2]
 
 
+@pytest.mark.usefixtures("read_path")
 def test_map_style_random_access(toy_dataset):
     ds = RecordIndexDataset(toy_dataset)
     assert len(ds) == 60
