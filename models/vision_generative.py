@@ -72,27 +72,28 @@ def _fd_finish(sums: Metrics, fakes: tuple[str, ...]) -> dict[str, Any]:
 def _vqgan_train_step(model: nn.Module, x: torch.Tensor, _: Any) -> tuple[torch.Tensor, Metrics]:
     raw = raw_module(model)
     cfg = raw.config
-    # The adaptive weight below backpropagates this graph with retain_graph=True before the
-    # trainer's own backward; AOTAutograd's donated buffers forbid that, so the compiled
-    # forward is built without them (the flag is read when the graph compiles: no-op eager).
+    # The adaptive weight backpropagates the compiled graph with retain_graph=True before the
+    # trainer's own backward. AOTAutograd's donated buffers forbid that, and it reads the flag
+    # both when it compiles the forward and when it (lazily) compiles and runs the backward,
+    # so the whole step runs without them (a no-op when eager).
     from torch._functorch import config as functorch_config
 
     with functorch_config.patch(donated_buffer=False):
         x_hat, terms = model(x)  # compiled / DDP: the generator and its own losses
-    loss = terms["nll"] + cfg.commitment * terms["commitment"]
-    metrics = {k: terms[k].detach() for k in ("rec", "perceptual", "commitment", "psnr", "usage",
-                                              "perplexity")}
-    zero = torch.zeros((), device=x.device)
-    if raw.adversarial_now():  # eager, outside the compiled forward
-        g_loss = raw.generator_adversarial(x_hat)
-        weight = cfg.disc_weight * adaptive_weight(terms["nll"], g_loss, raw.last_layer(),
-                                                   cfg.max_adaptive_weight)
-        loss = loss + weight * g_loss
-        metrics.update(raw.discriminator_step(x, x_hat), g_loss=g_loss.detach(),
-                       adaptive_weight=weight)
-    else:  # the same keys every step (ranks average them by name)
-        metrics.update(d_loss=zero, g_loss=zero, adaptive_weight=zero, logits_real=zero,
-                       logits_fake=zero)
+        loss = terms["nll"] + cfg.commitment * terms["commitment"]
+        metrics = {k: terms[k].detach() for k in ("rec", "perceptual", "commitment", "psnr",
+                                                  "usage", "perplexity")}
+        zero = torch.zeros((), device=x.device)
+        if raw.adversarial_now():  # eager, outside the compiled forward
+            g_loss = raw.generator_adversarial(x_hat)
+            weight = cfg.disc_weight * adaptive_weight(terms["nll"], g_loss, raw.last_layer(),
+                                                       cfg.max_adaptive_weight)
+            loss = loss + weight * g_loss
+            metrics.update(raw.discriminator_step(x, x_hat), g_loss=g_loss.detach(),
+                           adaptive_weight=weight)
+        else:  # the same keys every step (ranks average them by name)
+            metrics.update(d_loss=zero, g_loss=zero, adaptive_weight=zero, logits_real=zero,
+                           logits_fake=zero)
     raw.count_step()
     return loss, metrics
 

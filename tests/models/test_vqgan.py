@@ -62,6 +62,15 @@ def test_only_the_generator_trains_before_the_warm_up_then_both(tmp_path, images
     assert set(both.eval_metrics) >= {"mse", "psnr", "usage", "perceptual", "fd", "fd_features"}
 
 
+def test_the_compiled_step_takes_the_adaptive_weight_through_a_retained_graph(tmp_path, images):
+    # The adaptive weight backpropagates the compiled generator twice (retain_graph=True);
+    # AOTAutograd's donated buffers refuse that unless the whole step runs without them.
+    result = train_model("vqgan", dataset_uri=images, out_uri=(tmp_path / "c").as_uri(),
+                         model_config=MODEL, train_config=config(steps=5, compile=True))
+    assert result.train_metrics["adaptive_weight"] > 0 and result.train_metrics["d_loss"] > 0
+    torch._dynamo.reset()
+
+
 def test_resume_continues_the_discriminator_exactly(tmp_path, images):
     full = train_model("vqgan", dataset_uri=images, out_uri=(tmp_path / "full").as_uri(),
                        model_config=MODEL, train_config=config(steps=6))
