@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from records.example_codec import encode_example
@@ -34,3 +36,25 @@ def write_dataset(root, n: int = 60, *, shard_size: int = 7, compression=None,
             for i in range(n):
                 w.write(split, encode_example(make_example(i)))
     return uri
+
+
+def varint(n: int) -> bytes:
+    """The protobuf varint of ``n`` (negative ints as their 64-bit two's complement)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+# The first lines of a child process's script that must run as on a host without numba.
+NO_NUMBA = textwrap.dedent("""
+    import sys
+    class NoNumba:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("numba", "llvmlite"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    sys.meta_path.insert(0, NoNumba())
+""")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from records_testlib import varint
 
 from records import tfproto
 from records.batch_decode import ExampleDecoder, decode_slow
@@ -25,18 +26,8 @@ SPEC = {
 }
 
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _ld(field: int, payload: bytes) -> bytes:
-    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
+    return bytes([field << 3 | 2]) + varint(len(payload)) + payload
 
 
 def _feature(kind: str, values) -> bytes:
@@ -115,7 +106,7 @@ def test_permuted_offsets_keep_the_given_order(records):
 
 UNUSUAL = {
     "unpacked int64": _example([("s", _ld(3, b"\x08\x05")), ("tok", _ld(3, b"".join(
-        b"\x08" + _varint(i) for i in range(5))))]),
+        b"\x08" + varint(i) for i in range(5))))]),
     "duplicate key (last wins)": _example([("s", _feature("int64_list", [1])),
                                           ("s", _feature("int64_list", [2]))]),
     "features field twice (merged)": _example([("s", _feature("int64_list", [3]))])

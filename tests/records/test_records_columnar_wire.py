@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from records_testlib import NO_NUMBA
 
 from records.columnar_wire import COMPILED, Column, serialize_columns
 from records.example_codec import encode_example
@@ -109,13 +110,8 @@ def test_feature_names_must_be_str():
 
 def test_without_numba_the_numpy_path_writes_the_same_bytes():
     # A GPU host may lack numba: importing records must still work, on the numpy path.
-    code = textwrap.dedent("""
+    code = NO_NUMBA + textwrap.dedent("""
         import sys
-        class NoNumba:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("numba", "llvmlite"):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        sys.meta_path.insert(0, NoNumba())
         import numpy as np
         from records.columnar_wire import COMPILED, Column, serialize_columns
         from records.example_codec import encode_example

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from records_testlib import NO_NUMBA, varint
 
 from records import wire
 from records.batch_decode import ExampleDecoder
@@ -19,16 +20,6 @@ from records.wire import Fallback, packed_varints
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EDGES = [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**35, 2**63 - 1, -1, -(2**63), 300]
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _payloads(rows: list[bytes]):
@@ -71,17 +62,17 @@ def test_kernels_decode_like_numpy(case, monkeypatch):
     if wire.compiled_kernels() is None:
         pytest.fail("numba is a dependency of the test environment (setup.cfg dev extra)")
     rows, size = CASES[case]
-    a, ps, pe = _payloads([b"".join(map(_varint, r)) for r in rows])
+    a, ps, pe = _payloads([b"".join(map(varint, r)) for r in rows])
     compiled, numpy = _both(a, ps, pe, size, monkeypatch)
     expected = [v if v < 2**63 else v - 2**64 for r in rows for v in r]
     assert compiled == numpy == (expected, [len(r) for r in rows])
 
 
 BAD = {  # payload bytes -> every path falls back to protobuf
-    "last value runs past its payload": ([_varint(5) + b"\x81"], None),
+    "last value runs past its payload": ([varint(5) + b"\x81"], None),
     "11-byte varint": ([b"\xff" * 10 + b"\x01"], None),
-    "one value too many": ([_varint(1) * 3, _varint(1) * 2], 2),
-    "one value too few": ([_varint(1) * 2, _varint(1)], 2),
+    "one value too many": ([varint(1) * 3, varint(1) * 2], 2),
+    "one value too few": ([varint(1) * 2, varint(1)], 2),
 }
 
 
@@ -140,13 +131,8 @@ def test_index_mismatch_and_crc_checks_agree(monkeypatch):
 
 
 def test_without_numba_the_reader_takes_the_numpy_path():
-    code = textwrap.dedent("""
+    code = NO_NUMBA + textwrap.dedent("""
         import sys
-        class NoNumba:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("numba", "llvmlite"):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        sys.meta_path.insert(0, NoNumba())
         import numpy as np
         from records import wire
         from records.batch_decode import ExampleDecoder
