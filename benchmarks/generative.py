@@ -101,6 +101,8 @@ def train(kind: str, model_config, args, *, steps: int, precision: str, compile_
 def throughput(args) -> dict:
     rows: dict[str, dict] = {}
     for name, (kind, mcfg) in model_configs(args.smoke, args.size).items():
+        if args.kinds and name not in args.kinds:
+            continue
         rows[name] = {}
         for c in args.configs:
             precision, compile_, cl = CONFIGS[c]
@@ -259,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="fp16/bf16 eager too: a pure precision comparison, no compile time")
     p.add_argument("--configs", default=None,
                    help="comma list of fp32,bf16,fp16 (default all; smoke: fp32,bf16)")
+    p.add_argument("--kinds", default=None,
+                   help="throughput rows to run, a comma list of vqgan, vae-gaussian, vae-gumbel, "
+                        "flow-nice, flow-glow, rectified_flow (default all)")
     p.add_argument("--size", type=int, default=None, help="image side (default 32)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 50; smoke 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 10; smoke 1)")
@@ -299,6 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
                                         ).split(",") if c.strip()]
     if set(args.configs) - set(CONFIGS):
         p.error(f"unknown --configs {args.configs}")
+    args.kinds = [k.strip() for k in (args.kinds or "").split(",") if k.strip()]
+    if set(args.kinds) - set(model_configs(True, 32)):
+        p.error(f"unknown --kinds {args.kinds} (expected {list(model_configs(True, 32))})")
     args.dataset = write_dataset(args.out, size=args.size, count=args.images,
                                  eval_count=max(args.batch_size, args.images // 16))
     name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"

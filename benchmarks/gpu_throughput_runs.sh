@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_throughput_runs.sh                 # on the GPU host
 #   PARTS="zoo-peers gen" bash benchmarks/gpu_throughput_runs.sh
 #   PARTS="gen:150 det:110 input" bash benchmarks/gpu_throughput_runs.sh   # PART:seconds
+#   GEN_KINDS=vae-gumbel,flow-nice,flow-glow,rectified_flow PARTS="gen:300" bash ...  # some rows
 set -u
 OUT=${OUT:-/tmp/sf-throughput-out}
 PARTS=${PARTS:-"gen zoo-peers det zoo-trainer"}
@@ -25,7 +26,7 @@ for entry in $PARTS; do
     zoo-peers) cmd=(python3 benchmarks/vision_zoo.py --parts peers --warmup 5 --steps 20
                     --repeats 3 --out /tmp/sft-zoo) ;;
     gen) cmd=(python3 benchmarks/generative.py --no-compile --images 16384 --warmup 5
-              --steps 30 --repeats 3 --out /tmp/sft-gen) ;;
+              --steps 30 --repeats 3 --out /tmp/sft-gen ${GEN_KINDS:+--kinds "$GEN_KINDS"}) ;;
     det) cmd=(python3 benchmarks/detection.py --no-compile --images 8192 --warmup 10 --steps 40
               --out /tmp/sft-det) ;;
     zoo-trainer) cmd=(python3 benchmarks/vision_zoo.py --parts trainer --no-compile
