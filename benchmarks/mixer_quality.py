@@ -70,6 +70,8 @@ def mixer_settings(name: str, tiny: bool) -> tuple[str, dict]:
     """The mixer and config overrides of a --mixers name (a MIXERS name or a VARIANTS one)."""
     mixer, overrides = VARIANTS.get(name, (name, {}))
     return mixer, {**(TINY_MIXER_OVERRIDES.get(mixer, {}) if tiny else {}), **overrides}
+
+
 # --- posts -----------------------------------------------------------------------------
 
 def synthetic_docs(n: int, vocab: int, block: int, seed: int) -> list[np.ndarray]:
