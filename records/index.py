@@ -8,7 +8,6 @@ those tools can use our shards and we can use indexes made by them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -38,14 +37,16 @@ def write_index(path: str, offsets: Iterable[tuple[int, int]]) -> None:
 
 
 def _parse(data: bytes) -> np.ndarray | None:
-    # np.fromstring's text mode is a C parser, ~10x faster than splitting in Python;
-    # it only warns (instead of raising) on junk, so turn that warning into "malformed".
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            return np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")
-        except (DeprecationWarning, ValueError, UnicodeDecodeError):
-            return None
+    """The numbers of an index file, or None when it holds anything but decimal digits and
+    whitespace."""
+    # np.fromstring's text mode is a C parser, ~10x faster than splitting in Python, but it
+    # only warns on junk. The byte check (about 1 ns a byte) refuses junk first, so no warning
+    # filter is needed: changing the process's filters would race with other threads.
+    a = np.frombuffer(data, dtype=np.uint8)
+    digit_or_space = ((a - np.uint8(48)) < 10) | ((a - np.uint8(9)) < 5) | (a == 32)
+    if not digit_or_space.all():
+        return None
+    return np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")
 
 
 def read_index(path: str) -> np.ndarray:

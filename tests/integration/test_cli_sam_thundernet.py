@@ -37,7 +37,7 @@ def test_dense_kinds_train_from_the_image_shards(lake, model):
     root, common = lake
     assert main(["train", model, *common, "--device", "cpu"]) == 0
     [ckpt] = (root / "models" / model).glob("*/ckpt.pt")
-    lines = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").open()]
+    lines = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
     assert EVAL_KEYS[model] <= set(lines[-1]["eval"])  # evaluated on the eval split
     assert lines[-1]["eval"]["objects"] > 0  # the eval split's boxes reached the model

@@ -61,7 +61,7 @@ def test_eval_split_is_evaluated_and_details_are_json(tmp_path, toy_docs):
     result = train_model("lm", dataset_uri=uri, out_uri=(tmp_path / "run").as_uri(),
                          model_config=LMConfig.preset("tiny", vocab_size=V, block_size=32),
                          train_config=resume_config(steps=6, eval_every=3, log_every=2))
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(m["step"], m.get("eval", {}).get("step")) for m in lines] == [
         (1, None), (2, None), (3, 3), (4, None), (6, 6)]
     assert result.eval_metrics == lines[-1]["eval"]
@@ -193,7 +193,7 @@ def test_cuda_flash_compile_workers_and_resume(tmp_path, precision):
     more = train_model("lm", dataset_uri=uri, out_uri=out, model_config=model,
                        train_config=TrainConfig(steps=30, **cfg), resume=True)
     assert more.start_step == 20 and load_checkpoint(more.checkpoint_uri)["step"] == 30
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 5, 10, 15, 20, 21, 25, 30]
     assert all(0 <= m["input_wait"] < 1 and 0 < m["mfu"] < 1 for m in lines)
     assert all((m["loss_scale"] is not None) == (precision == "fp16") for m in lines)

@@ -76,7 +76,7 @@ def test_backbone_stays_bit_identical_and_only_the_heads_train(runs):
 
 def test_logged_loss_is_the_weighted_medusa_loss_and_it_drops(runs):
     tmp, _, _, medusa = runs
-    lines = [json.loads(line) for line in (tmp / "medusa" / "metrics.jsonl").open()]
+    lines = [json.loads(line) for line in (tmp / "medusa" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, STEPS + 1))
     for m in lines:
         assert m["loss"] == pytest.approx(0.5 * m["loss_parts"]["medusa"], rel=1e-6)
@@ -87,7 +87,7 @@ def test_logged_loss_is_the_weighted_medusa_loss_and_it_drops(runs):
 
 def test_evaluation_is_the_frozen_backbones_next_token_loss(runs):
     tmp, _, _, medusa = runs
-    base_lines = [json.loads(line) for line in (tmp / "base" / "metrics.jsonl").open()]
+    base_lines = [json.loads(line) for line in (tmp / "base" / "metrics.jsonl").read_text().splitlines()]
     base_eval = base_lines[-1]["eval"]
     assert medusa.eval_metrics["step"] == STEPS and base_eval["step"] == 30
     # The heads trained, the backbone and its LM head did not: the same next-token loss.
@@ -252,6 +252,6 @@ def test_cuda_medusa1_with_compile_and_fp16(runs):
     weights = load_checkpoint(result.checkpoint_uri)["model"]
     assert all(torch.equal(weights[k], v) for k, v in source.items())
     assert not all(torch.equal(weights[k], torch.zeros_like(weights[k])) for k in HEAD_KEYS)
-    lines = [json.loads(line) for line in (tmp / "cuda" / "metrics.jsonl").open()]
+    lines = [json.loads(line) for line in (tmp / "cuda" / "metrics.jsonl").read_text().splitlines()]
     for m in lines:  # compiled forwards still report their loss parts to the raw model
         assert m["loss"] == pytest.approx(0.5 * m["loss_parts"]["medusa"], rel=1e-5)
