@@ -67,7 +67,7 @@ from records.partition import (
 from records.scan import HEADER, OVERHEAD, check_frames
 from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature, validate_spec
 from records.stream import ConsumerStream, ShardReader
-from records.torch_batch import _pack_bytes, to_torch  # noqa: F401  (_pack_bytes: tests)
+from records.torch_batch import to_torch
 
 __all__ = ["RecordDataset", "RecordIndexDataset", "to_torch"]
 

@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader
 from records.batch_decode import ExampleDecoder, decode_slow
 from records.columns import ByteSpans
 from records.example_codec import encode_example
-from records.reader import RecordDataset, _pack_bytes
+from records.reader import RecordDataset
 from records.spec import FixedLenFeature, VarLenFeature
+from records.torch_batch import _pack_bytes
 
 
 def _image_records(rng: np.random.Generator, n: int) -> list[bytes]:
