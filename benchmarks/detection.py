@@ -228,6 +228,9 @@ def peer(args, uri: str, device: torch.device, steps: int) -> dict:
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % 100 == 0:  # progress of a run that a time limit may cut
+            print(f"peer step {step + 1}/{steps} loss {float(loss):.4f} "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         if step + 1 == args.warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -285,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ablations", default="cem,spatial_attention",
                    help="ThunderNet flags switched off one at a time in --quality ('' = none)")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--peer-only", action="store_true",
+                   help="quality: the torchvision peer alone (a process of its own on a shared GPU)")
     p.add_argument("--num-workers", type=int, default=None, help="default 6 on CUDA, 0 on CPU")
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
@@ -334,8 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
                                  precision=precision)
             print(f"sam: {quality['sam']['eval']}", file=sys.stderr)
         if "thundernet" in kinds:
-            variants = {"thundernet": {}}
-            for flag in filter(None, (a.strip() for a in args.ablations.split(","))):
+            variants = {} if args.peer_only else {"thundernet": {}}
+            ablations = "" if args.peer_only else args.ablations
+            for flag in filter(None, (a.strip() for a in ablations.split(","))):
                 variants[f"thundernet-no-{'sam' if flag == 'spatial_attention' else flag}"] = {
                     flag: False}
             for label, flags in variants.items():
@@ -356,8 +362,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "eval": {"map_50": float("nan")}}
                 quality["fasterrcnn_mobilenet_v3_large_fpn"] = r
                 print(f"peer: {r['eval']} {r['images_per_s']:,.0f} images/s", file=sys.stderr)
-                ours = quality["thundernet"]["eval"].get("map_50", float("nan"))
-                result["map_50_vs_peer"] = ours - r["eval"]["map_50"]
+                if "thundernet" in quality:
+                    ours = quality["thundernet"]["eval"].get("map_50", float("nan"))
+                    result["map_50_vs_peer"] = ours - r["eval"]["map_50"]
         result["quality"] = quality
     print("RESULT " + json.dumps(result, default=str), flush=True)
     return result

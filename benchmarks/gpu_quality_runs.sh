@@ -9,7 +9,7 @@
 #
 #   bash benchmarks/gpu_quality_runs.sh            # on the GPU host, $OUT set by the caller
 #   TIME=300 BUDGET=1000 bash benchmarks/gpu_quality_runs.sh
-#   RUNS="det" bash benchmarks/gpu_quality_runs.sh   # one group per call: gen, zoo, det, cuda
+#   RUNS="det" bash benchmarks/gpu_quality_runs.sh   # groups: gen, zoo, det, cuda, unet-ps
 #
 # On 2026-12-07 all eleven processes in one 535 s call finished the segmenter and SAM rows
 # only: ThunderNet (320 px) with its peer and ablations, and the generative parts, need a
@@ -52,7 +52,8 @@ fi
 if wanted det; then
 D="python3 benchmarks/detection.py --quality --num-workers $WORKERS"
 launch det-sam $D --models sam --out /tmp/sfq-det-sam
-launch det-tn $D --models thundernet --ablations "" --out /tmp/sfq-det-tn    # + the peer
+launch det-tn $D --models thundernet --ablations "" --no-peer --out /tmp/sfq-det-tn
+launch det-peer $D --models thundernet --peer-only --out /tmp/sfq-det-peer
 launch det-tn-cem $D --models thundernet --ablations cem --no-peer --out /tmp/sfq-det-cem
 launch det-tn-sam $D --models thundernet --ablations spatial_attention --no-peer \
   --out /tmp/sfq-det-sa
@@ -62,7 +63,16 @@ wanted cuda && launch pytest-cuda python3 -m pytest -q -m cuda -p no:cacheprovid
   tests/models/test_generative_cuda.py tests/models/test_ps_roi_align.py \
   tests/models/test_peft.py tests/models/test_train_vision.py
 
+if wanted unet-ps; then  # the one segmenter row the shared call of 2026-12-07 did not reach
+  launch zoo-unet-ps python3 benchmarks/vision_zoo.py --quality --quality-steps "$ZSTEPS" \
+    --num-workers "$WORKERS" --heads unet --upsamples pixel_shuffle --out /tmp/sfq-zoo-unet-ps
+fi
+
 wait
+# Every trainer run's metrics.jsonl: the progress of a run that TIME cut short.
+for f in /tmp/sfq-*/runs/*/metrics.jsonl; do
+  [[ -f $f ]] && cp "$f" "$LOGS/$(echo "${f#/tmp/}" | tr / _)"
+done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$LOGS/gpu.txt" 2>&1
 grep -h "RESULT\|^exit\|passed\|failed" "$LOGS"/*.log >"$OUT/quality-summary.txt" 2>/dev/null
 tar -czf "$OUT/quality-logs.tar.gz" -C "$LOGS" .
