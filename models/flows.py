@@ -12,9 +12,9 @@ A flow step is
     affine (RealNVP/Glow): actnorm; invertible 1x1 conv; y_b = (x_b + t(x_a)) * sigmoid(r(x_a) + 2)
 with x_a, x_b the two channel halves and m, (t, r) a small conv net whose last layer starts
 at zero, so every step starts as the identity (Glow). NICE ends with its diagonal scaling
-layer; Glow's actnorm initialises from the first training batch (zero mean, unit variance
-per channel; averaged over ranks under DDP). Every layer's inverse is exact, so
-``inverse(forward(x)) == x`` up to float error.
+layer; Glow's actnorm (zero mean, unit variance per channel) and NICE's scaling layer (unit
+variance per dimension) initialise from the first training batch, averaged over ranks under
+DDP. Every layer's inverse is exact, so ``inverse(forward(x)) == x`` up to float error.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 
 from models.flow_config import FlowConfig
 
-__all__ = ["ActNorm", "Coupling", "Flow", "FlowConfig", "InvConv1x1", "bits_per_dim",
+__all__ = ["ActNorm", "Coupling", "DiagonalScale", "Flow", "FlowConfig", "InvConv1x1", "bits_per_dim",
            "dequantize", "squeeze", "unsqueeze"]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -65,13 +65,15 @@ def bits_per_dim(log_py: torch.Tensor, dims: int) -> torch.Tensor:
     return -(log_py + dims * math.log(2.0 / 256.0)) / (dims * math.log(2.0))
 
 
-class ActNorm(nn.Module):
-    """y = (x + loc) * exp(logs) per channel; data-dependent init on the first training batch."""
+class _InitFromData(nn.Module):
+    """A layer whose parameters are set from its first training batch (Glow's actnorm trick).
 
-    def __init__(self, channels: int) -> None:
+    ``initialized`` is a buffer, so a loaded checkpoint is not re-initialised; subclasses
+    implement ``_init(x)`` and call :meth:`_init_once` at the top of ``forward``.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._ready: bool | None = None  # host copy of `initialized`: read once
 
@@ -79,32 +81,82 @@ class ActNorm(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._ready = None
 
-    @torch.compiler.disable
-    @torch.no_grad()
     def _init(self, x: torch.Tensor) -> None:
-        x = x.float()
-        mean = x.mean((0, 2, 3), keepdim=True)  # (1, C, 1, 1)
-        sq = x.pow(2).mean((0, 2, 3), keepdim=True)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            stats = torch.cat([mean, sq])
-            dist.all_reduce(stats)
-            mean, sq = (stats / dist.get_world_size()).chunk(2)
-        std = (sq - mean.pow(2)).clamp_min(0).sqrt()
-        self.loc.copy_(-mean)
-        self.logs.copy_(-torch.log(std + 1e-6))
-        self.initialized.fill_(True)
-        self._ready = True
+        raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _init_once(self, x: torch.Tensor) -> None:
         if self._ready is None:
             self._ready = bool(self.initialized)
         if self.training and not self._ready:
-            self._init(x)
+            self._init_no_grad(x)
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _init_no_grad(self, x: torch.Tensor) -> None:
+        self._init(x)
+        self.initialized.fill_(True)
+        self._ready = True
+
+
+def _moments(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``x`` over ``dims`` (kept), in float32, averaged over
+    the ranks under DDP so every rank initialises alike."""
+    x = x.float()
+    mean = x.mean(dims, keepdim=True)
+    sq = x.pow(2).mean(dims, keepdim=True)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        stats = torch.cat([mean, sq])
+        dist.all_reduce(stats)
+        mean, sq = (stats / dist.get_world_size()).chunk(2)
+    return mean, (sq - mean.pow(2)).clamp_min(0).sqrt()
+
+
+class ActNorm(_InitFromData):
+    """y = (x + loc) * exp(logs) per channel; data-dependent init on the first training batch."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def _init(self, x: torch.Tensor) -> None:
+        mean, std = _moments(x, (0, 2, 3))  # (1, C, 1, 1): zero mean, unit variance
+        self.loc.copy_(-mean)
+        self.logs.copy_(-torch.log(std + 1e-6))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._init_once(x)
         logdet = x.shape[2] * x.shape[3] * _wide(self.logs).sum()
         return (x + self.loc) * torch.exp(self.logs), logdet.expand(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * torch.exp(-self.logs) - self.loc
+
+
+class DiagonalScale(_InitFromData):
+    """NICE's scaling layer z * exp(log_scale) over all D dimensions (log-det: the sum).
+
+    It is NICE's only layer that changes volume, so its scales set how far the density can
+    tighten; from zero, Adam moves each by about the learning rate a step, thousands of
+    steps to reach the data's scale. It therefore starts at the inverse standard deviation
+    of each dimension on the first training batch (floored at ``min_std``), as actnorm does.
+    """
+
+    def __init__(self, dims: int, min_std: float = 1e-3) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(dims))
+        self.min_std = min_std
+
+    def _init(self, z: torch.Tensor) -> None:
+        _, std = _moments(z, (0,))
+        self.log_scale.copy_(-torch.log(std[0].clamp_min(self.min_std)))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._init_once(z)
+        return z * torch.exp(self.log_scale), self.log_scale.sum().expand(z.shape[0])
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * torch.exp(-self.log_scale)
 
 
 class InvConv1x1(nn.Module):
@@ -195,8 +247,16 @@ class Flow(nn.Module):
         shapes.append((c, s, s))
         self.levels = nn.ModuleList(levels)
         self.shapes = shapes
-        # NICE's diagonal scaling layer over all D dimensions of z
-        self.log_scale = nn.Parameter(torch.zeros(cfg.dims)) if not affine else None
+        self.scale = DiagonalScale(cfg.dims) if not affine else None  # NICE's last layer
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before the scaling layer became a module held its bare
+        # parameter, already trained: load it as an initialised DiagonalScale
+        old = state_dict.pop(prefix + "log_scale", None)
+        if old is not None:
+            state_dict[prefix + "scale.log_scale"] = old
+            state_dict[prefix + "scale.initialized"] = torch.ones((), dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, D) float32 and log|det dz/dy| (B,) of images ``y`` (B, C, S, S)."""
@@ -216,15 +276,15 @@ class Flow(nn.Module):
                 zs.append(z)
         zs.append(h)
         z = torch.cat([_wide(t).flatten(1) for t in zs], dim=1)  # (B, D)
-        if self.log_scale is not None:
-            z = z * torch.exp(self.log_scale)
-            logdet = logdet + self.log_scale.sum()
+        if self.scale is not None:
+            z, ld = self.scale(z)
+            logdet = logdet + ld
         return z, logdet
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Images (B, C, S, S) from latents ``z`` (B, D)."""
-        if self.log_scale is not None:
-            z = z * torch.exp(-self.log_scale)
+        if self.scale is not None:
+            z = self.scale.inverse(z)
         parts = torch.split(z, [c * s * s for c, s, _ in self.shapes], dim=1)
         zs = [p.reshape(-1, *shape) for p, shape in zip(parts, self.shapes, strict=True)]
         h = zs[-1]

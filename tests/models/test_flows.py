@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.flow_config import FlowConfig
-from models.flows import Flow, bits_per_dim, dequantize, squeeze, unsqueeze
+from models.flows import DiagonalScale, Flow, bits_per_dim, dequantize, squeeze, unsqueeze
 
 CONFIGS = {
     "nice": FlowConfig(coupling="additive", in_channels=3, image_size=4, levels=2, steps=2,
@@ -64,7 +64,7 @@ def test_log_determinant_equals_autograds_jacobian(name):
 
 def test_bits_per_dim_of_the_standard_normal_prior_at_init():
     cfg = FlowConfig(coupling="additive", image_size=4, levels=1, steps=1, hidden_channels=4)
-    flow = Flow(cfg)  # zero-initialised couplings and scale: z = squeeze(y)
+    flow = Flow(cfg).eval()  # zero-initialised couplings and scale: z = squeeze(y)
     y = dequantize(torch.zeros(2, 3, 4, 4))
     log_py = flow.log_prob(y)
     expected = -0.5 * (y.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)
@@ -97,3 +97,35 @@ def test_training_lowers_bits_per_dim_and_samples_invert(coupling):
     assert float(loss.detach()) < first - 0.5  # 8.8 -> 8.1 (NICE), 8.7 -> 7.5 (Glow)
     samples = flow.eval().sample(4, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (4, 3, 8, 8) and samples.abs().max() <= 1
+
+
+def test_nice_scaling_layer_starts_at_each_dimensions_inverse_std_and_only_once():
+    cfg = FlowConfig(coupling="additive", image_size=4, levels=1, steps=1, hidden_channels=4)
+    flow = Flow(cfg)  # couplings start as the identity: z = squeeze(y) before the scale
+    y = torch.randn(256, 3, 4, 4) * torch.linspace(0.05, 2.0, 48).view(1, 3, 4, 4)
+    z, logdet = flow(y)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(48), atol=1e-4)
+    assert torch.allclose(logdet, flow.scale.log_scale.sum().expand(256))
+    before = flow.scale.log_scale.detach().clone()
+    flow(y * 10)  # a later batch does not re-initialise
+    assert torch.equal(flow.scale.log_scale, before) and bool(flow.scale.initialized)
+
+
+def test_nice_scaling_layer_floors_the_std_of_constant_dimensions():
+    scale = DiagonalScale(4, min_std=1e-3)
+    z = torch.zeros(8, 4)
+    z[:, 0] = torch.arange(8.0)
+    scale(z)
+    assert torch.allclose(scale.log_scale[1:], torch.full((3,), -math.log(1e-3)))
+
+
+def test_a_checkpoint_with_the_bare_log_scale_parameter_loads_as_initialised():
+    cfg = FlowConfig(coupling="additive", image_size=4, levels=1, steps=1, hidden_channels=4)
+    state = {k: v for k, v in Flow(cfg).state_dict().items() if not k.startswith("scale.")}
+    state["log_scale"] = torch.full((48,), 0.5)  # the layout before DiagonalScale
+    flow = Flow(cfg)
+    flow.load_state_dict(state)
+    y = torch.randn(4, 3, 4, 4)
+    flow(y)  # training mode, yet the loaded scale stays
+    assert torch.allclose(flow.scale.log_scale, torch.full((48,), 0.5))
+    assert bool(flow.scale.initialized)
