@@ -23,6 +23,7 @@ BUDGET=${BUDGET:-2000}     # generative models' steps
 WORKERS=${WORKERS:-1}      # reader workers per process (16 cores for 11 processes)
 ZSTEPS=${ZSTEPS:-1500}     # segmenter steps
 RUNS=${RUNS:-"gen zoo det cuda"}
+GEN_PARTS=${GEN_PARTS:-"vq flow rf"}  # the gen group's processes
 LOGS=/tmp/sf-quality-logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
@@ -37,9 +38,11 @@ wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 
 if wanted gen; then
 G="python3 benchmarks/generative.py --quality --budget $BUDGET --num-workers $WORKERS"
-launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
-launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
-launch gen-rf $G --parts rf --classifier-steps 1000 --reflow-budget 300 --out /tmp/sfq-gen-rf
+[[ " $GEN_PARTS " == *" vq "* ]] &&
+  launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
+[[ " $GEN_PARTS " == *" flow "* ]] && launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
+[[ " $GEN_PARTS " == *" rf "* ]] &&
+  launch gen-rf $G --parts rf --classifier-steps 1000 --reflow-budget 300 --out /tmp/sfq-gen-rf
 fi
 
 if wanted zoo; then
