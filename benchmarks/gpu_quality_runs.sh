@@ -53,7 +53,7 @@ done
 fi
 
 if wanted det; then
-D="python3 benchmarks/detection.py --quality --num-workers $WORKERS"
+D="python3 benchmarks/detection.py --quality --num-workers $WORKERS ${DET_ARGS:-}"  # e.g. --tn-steps 800
 launch det-sam $D --models sam --out /tmp/sfq-det-sam
 launch det-tn $D --models thundernet --ablations "" --no-peer --out /tmp/sfq-det-tn
 launch det-peer $D --models thundernet --peer-only --out /tmp/sfq-det-peer
