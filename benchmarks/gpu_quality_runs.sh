@@ -9,7 +9,7 @@
 #
 #   bash benchmarks/gpu_quality_runs.sh            # on the GPU host, $OUT set by the caller
 #   TIME=300 BUDGET=1000 bash benchmarks/gpu_quality_runs.sh
-#   RUNS="det" bash benchmarks/gpu_quality_runs.sh   # groups: gen, zoo, det, cuda, unet-ps
+#   RUNS="det" bash benchmarks/gpu_quality_runs.sh   # groups: gen, zoo, det, sam, cuda, unet-ps
 #
 # On 2026-12-07 all eleven processes in one 535 s call finished the segmenter and SAM rows
 # only: ThunderNet (320 px) with its peer and ablations, and the generative parts, need a
@@ -22,7 +22,7 @@ TIME=${TIME:-540}          # seconds each process may run
 BUDGET=${BUDGET:-2000}     # generative models' steps
 WORKERS=${WORKERS:-1}      # reader workers per process (16 cores for 11 processes)
 ZSTEPS=${ZSTEPS:-1500}     # segmenter steps
-RUNS=${RUNS:-"gen zoo det cuda"}
+RUNS=${RUNS:-"gen zoo det sam cuda"}
 GEN_PARTS=${GEN_PARTS:-"vq flow rf"}  # the gen group's processes
 LOGS=/tmp/sf-quality-logs
 mkdir -p "$OUT" "$LOGS"
@@ -54,7 +54,6 @@ fi
 
 if wanted det; then
 D="python3 benchmarks/detection.py --quality --num-workers $WORKERS ${DET_ARGS:-}"  # e.g. --tn-steps 800
-launch det-sam $D --models sam --out /tmp/sfq-det-sam
 launch det-tn $D --models thundernet --ablations "" --no-peer --out /tmp/sfq-det-tn
 launch det-peer $D --models thundernet --peer-only --out /tmp/sfq-det-peer
 launch det-tn-cem $D --models thundernet --ablations cem --no-peer --out /tmp/sfq-det-cem
@@ -65,6 +64,8 @@ fi
 wanted cuda && launch pytest-cuda python3 -m pytest -q -m cuda -p no:cacheprovider \
   tests/models/test_generative_cuda.py tests/models/test_ps_roi_align.py \
   tests/models/test_peft.py tests/models/test_train_vision.py
+
+wanted sam && launch det-sam $D --models sam --out /tmp/sfq-det-sam
 
 if wanted unet-ps; then  # the one segmenter row the shared call of 2026-12-07 did not reach
   launch zoo-unet-ps python3 benchmarks/vision_zoo.py --quality --quality-steps "$ZSTEPS" \
