@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ablations", default="cem,spatial_attention",
                    help="ThunderNet flags switched off one at a time in --quality ('' = none)")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--no-full", action="store_true",
+                   help="quality: only the ablations (and the peer), not the full ThunderNet")
     p.add_argument("--peer-only", action="store_true",
                    help="quality: the torchvision peer alone (a process of its own on a shared GPU)")
     p.add_argument("--num-workers", type=int, default=None, help="default 6 on CUDA, 0 on CPU")
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  precision=precision)
             print(f"sam: {quality['sam']['eval']}", file=sys.stderr)
         if "thundernet" in kinds:
-            variants = {} if args.peer_only else {"thundernet": {}}
+            variants = {} if args.peer_only or args.no_full else {"thundernet": {}}
             ablations = "" if args.peer_only else args.ablations
             for flag in filter(None, (a.strip() for a in ablations.split(","))):
                 variants[f"thundernet-no-{'sam' if flag == 'spatial_attention' else flag}"] = {

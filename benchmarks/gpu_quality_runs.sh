@@ -52,12 +52,13 @@ for head in fcn unet deeplab; do
 done
 fi
 
-if wanted det; then
 D="python3 benchmarks/detection.py --quality --num-workers $WORKERS ${DET_ARGS:-}"  # e.g. --tn-steps 800
+if wanted det; then  # ThunderNet, its peer and each ablation: four processes
 launch det-tn $D --models thundernet --ablations "" --no-peer --out /tmp/sfq-det-tn
 launch det-peer $D --models thundernet --peer-only --out /tmp/sfq-det-peer
-launch det-tn-cem $D --models thundernet --ablations cem --no-peer --out /tmp/sfq-det-cem
-launch det-tn-sam $D --models thundernet --ablations spatial_attention --no-peer \
+launch det-tn-cem $D --models thundernet --ablations cem --no-full --no-peer \
+  --out /tmp/sfq-det-cem
+launch det-tn-sam $D --models thundernet --ablations spatial_attention --no-full --no-peer \
   --out /tmp/sfq-det-sa
 fi
 
