@@ -229,7 +229,7 @@ def peer(args, uri: str, device: torch.device, steps: int) -> dict:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0:  # progress of a run that a time limit may cut
-            print(f"peer step {step + 1}/{steps} loss {float(loss):.4f} "
+            print(f"peer step {step + 1}/{steps} loss {float(loss.detach()):.4f} "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         if step + 1 == args.warmup:
             if device.type == "cuda":
