@@ -66,7 +66,7 @@ from records.partition import (
 )
 from records.scan import HEADER, OVERHEAD, check_frames
 from records.spec import FeatureSpec, FixedLenFeature, VarLenFeature, validate_spec
-from records.stream import ConsumerStream, ShardReader
+from records.stream import ConsumerStream, IndexCache, ShardReader
 from records.torch_batch import to_torch
 
 __all__ = ["RecordDataset", "RecordIndexDataset", "to_torch"]
@@ -151,6 +151,9 @@ class RecordDataset(IterableDataset):
         self.rank, self.world_size = _dist_defaults(rank, world_size)
         self.threads = threads
         self._counts = [s.records for s in self.split_info.shards]
+        # shard .idx arrays read in this process, kept across epochs (a worker that lives
+        # across epochs reads each index once); filled lazily by the epoch's ConsumerStream
+        self._indexes = IndexCache()
         self.epoch = 0
         self.batches_consumed = 0
         # epoch -> positions earlier jobs consumed (elastic resume); this job reads the rest
@@ -267,7 +270,7 @@ class RecordDataset(IterableDataset):
             drop_last=self.drop_last, shuffle=self.shuffle, window=self.shuffle_buffer,
             seed=self.seed, epoch=epoch, skip_batches=skip_batches,
             verify_crc=self.verify_crc, on_corrupt=self.on_corrupt, report=self.report,
-            threads=threads)
+            threads=threads, index_cache=self._indexes)
         for batch in stream:
             yield to_torch(batch, self.spec, bytes_as=self.bytes_as, varlen_as=self.varlen_as)
 

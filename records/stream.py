@@ -42,9 +42,33 @@ from records.partition import Plan, Segment, window_permutation
 from records.scan import FOOTER, HEADER, OVERHEAD, check_frames
 from records.uri import join, resolve, to_uri
 
-__all__ = ["ConsumerStream", "ShardReader"]
+__all__ = ["ConsumerStream", "IndexCache", "ShardReader"]
 
 READ_RECORDS = 8192  # records per read/decode piece: big enough to amortize numpy calls
+
+
+class IndexCache:
+    """Shard indexes kept across epochs by one process, up to ``max_bytes``.
+
+    An index costs 16 bytes a record, so the bound keeps a worker's memory flat on large
+    splits: past it, the remaining indexes are read afresh each epoch, as without a cache.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, path: str) -> np.ndarray | None:
+        return self._arrays.get(path)
+
+    def put(self, path: str, index: np.ndarray) -> None:
+        if path not in self._arrays and self.nbytes + index.nbytes <= self.max_bytes:
+            self._arrays[path] = index
+            self.nbytes += index.nbytes
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 class ShardReader:
@@ -56,7 +80,8 @@ class ShardReader:
         compression: the dataset's compression.
     """
 
-    def __init__(self, root: str, info: ShardInfo, compression: str | None) -> None:
+    def __init__(self, root: str, info: ShardInfo, compression: str | None,
+                 index_cache: IndexCache | None = None) -> None:
         fs, base = resolve(root)
         self.fs = fs
         self.path = join(base, info.path)
@@ -65,9 +90,17 @@ class ShardReader:
         self.info = info
         self.compression = normalize_compression(compression)
         self._index: np.ndarray | None = None
+        self._index_cache = index_cache
 
     def index(self) -> np.ndarray | None:
-        """The shard's ``(offset, framed_length)`` index, or None if the file is missing."""
+        """The shard's ``(offset, framed_length)`` index, or None if the file is missing.
+
+        A checked index goes into ``index_cache`` when one was given, and is taken from there
+        by later readers of the same shard (the next epoch's).
+        """
+        cache = self._index_cache
+        if self._index is None and cache is not None:
+            self._index = cache.get(self.index_path)
         if self._index is None:
             if not self.fs.exists(self.index_path):
                 return None
@@ -77,6 +110,8 @@ class ShardReader:
                                          f"but the manifest says {self.info.records}",
                                          errors.INDEX_MISMATCH)
             self._index = idx
+            if cache is not None:
+                cache.put(self.index_path, idx)
         return self._index
 
     def pieces(self, start: int, stop: int, read_records: int) -> Iterator[Callable]:
@@ -193,6 +228,8 @@ class ConsumerStream:
             :func:`records.framing.iter_records`).
         threads: decode threads (1 = decode inline).
         read_records: records per read/decode piece.
+        index_cache: shard indexes already read, shared with the next epoch's stream by
+            the dataset that makes them; None reads every index afresh.
     """
 
     def __init__(self, *, root: str, shards: list[ShardInfo], compression: str | None,
@@ -200,7 +237,8 @@ class ConsumerStream:
                  drop_last: bool, shuffle: bool, window: int, seed: int, epoch: int,
                  skip_batches: int = 0, verify_crc: bool = True, on_corrupt: str = "raise",
                  report: Callable | None = None, threads: int = 1,
-                 read_records: int | None = None) -> None:
+                 read_records: int | None = None,
+                 index_cache: IndexCache | None = None) -> None:
         errors.check_on_corrupt(on_corrupt)
         self.root, self.shards, self.compression = root, shards, compression
         self.decoder, self.plan, self.consumer = decoder, plan, consumer
@@ -211,12 +249,14 @@ class ConsumerStream:
         self.verify_crc, self.on_corrupt, self.report = verify_crc, on_corrupt, report
         self.threads = max(int(threads), 1)
         self.read_records = read_records or READ_RECORDS
+        self._index_cache = index_cache
         self._readers: dict[int, ShardReader] = {}
         self._ended: set[str] = set()  # shards whose tail is unreadable (skip mode)
 
     def _reader(self, shard: int) -> ShardReader:
         if shard not in self._readers:
-            r = ShardReader(self.root, self.shards[shard], self.compression)
+            r = ShardReader(self.root, self.shards[shard], self.compression,
+                            index_cache=self._index_cache)
             r._verify, r._on_corrupt, r._report = self.verify_crc, self.on_corrupt, self.report
             self._readers[shard] = r
         return self._readers[shard]

@@ -212,3 +212,42 @@ def test_bytes_as_uint8_and_varlen_as_nested(toy_dataset):
         [], [0], [0, 1], [], [0]]
     with pytest.raises(ValueError, match="bytes_as"):
         RecordDataset(toy_dataset, batch_size=5, bytes_as="tensor")
+
+
+def test_each_shard_index_is_read_once_for_all_epochs_of_a_dataset(tmp_path, monkeypatch):
+    import records.stream
+
+    uri = write_dataset(tmp_path, n=27, shard_size=5)  # 6 shards
+    read = []
+    real = records.stream.read_index
+    monkeypatch.setattr(records.stream, "read_index", lambda p: read.append(p) or real(p))
+    ds = RecordDataset(uri, batch_size=4, shuffle=True, seed=5, shuffle_buffer=8)
+    epochs = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        epochs.append([b["label"].tolist() for b in ds])
+    assert len(read) == len(set(read)) == 6
+    fresh = RecordDataset(uri, batch_size=4, shuffle=True, seed=5, shuffle_buffer=8)
+    fresh.set_epoch(2)  # a cached index reads the same batches as a fresh one
+    assert [b["label"].tolist() for b in fresh] == epochs[2] != epochs[1]
+
+
+def test_an_index_that_disagrees_with_the_manifest_is_refused_on_every_epoch(tmp_path):
+    uri = write_dataset(tmp_path, n=12, shard_size=5)
+    idx = sorted((tmp_path / "records" / "toy" / "v=1").rglob("*.idx"))[0]
+    idx.write_text("".join(idx.read_text().splitlines(keepends=True)[:-1]))  # one line short
+    ds = RecordDataset(uri, batch_size=4)
+    for epoch in range(2):  # a refused index is not cached
+        ds.set_epoch(epoch)
+        with pytest.raises(CorruptRecordError, match="index lists 4 records"):
+            list(ds)
+
+
+def test_the_index_cache_keeps_no_more_than_its_byte_bound():
+    from records.stream import IndexCache
+
+    cache = IndexCache(max_bytes=3 * 16 * 10)  # three 10-record indexes
+    for i in range(5):
+        cache.put(f"s{i}.idx", np.zeros((10, 2), dtype=np.int64))
+    assert len(cache) == 3 and cache.nbytes == 480
+    assert cache.get("s2.idx") is not None and cache.get("s3.idx") is None
