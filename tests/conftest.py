@@ -38,7 +38,12 @@ def spark_config(spark_lake):
 def spark(spark_lake, spark_config):
     from pipelines.spark.session import build_session
 
-    session = build_session(spark_config.spark, spark_lake)
+    # Spark's local driver heap defaults to 1g; the suite's one session accumulates plans,
+    # metastore state and broadcast tables over ~400 Spark tests, and near the end 1g once
+    # ran out ("Not enough memory to build and broadcast the table"): give it room.
+    spark_cfg = spark_config.spark.model_copy(
+        update={"conf": {"spark.driver.memory": "3g", **spark_config.spark.conf}})
+    session = build_session(spark_cfg, spark_lake)
     yield session
     session.stop()
 
