@@ -218,16 +218,17 @@ def quality(args) -> dict:
         rf_base = RectifiedFlowConfig.preset("tiny" if args.smoke else "small",
                                              image_size=args.size, num_classes=3)
         rf_runs = {}
-        for sampling in ("logit_normal", "uniform"):
+        for sampling in args.rf_timesteps:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
             rf_runs[sampling] = res.checkpoint_uri
             out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps)
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
-        student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
-                                      reflow_steps=32)
-        res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
-        out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
-        print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
+        if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
+            student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
+                                          reflow_steps=32)
+            res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
+            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
+            print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
 
@@ -274,7 +275,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=None, help="train images (default 32768)")
     p.add_argument("--quality", action="store_true", help="the comparisons at a fixed budget")
     p.add_argument("--budget", type=int, default=None, help="quality steps (default 3000)")
-    p.add_argument("--reflow-budget", type=int, default=None, help="2-RF steps (default 1000)")
+    p.add_argument("--reflow-budget", type=int, default=None,
+                   help="2-RF steps (default 1000; 0: no reflow)")
+    p.add_argument("--rf-timesteps", default="logit_normal,uniform",
+                   help="quality rf: the 1-RF timestep samplings to train, in order (one per "
+                        "process lets two processes share a GPU; reflow needs logit_normal)")
     p.add_argument("--eval-batches", type=int, default=None, help="FD batches (default 16)")
     p.add_argument("--euler-steps", default="1,2,4,8,32")
     p.add_argument("--parts", default=",".join(QUALITY_PARTS),
@@ -296,7 +301,12 @@ def main(argv: list[str] | None = None) -> dict:
     args.num_workers = args.num_workers if args.num_workers is not None else (4 if cuda else 0)
     args.images = args.images or (48 if s else 32768)
     args.budget = args.budget or (4 if s else 3000)
-    args.reflow_budget = args.reflow_budget or (2 if s else 1000)
+    if args.reflow_budget is None:
+        args.reflow_budget = 2 if s else 1000
+    args.rf_timesteps = [t for t in args.rf_timesteps.split(",") if t]
+    unknown = sorted(set(args.rf_timesteps) - {"logit_normal", "uniform"})
+    if unknown:
+        p.error(f"--rf-timesteps: unknown {unknown}; choose from logit_normal, uniform")
     args.eval_batches = args.eval_batches or (1 if s else 16)
     args.euler_steps = [int(n) for n in args.euler_steps.split(",")]
     args.quality_precision = args.quality_precision or ("bf16" if cuda else "fp32")

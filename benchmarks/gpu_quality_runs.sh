@@ -23,7 +23,7 @@ BUDGET=${BUDGET:-2000}     # generative models' steps
 WORKERS=${WORKERS:-1}      # reader workers per process (16 cores for 11 processes)
 ZSTEPS=${ZSTEPS:-1500}     # segmenter steps
 RUNS=${RUNS:-"gen zoo det sam cuda"}
-GEN_PARTS=${GEN_PARTS:-"vq flow rf"}  # the gen group's processes
+GEN_PARTS=${GEN_PARTS:-"vq flow rf rf-uniform"}  # the gen group's processes
 LOGS=/tmp/sf-quality-logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
@@ -41,8 +41,14 @@ G="python3 benchmarks/generative.py --quality --budget $BUDGET --num-workers $WO
 [[ " $GEN_PARTS " == *" vq "* ]] &&
   launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
 [[ " $GEN_PARTS " == *" flow "* ]] && launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
+# The rectified flow as two processes: logit-normal 1-RF then its 2-RF, and uniform 1-RF
+# (one process ran 1,500-step 1-RFs at 151 s each plus their FDs: it did not fit 420 s).
 [[ " $GEN_PARTS " == *" rf "* ]] &&
-  launch gen-rf $G --parts rf --classifier-steps 1000 --reflow-budget 300 --out /tmp/sfq-gen-rf
+  launch gen-rf $G --parts rf --rf-timesteps logit_normal --classifier-steps 1000 \
+    --reflow-budget 300 --out /tmp/sfq-gen-rf
+[[ " $GEN_PARTS " == *" rf-uniform "* ]] &&
+  launch gen-rf-uniform $G --parts rf --rf-timesteps uniform --classifier-steps 1000 \
+    --reflow-budget 0 --out /tmp/sfq-gen-rf-uniform
 fi
 
 if wanted zoo; then
