@@ -56,6 +56,10 @@ TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=256, multiple_of=32)
 # Per-mixer settings of this benchmark (printed with the results): FLASH's group size 256
 # for GAU (its chunk states then take 4x less memory than at 64), a 1024-token window.
 OVERRIDES = {"gau": {"chunk_size": 256}, "sliding_window": {"window": 1024}}
+# Rows that are a mixer with a setting: mamba2's scan kernel, side by side (LMConfig.ssm_kernel;
+# plain "mamba2" is "auto": fla-core's Triton kernel on CUDA when installed).
+VARIANTS = {"mamba2_torch": ("mamba2", {"ssm_kernel": "torch"}),
+            "mamba2_fla": ("mamba2", {"ssm_kernel": "fla"})}
 def _set_compile_limits() -> None:
     """Every (mixer, T) compiles Block.forward once more: raise dynamo's per-code limit."""
     for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
@@ -188,19 +192,26 @@ def main(argv: list[str] | None = None) -> dict:
     args.warmup = args.warmup or (1 if args.tiny else 2)
     args.repeats = args.repeats or (2 if args.tiny else 3)
     mixers = [m.strip() for m in args.mixers.split(",") if m.strip()]
-    unknown = [m for m in mixers if m not in MIXERS]
+    unknown = [m for m in mixers if m not in MIXERS and m not in VARIANTS]
     if unknown or min(args.warmup, args.steps, args.repeats) < 1:
-        p.error(f"unknown --mixers {unknown} (expected {MIXERS}) or a non-positive count")
+        p.error(f"unknown --mixers {unknown} (expected {MIXERS + tuple(VARIANTS)}) or a "
+                f"non-positive count")
     if cuda:
         _set_compile_limits()
         torch.backends.cuda.matmul.allow_tf32 = True
     base, overrides = (TINY, TINY_MIXER_OVERRIDES) if args.tiny else (SMALL, OVERRIDES)
     target = count_params(LMConfig(**base))
 
+    def settings(row: str) -> dict:  # what a row sets beyond the matched config
+        name, setting = VARIANTS.get(row.removesuffix("+ckpt"), (row.removesuffix("+ckpt"), {}))
+        return {**overrides.get(name, {}), **setting}
+
     configs, notes = {}, {}
     for mixer in mixers:
+        name, setting = VARIANTS.get(mixer, (mixer, {}))
         try:
-            configs[mixer] = matched_config(mixer, base, target, **overrides.get(mixer, {}))
+            configs[mixer] = matched_config(name, base, target,
+                                            **{**overrides.get(name, {}), **setting})
         except Exception as err:  # a mixer that cannot build is skipped
             notes[mixer] = f"skipped: {type(err).__name__}: {err}"
             print(f"{mixer}: {notes[mixer]}", file=sys.stderr)
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"lengths {lengths}", file=sys.stderr)
     for row, (cfg, _) in rows.items():
         print(f"  {row:<15} n_layer {cfg.n_layer:>2}  {params[row] / 1e6:7.2f}M params "
-              f"({params[row] / target - 1:+.1%} vs attention)  {overrides.get(cfg.mixer, {})}",
+              f"({params[row] / target - 1:+.1%} vs attention)  {settings(row)}",
               file=sys.stderr)
 
     cells: dict[str, dict[int, dict]] = {row: {} for row in rows}
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
               "lengths": lengths, "compile": args.compile, "bf16": cuda,
               "steps": args.steps, "repeats": args.repeats,
               "params": params, "n_layer": {row: cfg.n_layer for row, (cfg, _) in rows.items()},
-              "overrides": {m: overrides.get(m, {}) for m in configs},
+              "overrides": {m: settings(m) for m in configs},
               "cells": {row: {str(T): c for T, c in cs.items()} for row, cs in cells.items()},
               "ratio_vs_attention": {row: {str(T): r for T, r in rs.items()}
                                      for row, rs in ratios.items()},

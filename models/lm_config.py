@@ -21,7 +21,8 @@ from models.config_fields import (
     preset_values,
 )
 
-__all__ = ["ATTENTION_BACKENDS", "GAU_ATTENTIONS", "LMConfig", "LM_PRESETS", "MIXERS", "RECURRENT"]
+__all__ = ["ATTENTION_BACKENDS", "GAU_ATTENTIONS", "LMConfig", "LM_PRESETS", "MIXERS", "RECURRENT",
+           "SSM_KERNELS"]
 
 # What TrainConfig.attention and models.attention.sdpa_backend(backend=...) accept.
 ATTENTION_BACKENDS = ("auto", "math", "cudnn")
@@ -30,6 +31,9 @@ MIXERS = ("attention", "gau", "linear", "sliding_window", "mamba2", "s4d")
 # Mixers that decode from a fixed-size state instead of keys/values (no cache rollback).
 RECURRENT = frozenset({"linear", "s4d", "mamba2"})
 GAU_ATTENTIONS = ("squared_relu", "softmax")  # LMConfig.gau_attention
+# LMConfig.ssm_kernel: mamba2's scan. "torch" = models.mixers.ssd (every device), "fla" =
+# fla-core's Triton kernel (CUDA), "auto" = fla on CUDA when it is installed, else torch.
+SSM_KERNELS = ("auto", "torch", "fla")
 
 LM_PRESETS: dict[str, dict[str, Any]] = {
     # CPU unit tests: a forward+backward takes milliseconds.
@@ -72,6 +76,7 @@ class LMConfig:
     ssm_expand: int = 2  # mamba2 inner width = expand * C
     ssm_head_dim: int = 64  # mamba2 head width P
     ssm_conv: int = 4  # mamba2 depthwise causal conv kernel
+    ssm_kernel: str = "auto"  # mamba2's SSD scan: a name of SSM_KERNELS
 
     def __post_init__(self) -> None:
         self._check_mixer()
@@ -84,6 +89,7 @@ class LMConfig:
         positive_ints(self, ("window", "chunk_size", "gau_expansion", "gau_qk_dim", "ssm_state",
                              "ssm_expand", "ssm_head_dim", "ssm_conv"))
         check_choice(self, "gau_attention", GAU_ATTENTIONS)
+        check_choice(self, "ssm_kernel", SSM_KERNELS)
         if self.gau_qk_dim % 2:
             raise FieldValueError("LMConfig", "gau_qk_dim", f"RoPE needs an even width, got "
                                   f"{self.gau_qk_dim}")

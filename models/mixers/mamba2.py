@@ -6,10 +6,12 @@ size P = ssm_head_dim and state size N = ssm_state (one group of B/C, as ``mamba
     z, xBC, dt = in_linear(x)              # (B, T, E), (B, T, E + 2N), (B, T, nh)
     x, B, C = silu(causal_conv1d(xBC))     # depthwise, kernel ssm_conv, over time
     dt = softplus(dt + dt_bias); A = -exp(A_log)
-    y = SSD(x, dt, A, B, C) + D * x        # models.mixers.ssd, chunks of chunk_size
+    y = SSD(x, dt, A, B, C) + D * x        # models.mixers.ssd (or ssd_fla), chunked
     out = out_proj(rmsnorm(y * silu(z)))   # gated RMSNorm, then back to C
 
-Training and prefill run the chunked scan (:func:`~models.mixers.ssd.ssd_chunked`); with a
+Training and prefill run the chunked scan: :func:`~models.mixers.ssd.ssd_chunked` in PyTorch,
+or on CUDA fla-core's Triton kernel (:func:`~models.mixers.ssd_fla.ssd_fla`), as
+``LMConfig.ssm_kernel`` says ("auto": fla when installed and on CUDA). With a
 :class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] = (conv_state,
 ssm_state)``: the last ssm_conv - 1 conv inputs (B, E + 2N, ssm_conv - 1) and the SSM
 state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers.ssd import ssd_chunked, ssd_step
+from models.mixers.ssd_fla import fla_available, ssd_fla
 
 if TYPE_CHECKING:
     from models.kv_cache import KVCache
@@ -59,6 +62,7 @@ class Mamba2(nn.Module):
             )
         self.d_inner, self.head_dim, self.d_state, self.n_heads = E, P, N, E // P
         self.d_conv, self.chunk_size = cfg.ssm_conv, cfg.chunk_size
+        self.kernel = cfg.ssm_kernel  # "auto" | "torch" | "fla"
         self.conv_dim = E + 2 * N  # x, B and C go through the conv together
         # Named so DecoderLM's 1/sqrt(2 * n_layer) rescale of "*proj.weight" hits out_proj only.
         self.in_linear = nn.Linear(C, 2 * E + 2 * N + self.n_heads, bias=cfg.bias)
@@ -123,10 +127,20 @@ class Mamba2(nn.Module):
         xBC = F.silu(F.conv1d(u, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))
         xs, B, C = xBC.transpose(1, 2).split([E, N, N], dim=-1)  # (B, T, E), (B, T, N) x2
         xs = xs.reshape(Bsz, T, nh, P)  # (B, T, nh, P)
-        y, ssm_state = ssd_chunked(xs, dt, A, B, C, self.chunk_size, ssm_state)
+        if self._use_fla(xs):
+            y, ssm_state = ssd_fla(xs, dt, A, B, C, ssm_state, output_final_state=keep_state)
+        else:
+            y, ssm_state = ssd_chunked(xs, dt, A, B, C, self.chunk_size, ssm_state)
         y = y + xs * self.D[:, None].to(y.dtype)  # (B, T, nh, P)
         new_state = (u[..., u.size(-1) - (k - 1):], ssm_state) if keep_state else None
         return y.reshape(Bsz, T, E), new_state
+
+    def _use_fla(self, x: torch.Tensor) -> bool:
+        """Whether this scan runs on fla's kernel: always for "fla" (which then raises where
+        it cannot run), never for "torch", on CUDA with fla-core installed for "auto"."""
+        if self.kernel == "auto":
+            return x.is_cuda and fla_available()
+        return self.kernel == "fla"
 
     def _step(
         self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: tuple

@@ -1,0 +1,135 @@
+"""Mamba-2's scan on fla-core's Triton kernel against the PyTorch chunked SSD.
+
+The CPU tests check the switch (``LMConfig.ssm_kernel``); the ``cuda`` ones, run on the GPU
+host with fla-core installed (``.[gpu]``), check the kernel itself: outputs, final states and
+every gradient equal the reference scan's, and a compiled mamba2 LM trains on it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.config_fields import FieldValueError
+from models.kv_cache import KVCache
+from models.lm import DecoderLM, LMConfig
+from models.mixers.mamba2 import Mamba2
+from models.mixers.ssd import ssd_chunked
+from models.mixers.ssd_fla import fla_available, ssd_fla
+
+
+def mamba2(kernel: str, **overrides) -> Mamba2:
+    torch.manual_seed(0)
+    cfg = LMConfig.preset("tiny", mixer="mamba2", ssm_kernel=kernel,
+                          **{"ssm_state": 16, "ssm_head_dim": 32, "chunk_size": 8, **overrides})
+    return Mamba2(cfg, 0)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+# --- the switch, on any machine ---------------------------------------------------------
+
+
+def test_an_unknown_kernel_is_refused_by_name():
+    with pytest.raises(FieldValueError, match="ssm_kernel"):
+        LMConfig.preset("tiny", mixer="mamba2", ssm_kernel="triton")
+
+
+def test_auto_runs_the_pytorch_scan_off_cuda():
+    x = torch.randn(2, 21, 64)
+    auto, ref = mamba2("auto"), mamba2("torch")
+    assert not auto._use_fla(x)
+    torch.testing.assert_close(auto(x), ref(x), rtol=0, atol=0)
+
+
+def test_fla_off_cuda_fails_with_what_it_needs():
+    with pytest.raises(RuntimeError, match="fla"):
+        mamba2("fla")(torch.randn(1, 5, 64))
+
+
+# --- the kernel, on the GPU host ----------------------------------------------------------
+
+
+def ssd_inputs(b, T, h, p, n, seed, dtype=torch.float32, state=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, T, h, p, generator=gen)
+    dt = F.softplus(torch.randn(b, T, h, generator=gen) - 1.0)
+    A = -torch.rand(h, generator=gen) * 4 - 0.1
+    B, C = torch.randn(b, T, n, generator=gen), torch.randn(b, T, n, generator=gen)
+    s0 = torch.randn(b, h, p, n, generator=gen) if state else None
+    out = [t.cuda() for t in (x, dt, A, B, C)]
+    out[0], out[3], out[4] = (t.to(dtype) for t in (out[0], out[3], out[4]))
+    return (*out, None if s0 is None else s0.cuda())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("T", [64, 100, 1000])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_fla_scan_equals_the_chunked_ssd_with_gradients(T, with_state):
+    assert fla_available(), "the GPU host needs fla-core (pip install -e '.[gpu]')"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    args = ssd_inputs(2, T, 4, 64, 64, seed=T, state=with_state)
+    leaves = [a.clone().requires_grad_(True) if a is not None else None for a in args]
+    ref_leaves = [a.clone().requires_grad_(True) if a is not None else None for a in args]
+    y, final = ssd_fla(*leaves[:5], leaves[5], output_final_state=True)
+    y_ref, final_ref = ssd_chunked(*ref_leaves[:5], 64, ref_leaves[5])
+    assert y.shape == y_ref.shape and final.shape == final_ref.shape
+    assert rel_err(y, y_ref) < 2e-3 and rel_err(final, final_ref) < 2e-3
+    g = torch.randn_like(y_ref)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    names = ["x", "dt", "A", "B", "C", "initial_state"]
+    for name, a, b in zip(names, leaves, ref_leaves, strict=True):
+        if a is not None:
+            assert rel_err(a.grad, b.grad) < 5e-3, name
+
+
+@pytest.mark.cuda
+def test_fla_scan_in_bf16_stays_near_the_fp32_reference():
+    args = ssd_inputs(2, 512, 4, 64, 64, seed=3)
+    y_ref, _ = ssd_chunked(*args[:5], 64)
+    half = [a.to(torch.bfloat16) if i in (0, 3, 4) else a for i, a in enumerate(args[:5])]
+    y, final = ssd_fla(*half)
+    assert y.dtype == torch.bfloat16 and final is None
+    assert rel_err(y, y_ref) < 3e-2
+
+
+@pytest.mark.cuda
+def test_mamba2_layer_on_fla_matches_torch_in_training_and_prefill():
+    x = torch.randn(2, 77, 64, device="cuda")
+    fla_layer = mamba2("fla", ssm_head_dim=32, ssm_state=32).cuda()
+    ref_layer = mamba2("torch", ssm_head_dim=32, ssm_state=32).cuda()
+    assert fla_layer._use_fla(x) and mamba2("auto")._use_fla(x)
+    out, ref = fla_layer(x), ref_layer(x)
+    assert rel_err(out, ref) < 2e-3
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, p), q in zip(fla_layer.named_parameters(), ref_layer.parameters(), strict=True):
+        assert rel_err(p.grad, q.grad) < 5e-3, name
+    # A prefill in two parts carries the state through fla's final state.
+    with torch.no_grad():
+        cache = KVCache(n_layer=1, max_len=77)
+        first = fla_layer(x[:, :40], None, None, cache, 0)
+        second = fla_layer(x[:, 40:], None, None, cache, 0)
+        whole = ref_layer(x)
+    assert rel_err(torch.cat([first, second], 1), whole) < 2e-3
+
+
+@pytest.mark.cuda
+def test_a_compiled_mamba2_lm_trains_on_the_fla_kernel():
+    torch.manual_seed(0)
+    cfg = LMConfig.preset("tiny", mixer="mamba2", ssm_kernel="fla", block_size=256)
+    model = DecoderLM(cfg).cuda()
+    ref = DecoderLM(LMConfig.preset("tiny", mixer="mamba2", ssm_kernel="torch",
+                                    block_size=256)).cuda()
+    ref.load_state_dict(model.state_dict())
+    x = torch.randint(0, cfg.vocab_size, (4, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = torch.compile(model)(x[:, :-1], x[:, 1:])
+        _, loss_ref = ref(x[:, :-1], x[:, 1:])
+    loss.backward()
+    assert torch.isfinite(loss) and abs(float(loss) - float(loss_ref)) < 2e-2
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
