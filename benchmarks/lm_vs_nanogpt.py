@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -122,7 +123,8 @@ def lr_at(step: int, args) -> float:
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def train_reference(train_tokens: np.ndarray, args, device: torch.device) -> tuple[nn.Module, dict]:
+def train_reference(train_tokens: np.ndarray, args, device: torch.device,
+                    on_step=None) -> tuple[nn.Module, dict]:
     torch.manual_seed(0)
     model = RefGPT(args.vocab, args.block, **args.shape).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -150,6 +152,8 @@ def train_reference(train_tokens: np.ndarray, args, device: torch.device) -> tup
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step)
     marks.append(_now(device))
     timed = args.total_steps - args.warmup
     tokens_per_s = timed * args.batch_size * args.block / (marks[1] - marks[0])
@@ -162,7 +166,8 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def train_ours(uri: str, args, device: torch.device, run: int) -> tuple[nn.Module, dict]:
+def train_ours(uri: str, args, device: torch.device, run: int,
+               on_step=None) -> tuple[nn.Module, dict]:
     cfg = TrainConfig(
         steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
         min_lr=args.min_lr, warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
@@ -171,7 +176,7 @@ def train_ours(uri: str, args, device: torch.device, run: int) -> tuple[nn.Modul
         num_workers=args.num_workers, progress=False, seed=1)
     out = f"file://{os.path.abspath(args.out)}/runs/ours-{run}"
     result = train_model("lm", dataset_uri=uri, out_uri=out, model_config=args.ours,
-                         train_config=cfg)
+                         train_config=cfg, on_step=on_step)
     row = throughput_after(result.metrics_uri, warmup=args.warmup,
                            items_per_step=args.batch_size * args.block, unit="tokens")
     model = DecoderLM(args.ours).to(device)
@@ -197,6 +202,65 @@ def val_loss(model: nn.Module, eval_tokens: np.ndarray, args, device: torch.devi
     return total / (n * args.block)
 
 
+# Kernel families of a profile, first match wins: where a step's GPU time goes.
+KERNEL_FAMILIES = (
+    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("matmul", re.compile(r"gemm|cutlass|nvjet|sm90_xmma|cublas|matmul|wgmma", re.I)),
+    ("optimizer", re.compile(r"multi_tensor|adam|foreach", re.I)),
+    ("fused (inductor)", re.compile(r"^triton_", re.I)),
+    ("copy / memset", re.compile(r"copy|memcpy|memset|fill", re.I)),
+)
+
+
+def kernel_families(prof, steps: int) -> dict[str, float]:
+    """GPU milliseconds per step by kernel family (KERNEL_FAMILIES, else "other")."""
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        us = getattr(event, "self_device_time_total", 0) or getattr(event,
+                                                                    "self_cuda_time_total", 0)
+        if us <= 0 or event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        family = next((f for f, rx in KERNEL_FAMILIES if rx.search(event.key)), "other")
+        totals[family] = totals.get(family, 0.0) + us / 1000 / steps
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
+    """Both trainers for warmup + 2 + 5 steps under torch.profiler (5 active steps each):
+    the top kernels of each, and GPU ms per step by kernel family side by side."""
+    from torch.profiler import ProfilerActivity, schedule
+
+    active = 5
+    args.total_steps = args.warmup + 2 + active
+    families = {}
+    for name in ("ours", "nanogpt"):
+        torch._dynamo.reset()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                               if device.type == "cuda" else [])
+        with torch.profiler.profile(
+                activities=activities,
+                schedule=schedule(wait=args.warmup, warmup=2, active=active)) as prof:
+            if name == "ours":
+                train_ours(uri, args, device, 0, on_step=lambda _: prof.step())
+            else:
+                train_reference(train_tokens, args, device, on_step=lambda _: prof.step())
+        print(f"--- {name}: top kernels over {active} steps", file=sys.stderr)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=20,
+                                        max_name_column_width=80), file=sys.stderr)
+        families[name] = kernel_families(prof, active)
+    print(f"{'GPU ms / step':<20}{'ours':>10}{'nanogpt':>10}{'ours - ref':>12}", file=sys.stderr)
+    for fam in sorted(set(families["ours"]) | set(families["nanogpt"])):
+        a, b = families["ours"].get(fam, 0.0), families["nanogpt"].get(fam, 0.0)
+        print(f"{fam:<20}{a:>10.2f}{b:>10.2f}{a - b:>+12.2f}", file=sys.stderr)
+    total = {n: sum(f.values()) for n, f in families.items()}
+    print(f"{'total':<20}{total['ours']:>10.2f}{total['nanogpt']:>10.2f}"
+          f"{total['ours'] - total['nanogpt']:>+12.2f}", file=sys.stderr)
+    result = {"profile": families, "gpu_ms_per_step": total}
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -214,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--profile", action="store_true",
+                   help="instead: profile 5 steps of each trainer, GPU time by kernel family")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -238,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     uri = write_synthetic(args.out, vocab=args.vocab, block=args.block,
                           docs=math.ceil(1.3 * tokens / args.block) + 16)
     train_tokens, eval_tokens = token_stream(uri, "train"), token_stream(uri, "eval")
+    if args.profile:
+        return profile_both(uri, train_tokens, args, device)
     peak = bf16_matmul_peak(device, 8192)
     with torch.device("meta"):
         ours_flops = DecoderLM(args.ours).estimate_flops_per_token()
