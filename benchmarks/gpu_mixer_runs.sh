@@ -22,10 +22,11 @@ QUALITY_TIME=${QUALITY_TIME:-280}  # seconds each quality process may run
 POSTS_STEPS=${POSTS_STEPS:-500}
 PHASES=${PHASES:-"speed quality"}
 LC_MIXERS=${LC_MIXERS:-attention,mamba2_fla,mamba2_torch}
-POSTS_MIXERS=${POSTS_MIXERS:-"attention linear s4d"}
-MQAR_MIXERS=${MQAR_MIXERS:-"attention gau linear sliding_window mamba2 s4d"}
+POSTS_MIXERS=${POSTS_MIXERS-"attention linear s4d"}
+MQAR_MIXERS=${MQAR_MIXERS-"attention gau linear sliding_window mamba2 s4d"}
 MQAR_ARGS=${MQAR_ARGS:-}
 PEFT_ARGS=${PEFT_ARGS:-"--lr-sweep"}
+RUN_PEFT=${RUN_PEFT:-1}            # 0: no PEFT process (an empty *_MIXERS runs no such process)
 LOGS=/tmp/sf-mixer-logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
@@ -55,7 +56,7 @@ if [[ " $PHASES " == *" quality "* ]]; then
       --out "/tmp/sfm-mqar-$m"
   done
   # shellcheck disable=SC2086
-  launch peft python3 benchmarks/peft.py --out /tmp/sfm-peft $PEFT_ARGS
+  [[ $RUN_PEFT == 1 ]] && launch peft python3 benchmarks/peft.py --out /tmp/sfm-peft $PEFT_ARGS
   wait
 fi
 grep -h "RESULT\|^exit\|^posts \|^mqar \|T=\|x attention\|passed\|failed" "$LOGS"/*.log \

@@ -77,14 +77,15 @@ def test_fla_scan_equals_the_chunked_ssd_with_gradients(T, with_state):
     y, final = ssd_fla(*leaves[:5], leaves[5], output_final_state=True)
     y_ref, final_ref = ssd_chunked(*ref_leaves[:5], 64, ref_leaves[5])
     assert y.shape == y_ref.shape and final.shape == final_ref.shape
-    assert rel_err(y, y_ref) < 2e-3 and rel_err(final, final_ref) < 2e-3
+    # fla's dots take fp32 inputs as TF32 (~1e-3 relative); a wrong decay or layout is O(1).
+    assert rel_err(y, y_ref) < 1e-2 and rel_err(final, final_ref) < 1e-2
     g = torch.randn_like(y_ref)
     (y * g).sum().backward()
     (y_ref * g).sum().backward()
     names = ["x", "dt", "A", "B", "C", "initial_state"]
     for name, a, b in zip(names, leaves, ref_leaves, strict=True):
         if a is not None:
-            assert rel_err(a.grad, b.grad) < 5e-3, name
+            assert rel_err(a.grad, b.grad) < 2e-2, name
 
 
 @pytest.mark.cuda
@@ -104,18 +105,18 @@ def test_mamba2_layer_on_fla_matches_torch_in_training_and_prefill():
     ref_layer = mamba2("torch", ssm_head_dim=32, ssm_state=32).cuda()
     assert fla_layer._use_fla(x) and mamba2("auto")._use_fla(x)
     out, ref = fla_layer(x), ref_layer(x)
-    assert rel_err(out, ref) < 2e-3
+    assert rel_err(out, ref) < 1e-2
     out.square().sum().backward()
     ref.square().sum().backward()
     for (name, p), q in zip(fla_layer.named_parameters(), ref_layer.parameters(), strict=True):
-        assert rel_err(p.grad, q.grad) < 5e-3, name
+        assert rel_err(p.grad, q.grad) < 2e-2, name
     # A prefill in two parts carries the state through fla's final state.
     with torch.no_grad():
         cache = KVCache(n_layer=1, max_len=77)
         first = fla_layer(x[:, :40], None, None, cache, 0)
         second = fla_layer(x[:, 40:], None, None, cache, 0)
         whole = ref_layer(x)
-    assert rel_err(torch.cat([first, second], 1), whole) < 2e-3
+    assert rel_err(torch.cat([first, second], 1), whole) < 1e-2
 
 
 @pytest.mark.cuda
