@@ -63,6 +63,8 @@ class Mamba2(nn.Module):
         self.d_inner, self.head_dim, self.d_state, self.n_heads = E, P, N, E // P
         self.d_conv, self.chunk_size = cfg.ssm_conv, cfg.chunk_size
         self.kernel = cfg.ssm_kernel  # "auto" | "torch" | "fla"
+        if self.kernel != "torch" and torch.cuda.is_available():
+            fla_available()  # the import is tried here, outside any compiled graph
         self.conv_dim = E + 2 * N  # x, B and C go through the conv together
         # Named so DecoderLM's 1/sqrt(2 * n_layer) rescale of "*proj.weight" hits out_proj only.
         self.in_linear = nn.Linear(C, 2 * E + 2 * N + self.n_heads, bias=cfg.bias)

@@ -15,31 +15,35 @@ and :func:`~models.mixers.ssd.ssd_chunked` stays the reference and the CPU path
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 __all__ = ["fla_available", "ssd_fla"]
 
 
-@functools.cache
+_FLA_OK: bool | None = None  # fla_available's answer, once asked
+
+
 def fla_available() -> bool:
-    """Whether fla-core's simple-GLA kernel imports (it needs Triton, hence a GPU build)."""
-    try:
-        from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
-    except Exception:  # ImportError, or Triton failing to load on a machine without CUDA
-        return False
-    return True
+    """Whether fla-core's simple-GLA kernel imports (it needs Triton, hence a GPU build).
+
+    The first call tries the import; later calls read the stored answer, a global that
+    ``torch.compile`` guards on as a constant (Mamba2 asks at construction, so no compiled
+    graph ever traces the import).
+    """
+    global _FLA_OK
+    if _FLA_OK is None:
+        try:
+            from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
+            _FLA_OK = True
+        except Exception:  # ImportError, or Triton failing to load without CUDA
+            _FLA_OK = False
+    return _FLA_OK
 
 
-@functools.cache
-def _opaque(fn):
-    """``fn`` kept out of ``torch.compile``'s graphs: fla's autograd function launches
-    autotuned Triton kernels of its own, which Dynamo should call, not trace (a graph break
-    per layer, next to a scan that is most of the layer's time)."""
-    return torch.compiler.disable(fn)
-
-
+# Kept out of torch.compile's graphs: fla's autograd function launches autotuned Triton
+# kernels of its own, which Dynamo should call, not trace (a graph break per layer, beside a
+# scan that is most of the layer's time).
+@torch.compiler.disable
 def ssd_fla(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -81,7 +85,6 @@ def ssd_fla(
     k = B.to(dtype)[:, :, None].expand(b, T, h, B.size(-1)).contiguous()
     state = None if initial_state is None else initial_state.float().contiguous()
     # state_v_first: fla keeps the state as (h, V, K) = (h, p, n), our layout.
-    y, final = _opaque(chunk_simple_gla)(q, k, v, g=g, scale=1.0, initial_state=state,
-                                         output_final_state=output_final_state,
-                                         state_v_first=True)
+    y, final = chunk_simple_gla(q, k, v, g=g, scale=1.0, initial_state=state,
+                                output_final_state=output_final_state, state_v_first=True)
     return y.to(dtype), (final.float() if final is not None else None)
