@@ -224,10 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-batches", type=int, default=None, help="posts eval reader batches")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the posts models (slower start, faster steps)")
-    p.add_argument("--mqar-len", type=int, default=None, help="MQAR T (default 256)")
-    p.add_argument("--pairs", type=int, default=None, help="MQAR key-value pairs (default 32)")
-    p.add_argument("--mqar-vocab", type=int, default=None, help="MQAR vocabulary (default 8192)")
-    p.add_argument("--mqar-steps", type=int, default=None, help="MQAR steps (default 2000)")
+    p.add_argument("--mqar-len", type=int, default=None, help="MQAR T (default 64)")
+    p.add_argument("--pairs", type=int, default=None, help="MQAR key-value pairs (default 8)")
+    p.add_argument("--mqar-vocab", type=int, default=None, help="MQAR vocabulary (default 64: at 128 to 8,192 "
+                        "2-layer attention sat on a plateau for 3,000 steps)")
+    p.add_argument("--mqar-steps", type=int, default=None, help="MQAR steps (default 4000)")
     p.add_argument("--mqar-batch", type=int, default=None, help="MQAR batch (default 64)")
     p.add_argument("--mqar-lr", type=float, default=3e-3)
     p.add_argument("--mqar-eval", type=int, default=None, help="MQAR held-out batches (16)")
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny and args.device == "cpu":
         torch.set_num_threads(1)  # tiny matrices: threads only contend
     defaults = dict(block_size=(32, 512), steps=(6, 300), batch_size=(4, 16), lr=(3e-3, 1e-3),
-                    eval_batches=(2, 16), mqar_len=(64, 256), pairs=(8, 32), mqar_vocab=(64, 8192),
-                    mqar_steps=(20, 2000), mqar_batch=(8, 64), mqar_eval=(2, 16))
+                    eval_batches=(2, 16), mqar_len=(64, 64), pairs=(8, 8), mqar_vocab=(64, 64),
+                    mqar_steps=(20, 4000), mqar_batch=(8, 64), mqar_eval=(2, 16))
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if tiny else full)
