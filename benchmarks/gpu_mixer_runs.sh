@@ -36,7 +36,7 @@ mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 
 if [[ " $PHASES " == *" speed "* ]]; then
-  timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/models/test_ssd_fla.py \
+  timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/models/test_ssd_fla.py \
     >"$LOGS/pytest-ssd-fla.log" 2>&1
   echo "exit $?" >>"$LOGS/pytest-ssd-fla.log"
   timeout "$SPEED_TIME" python3 benchmarks/long_context.py --mixers "$LC_MIXERS" \
