@@ -102,8 +102,23 @@ class StageContext:
             self._spark = None
 
 
+_last_run_time: _dt.datetime | None = None
+
+
 def new_run_id() -> str:
-    return "run-" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    """A new run id, ``run-YYYYmmddTHHMMSSffffffZ`` (UTC, microseconds): ids sort in the order
+    they were made, and no two calls of one process return the same id.
+
+    Microseconds, not seconds: two CLI commands within one second (``train gan`` then
+    ``train prior``) got one id, and a ``tokens_of`` model took the other's run for its own
+    and exported its codes unasked.
+    """
+    global _last_run_time
+    now = _dt.datetime.now(_dt.UTC)
+    if _last_run_time is not None and now <= _last_run_time:
+        now = _last_run_time + _dt.timedelta(microseconds=1)
+    _last_run_time = now
+    return "run-" + now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def missing_corpora(cfg: ShardforgeConfig, lake: Lake) -> dict[str, str]:
