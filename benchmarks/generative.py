@@ -55,6 +55,7 @@ from models.flow_config import FlowConfig  # noqa: E402
 from models.frechet import fd_from_sums, feature_net, feature_sums  # noqa: E402
 from models.kinds import train_model  # noqa: E402
 from models.rectified_flow import RectifiedFlow, RectifiedFlowConfig, adaptive_sample  # noqa: E402
+from models.rectified_flow_config import TIMESTEP_SAMPLING  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
 from models.vae_config import VAEConfig  # noqa: E402
@@ -304,9 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.reflow_budget is None:
         args.reflow_budget = 2 if s else 1000
     args.rf_timesteps = [t for t in args.rf_timesteps.split(",") if t]
-    unknown = sorted(set(args.rf_timesteps) - {"logit_normal", "uniform"})
+    unknown = sorted(set(args.rf_timesteps) - set(TIMESTEP_SAMPLING))
     if unknown:
-        p.error(f"--rf-timesteps: unknown {unknown}; choose from logit_normal, uniform")
+        p.error(f"--rf-timesteps: unknown {unknown}; choose from {', '.join(TIMESTEP_SAMPLING)}")
     args.eval_batches = args.eval_batches or (1 if s else 16)
     args.euler_steps = [int(n) for n in args.euler_steps.split(",")]
     args.quality_precision = args.quality_precision or ("bf16" if cuda else "fp32")

@@ -202,16 +202,19 @@ def main(argv: list[str] | None = None) -> dict:
     base, overrides = (TINY, TINY_MIXER_OVERRIDES) if args.tiny else (SMALL, OVERRIDES)
     target = count_params(LMConfig(**base))
 
-    def settings(row: str) -> dict:  # what a row sets beyond the matched config
-        name, setting = VARIANTS.get(row.removesuffix("+ckpt"), (row.removesuffix("+ckpt"), {}))
-        return {**overrides.get(name, {}), **setting}
+    def resolve(row: str) -> tuple[str, dict]:  # a row's mixer, and what it sets beyond it
+        row = row.removesuffix("+ckpt")
+        name, setting = VARIANTS.get(row, (row, {}))
+        return name, {**overrides.get(name, {}), **setting}
+
+    def settings(row: str) -> dict:
+        return resolve(row)[1]
 
     configs, notes = {}, {}
     for mixer in mixers:
-        name, setting = VARIANTS.get(mixer, (mixer, {}))
         try:
-            configs[mixer] = matched_config(name, base, target,
-                                            **{**overrides.get(name, {}), **setting})
+            name, fields = resolve(mixer)
+            configs[mixer] = matched_config(name, base, target, **fields)
         except Exception as err:  # a mixer that cannot build is skipped
             notes[mixer] = f"skipped: {type(err).__name__}: {err}"
             print(f"{mixer}: {notes[mixer]}", file=sys.stderr)
