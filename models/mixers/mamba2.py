@@ -11,7 +11,8 @@ size P = ssm_head_dim and state size N = ssm_state (one group of B/C, as ``mamba
 
 Training and prefill run the chunked scan: :func:`~models.mixers.ssd.ssd_chunked` in PyTorch,
 or on CUDA fla-core's Triton kernel (:func:`~models.mixers.ssd_fla.ssd_fla`), as
-``LMConfig.ssm_kernel`` says ("auto": fla when installed and on CUDA). With a
+``LMConfig.ssm_kernel`` says ("auto": fla on CUDA where fla-core is installed and its
+kernel passed a forward/backward probe on this GPU). With a
 :class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] = (conv_state,
 ssm_state)``: the last ssm_conv - 1 conv inputs (B, E + 2N, ssm_conv - 1) and the SSM
 state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers.ssd import ssd_chunked, ssd_step
-from models.mixers.ssd_fla import fla_available, ssd_fla
+from models.mixers.ssd_fla import fla_available, fla_status, ssd_fla
 
 if TYPE_CHECKING:
     from models.kv_cache import KVCache
@@ -46,10 +47,12 @@ class Mamba2(nn.Module):
     Args:
         cfg: an LMConfig (n_embd, ssm_state, ssm_expand, ssm_head_dim, ssm_conv, chunk_size,
             bias, dropout, norm_eps are read).
-        layer: the layer index (unused; the mixer contract passes it).
+        layer: the layer index (named in errors; the mixer contract passes it).
 
     Raises:
         ValueError: ssm_expand * n_embd is not a multiple of ssm_head_dim.
+        RuntimeError: ssm_kernel is "fla" on a GPU host where fla-core cannot run (the
+            reason from :func:`~models.mixers.ssd_fla.fla_status`).
     """
 
     def __init__(self, cfg: LMConfig, layer: int = 0) -> None:
@@ -64,7 +67,11 @@ class Mamba2(nn.Module):
         self.d_conv, self.chunk_size = cfg.ssm_conv, cfg.chunk_size
         self.kernel = cfg.ssm_kernel  # "auto" | "torch" | "fla"
         if self.kernel != "torch" and torch.cuda.is_available():
-            fla_available()  # the import is tried here, outside any compiled graph
+            # fla-core is imported and probed here, outside any compiled graph.
+            usable, reason = fla_status()
+            if self.kernel == "fla" and not usable:
+                raise RuntimeError(f"Mamba2 layer {layer}: ssm_kernel 'fla' cannot run: "
+                                   f"{reason}; use ssm_kernel 'auto' or 'torch'")
         self.conv_dim = E + 2 * N  # x, B and C go through the conv together
         # Named so DecoderLM's 1/sqrt(2 * n_layer) rescale of "*proj.weight" hits out_proj only.
         self.in_linear = nn.Linear(C, 2 * E + 2 * N + self.n_heads, bias=cfg.bias)
@@ -139,7 +146,8 @@ class Mamba2(nn.Module):
 
     def _use_fla(self, x: torch.Tensor) -> bool:
         """Whether this scan runs on fla's kernel: always for "fla" (which then raises where
-        it cannot run), never for "torch", on CUDA with fla-core installed for "auto"."""
+        it cannot run), never for "torch"; for "auto", on CUDA where fla-core is installed
+        and its probe agreed with the PyTorch scan (:func:`fla_status`)."""
         if self.kernel == "auto":
             return x.is_cuda and fla_available()
         return self.kernel == "fla"

@@ -15,29 +15,106 @@ and :func:`~models.mixers.ssd.ssd_chunked` stays the reference and the CPU path
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["fla_available", "ssd_fla"]
+__all__ = ["fla_available", "fla_status", "probe_scan", "ssd_fla"]
+
+log = logging.getLogger(__name__)
 
 
-_FLA_OK: bool | None = None  # fla_available's answer, once asked
+_FLA_STATUS: tuple[bool, str] | None = None  # fla_status's answer, once asked
+# The probe's shape: heads of the presets' width (ssm_head_dim = ssm_state = 64), which is
+# also the block width (BK = 64) of the backward kernel that Triton 3.4-3.7.0 miscompiles on
+# Hopper (fla-core issue #640); two chunks, so the state passes between chunks.
+PROBE_SHAPE = {"b": 1, "T": 128, "h": 2, "p": 64, "n": 64}
+PROBE_TOLERANCE = 5e-2  # relative; TF32 dots are ~1e-3, a wrong gradient is O(1)
+
+
+def fla_status() -> tuple[bool, str]:
+    """Whether fla-core's simple-GLA kernel can carry mamba2's scan here, and why (not).
+
+    The first call imports fla-core and, where a GPU is present, runs the kernel forward and
+    backward on a small problem against :func:`~models.mixers.ssd.ssd_chunked`
+    (:func:`probe_scan`): fla-core refuses some GPU/Triton pairs outright (its backward on
+    Hopper with Triton 3.4-3.7.0) and a miscompiled kernel would train silently wrong, so
+    only a kernel seen to agree is used. Later calls read the stored answer, a global that
+    ``torch.compile`` guards on as a constant (Mamba2 asks at construction, so no compiled
+    graph ever traces the probe).
+
+    Returns:
+        ``(usable, reason)``: reason says what was found, for logs and error messages.
+    """
+    global _FLA_STATUS
+    if _FLA_STATUS is None:
+        try:
+            from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
+        except Exception as exc:  # ImportError, or Triton failing to load without CUDA
+            _FLA_STATUS = (False, f"fla-core does not import ({type(exc).__name__}: {exc}); "
+                                  "install it with pip install fla-core")
+        else:
+            if torch.cuda.is_available():
+                _FLA_STATUS = probe_scan(_simple_gla_scan, torch.device("cuda"))
+                if not _FLA_STATUS[0]:
+                    log.warning("mamba2: %s; ssm_kernel 'auto' uses the PyTorch chunked scan",
+                                _FLA_STATUS[1])
+            else:
+                _FLA_STATUS = (True, "fla-core imports (no GPU here to run it on)")
+    return _FLA_STATUS
 
 
 def fla_available() -> bool:
-    """Whether fla-core's simple-GLA kernel imports (it needs Triton, hence a GPU build).
+    """:func:`fla_status`'s verdict alone."""
+    return fla_status()[0]
 
-    The first call tries the import; later calls read the stored answer, a global that
-    ``torch.compile`` guards on as a constant (Mamba2 asks at construction, so no compiled
-    graph ever traces the import).
+
+def probe_scan(scan: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+               device: torch.device) -> tuple[bool, str]:
+    """Run ``scan`` (``ssd_fla``'s signature) forward and backward on :data:`PROBE_SHAPE`
+    and compare its output, final state and every gradient with ``ssd_chunked``'s.
+
+    Returns:
+        ``(True, what agreed)``, or ``(False, why)``: the exception the scan raised, or the
+        first tensor off by more than :data:`PROBE_TOLERANCE` (relative).
     """
-    global _FLA_OK
-    if _FLA_OK is None:
-        try:
-            from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
-            _FLA_OK = True
-        except Exception:  # ImportError, or Triton failing to load without CUDA
-            _FLA_OK = False
-    return _FLA_OK
+    from models.mixers.ssd import ssd_chunked
+
+    b, T, h, p, n = (PROBE_SHAPE[k] for k in ("b", "T", "h", "p", "n"))
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(b, T, h, p, generator=gen),
+              torch.nn.functional.softplus(torch.randn(b, T, h, generator=gen) - 1.0),
+              -torch.rand(h, generator=gen) * 4 - 0.1,
+              torch.randn(b, T, n, generator=gen), torch.randn(b, T, n, generator=gen),
+              torch.randn(b, h, p, n, generator=gen)]
+    names = ("x", "dt", "A", "B", "C", "initial_state")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    # Cloned: .to() is a no-op on the same device, and each side needs its own gradients.
+    got = [t.to(device).clone().requires_grad_(True) for t in inputs]
+    ref = [t.to(device).clone().requires_grad_(True) for t in inputs]
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference in true fp32
+    try:
+        y, final = scan(*got[:5], got[5], output_final_state=True)
+        y_ref, final_ref = ssd_chunked(*ref[:5], 64, ref[5])
+        weights = torch.randn(y_ref.shape, generator=gen).to(device)
+        ((y * weights).sum() + final.sum()).backward()
+        ((y_ref * weights).sum() + final_ref.sum()).backward()
+    except Exception as exc:
+        return False, f"fla-core's kernel fails on {where} ({type(exc).__name__}: {exc})"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    pairs = [("y", y, y_ref), ("final state", final, final_ref)]
+    pairs += [(f"d{name}", a.grad, r.grad) for name, a, r in zip(names, got, ref, strict=True)]
+    for name, a, r in pairs:
+        if a is None:
+            return False, f"fla-core's kernel gives no {name} on {where}"
+        err = float((a.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12))
+        if not err <= PROBE_TOLERANCE:
+            return False, (f"fla-core's kernel disagrees with the PyTorch scan on {where}: "
+                           f"{name} off by {err:.2g} (relative)")
+    return True, f"fla-core's kernel agrees with the PyTorch scan on {where}"
 
 
 # Kept out of torch.compile's graphs: fla's autograd function launches autotuned Triton
@@ -66,13 +143,19 @@ def ssd_fla(
         float32, or None without ``output_final_state``.
 
     Raises:
-        RuntimeError: fla-core is not installed (``pip install fla-core``) or the tensors
-            are not on a CUDA device.
+        RuntimeError: fla-core cannot run here (not installed, or refused or wrong on this
+            GPU: :func:`fla_status` says which) or the tensors are not on a CUDA device.
     """
-    if not fla_available():
-        raise RuntimeError("ssm_kernel 'fla' needs fla-core (pip install fla-core) and Triton")
+    usable, reason = fla_status()
+    if not usable:
+        raise RuntimeError(f"ssm_kernel 'fla' cannot run: {reason}")
     if not x.is_cuda:
         raise RuntimeError(f"ssm_kernel 'fla' runs on CUDA tensors only, got {x.device}")
+    return _simple_gla_scan(x, dt, A, B, C, initial_state, output_final_state)
+
+
+def _simple_gla_scan(x, dt, A, B, C, initial_state=None, output_final_state=False):
+    """:func:`ssd_fla` without its checks (the probe's subject)."""
     from fla.ops.simple_gla import chunk_simple_gla
 
     b, T, h, p = x.shape

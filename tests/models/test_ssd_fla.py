@@ -1,11 +1,16 @@
 """Mamba-2's scan on fla-core's Triton kernel against the PyTorch chunked SSD.
 
-The CPU tests check the switch (``LMConfig.ssm_kernel``); the ``cuda`` ones, run on the GPU
-host with fla-core installed (``.[gpu]``), check the kernel itself: outputs, final states and
-every gradient equal the reference scan's, and a compiled mamba2 LM trains on it.
+The CPU tests check the switch (``LMConfig.ssm_kernel``) and the probe that decides whether
+fla-core may carry the scan on a GPU; the ``cuda`` ones, run on the GPU host with fla-core
+installed (``.[gpu]``), check that "auto" follows the probe there and, where the probe
+passed, the kernel itself: outputs, final states and every gradient equal the reference
+scan's, and a compiled mamba2 LM trains on it. Where fla-core refuses the GPU (its backward
+on Hopper with Triton 3.4-3.7.0), those kernel tests skip and say why.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import torch
@@ -16,7 +21,7 @@ from models.kv_cache import KVCache
 from models.lm import DecoderLM, LMConfig
 from models.mixers.mamba2 import Mamba2
 from models.mixers.ssd import ssd_chunked
-from models.mixers.ssd_fla import fla_available, ssd_fla
+from models.mixers.ssd_fla import fla_status, probe_scan, ssd_fla
 
 
 def mamba2(kernel: str, **overrides) -> Mamba2:
@@ -50,7 +55,75 @@ def test_fla_off_cuda_fails_with_what_it_needs():
         mamba2("fla")(torch.randn(1, 5, 64))
 
 
+def reference_scan(x, dt, A, B, C, initial_state=None, output_final_state=False):
+    """ssd_chunked with ssd_fla's signature: what a correct kernel computes."""
+    return ssd_chunked(x, dt, A, B, C, 64, initial_state)
+
+
+def test_the_probe_passes_a_scan_that_agrees_with_the_reference():
+    usable, reason = probe_scan(reference_scan, torch.device("cpu"))
+    assert usable, reason
+    assert "agrees" in reason
+
+
+def test_the_probe_names_the_error_of_a_scan_that_refuses():
+    def refusing(*args, **kwargs):
+        raise RuntimeError("Triton 3.5 produces incorrect results for gated chunk_bwd_dqkwg")
+
+    usable, reason = probe_scan(refusing, torch.device("cpu"))
+    assert not usable
+    assert "RuntimeError" in reason and "chunk_bwd_dqkwg" in reason
+
+
+def test_the_probe_catches_a_wrong_gradient_behind_a_right_output():
+    def wrong_dB(x, dt, A, B, C, initial_state=None, output_final_state=False):
+        B = B + (0.5 * B - (0.5 * B).detach())  # the same values, 1.5x the gradient
+        return reference_scan(x, dt, A, B, C, initial_state)
+
+    usable, reason = probe_scan(wrong_dB, torch.device("cpu"))
+    assert not usable
+    assert "dB off by" in reason
+
+
+def test_the_probe_catches_a_missing_gradient():
+    def detached_C(x, dt, A, B, C, initial_state=None, output_final_state=False):
+        return reference_scan(x, dt, A, B, C.detach(), initial_state)
+
+    usable, reason = probe_scan(detached_C, torch.device("cpu"))
+    assert not usable and "no dC" in reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU verdict; cuda tests cover GPUs")
+def test_fla_status_without_a_gpu_says_whether_fla_core_imports():
+    usable, reason = fla_status()
+    if importlib.util.find_spec("fla") is None:
+        assert not usable and "pip install fla-core" in reason
+    else:
+        assert usable and "no GPU" in reason
+
+
 # --- the kernel, on the GPU host ----------------------------------------------------------
+
+
+def require_fla_kernel() -> None:
+    usable, reason = fla_status()
+    if not usable:
+        pytest.skip(f"fla-core cannot carry the scan on this GPU: {reason}")
+
+
+@pytest.mark.cuda
+def test_auto_follows_the_probe_and_fla_names_why_it_cannot_run():
+    usable, reason = fla_status()
+    x = torch.randn(2, 77, 64, device="cuda")
+    auto = mamba2("auto").cuda()
+    assert auto._use_fla(x) == usable
+    if usable:
+        assert "agrees" in reason
+    else:
+        with pytest.raises(RuntimeError, match="cannot run"):
+            mamba2("fla")
+        ref = mamba2("torch").cuda()
+        torch.testing.assert_close(auto(x), ref(x), rtol=0, atol=0)
 
 
 def ssd_inputs(b, T, h, p, n, seed, dtype=torch.float32, state=False):
@@ -69,7 +142,8 @@ def ssd_inputs(b, T, h, p, n, seed, dtype=torch.float32, state=False):
 @pytest.mark.parametrize("T", [64, 100, 1000])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_fla_scan_equals_the_chunked_ssd_with_gradients(T, with_state):
-    assert fla_available(), "the GPU host needs fla-core (pip install -e '.[gpu]')"
+    assert importlib.util.find_spec("fla"), "the GPU host needs fla-core (.[gpu])"
+    require_fla_kernel()
     torch.backends.cuda.matmul.allow_tf32 = False
     args = ssd_inputs(2, T, 4, 64, 64, seed=T, state=with_state)
     leaves = [a.clone().requires_grad_(True) if a is not None else None for a in args]
@@ -90,6 +164,7 @@ def test_fla_scan_equals_the_chunked_ssd_with_gradients(T, with_state):
 
 @pytest.mark.cuda
 def test_fla_scan_in_bf16_stays_near_the_fp32_reference():
+    require_fla_kernel()
     args = ssd_inputs(2, 512, 4, 64, 64, seed=3)
     y_ref, _ = ssd_chunked(*args[:5], 64)
     half = [a.to(torch.bfloat16) if i in (0, 3, 4) else a for i, a in enumerate(args[:5])]
@@ -100,6 +175,7 @@ def test_fla_scan_in_bf16_stays_near_the_fp32_reference():
 
 @pytest.mark.cuda
 def test_mamba2_layer_on_fla_matches_torch_in_training_and_prefill():
+    require_fla_kernel()
     x = torch.randn(2, 77, 64, device="cuda")
     fla_layer = mamba2("fla", ssm_head_dim=32, ssm_state=32).cuda()
     ref_layer = mamba2("torch", ssm_head_dim=32, ssm_state=32).cuda()
@@ -121,6 +197,7 @@ def test_mamba2_layer_on_fla_matches_torch_in_training_and_prefill():
 
 @pytest.mark.cuda
 def test_a_compiled_mamba2_lm_trains_on_the_fla_kernel():
+    require_fla_kernel()
     torch.manual_seed(0)
     cfg = LMConfig.preset("tiny", mixer="mamba2", ssm_kernel="fla", block_size=256)
     model = DecoderLM(cfg).cuda()
