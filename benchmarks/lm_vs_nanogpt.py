@@ -220,6 +220,10 @@ def kernel_families(prof, steps: int) -> dict[str, float]:
                                                                     "self_cuda_time_total", 0)
         if us <= 0 or event.device_type != torch.autograd.DeviceType.CUDA:
             continue
+        # Annotations on the GPU timeline ("ProfilerStep#3", "Optimizer.step#AdamW.step")
+        # span kernels already counted: the first --profile run added a whole step to "other".
+        if getattr(event, "is_user_annotation", False) or event.key.startswith("ProfilerStep"):
+            continue
         family = next((f for f, rx in KERNEL_FAMILIES if rx.search(event.key)), "other")
         totals[family] = totals.get(family, 0.0) + us / 1000 / steps
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
