@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.kernel_profile import kernel_families, print_top_kernels  # noqa: E402
 from benchmarks.mixer_quality import EOS, write_synthetic  # noqa: E402
 from benchmarks.train_lm import bf16_matmul_peak  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
@@ -202,33 +202,6 @@ def val_loss(model: nn.Module, eval_tokens: np.ndarray, args, device: torch.devi
     return total / (n * args.block)
 
 
-# Kernel families of a profile, first match wins: where a step's GPU time goes.
-KERNEL_FAMILIES = (
-    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
-    ("matmul", re.compile(r"gemm|cutlass|nvjet|sm90_xmma|cublas|matmul|wgmma", re.I)),
-    ("optimizer", re.compile(r"multi_tensor|adam|foreach", re.I)),
-    ("fused (inductor)", re.compile(r"^triton_", re.I)),
-    ("copy / memset", re.compile(r"copy|memcpy|memset|fill", re.I)),
-)
-
-
-def kernel_families(prof, steps: int) -> dict[str, float]:
-    """GPU milliseconds per step by kernel family (KERNEL_FAMILIES, else "other")."""
-    totals: dict[str, float] = {}
-    for event in prof.key_averages():
-        us = getattr(event, "self_device_time_total", 0) or getattr(event,
-                                                                    "self_cuda_time_total", 0)
-        if us <= 0 or event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        # Annotations on the GPU timeline ("ProfilerStep#3", "Optimizer.step#AdamW.step")
-        # span kernels already counted: the first --profile run added a whole step to "other".
-        if getattr(event, "is_user_annotation", False) or event.key.startswith("ProfilerStep"):
-            continue
-        family = next((f for f, rx in KERNEL_FAMILIES if rx.search(event.key)), "other")
-        totals[family] = totals.get(family, 0.0) + us / 1000 / steps
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-
-
 def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
     """Both trainers for warmup + 2 + 5 + 1 steps under torch.profiler (5 active steps each):
     the top kernels of each, and GPU ms per step by kernel family side by side.
@@ -254,10 +227,8 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
                 train_ours(uri, args, device, 0, on_step=lambda _: prof.step())
             else:
                 train_reference(train_tokens, args, device, on_step=lambda _: prof.step())
-        print(f"--- {name}: top kernels over {active} steps", file=sys.stderr)
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=20,
-                                        max_name_column_width=80), file=sys.stderr)
+        print_top_kernels(prof, f"{name}: top kernels over {active} steps",
+                          device.type == "cuda")
         families[name] = kernel_families(prof, active)
     print(f"{'GPU ms / step':<20}{'ours':>10}{'nanogpt':>10}{'ours - ref':>12}", file=sys.stderr)
     for fam in sorted(set(families["ours"]) | set(families["nanogpt"])):

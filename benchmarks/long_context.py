@@ -24,6 +24,8 @@ the measured lengths), and one JSON line prefixed ``RESULT``.
     python benchmarks/long_context.py                                  # H100, all mixers
     python benchmarks/long_context.py --mixers attention,linear --lengths 1024,16384
     python benchmarks/long_context.py --device cpu --tiny              # smoke, seconds
+    python benchmarks/long_context.py --profile --mixers attention,mamba2_torch --lengths 1024
+                                              # where a step's GPU time goes, by kernel family
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
 from benchmarks.bench_common import TINY_MIXER_OVERRIDES, count_params, matched_config  # noqa: E402
+from benchmarks.kernel_profile import kernel_families, print_top_kernels  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.lm_config import MIXERS  # noqa: E402
 
@@ -60,6 +63,8 @@ OVERRIDES = {"gau": {"chunk_size": 256}, "sliding_window": {"window": 1024}}
 # plain "mamba2" is "auto": fla-core's Triton kernel on CUDA when installed).
 VARIANTS = {"mamba2_torch": ("mamba2", {"ssm_kernel": "torch"}),
             "mamba2_fla": ("mamba2", {"ssm_kernel": "fla"})}
+
+
 def _set_compile_limits() -> None:
     """Every (mixer, T) compiles Block.forward once more: raise dynamo's per-code limit."""
     for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
@@ -73,8 +78,10 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text
 
 
-def measure(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool) -> dict:
-    """Forward + backward tokens/s and peak memory of ``cfg`` at sequence length T."""
+def measure(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool,
+            label: str = "") -> dict:
+    """Forward + backward tokens/s and peak memory of ``cfg`` at sequence length T; with
+    ``args.profile``, where one window's GPU time goes instead (:func:`profile_window`)."""
     cuda = device.type == "cuda"
     B = max(1, args.tokens // T)
     torch.manual_seed(0)
@@ -112,6 +119,8 @@ def measure(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool) ->
     for _ in range(args.warmup - 1):
         step()
     sync()
+    if args.profile:
+        return profile_window(step, sync, args, device, f"{label} at T={T}, batch {B}")
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     rates = []
@@ -126,10 +135,33 @@ def measure(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool) ->
             "spread": [min(rates), max(rates)], "peak_gib": peak, "first_step_s": first}
 
 
-def run_cell(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool) -> dict:
+def profile_window(step, sync, args, device: torch.device, title: str) -> dict:
+    """``args.steps`` steps under torch.profiler (after the warm-up): the top kernels to
+    stderr, and GPU ms per step by kernel family in the returned cell."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            step()
+        sync()
+    wall_ms = (time.perf_counter() - t0) * 1000 / args.steps
+    print_top_kernels(prof, f"{title}: top kernels over {args.steps} steps", cuda, rows=25)
+    families = kernel_families(prof, args.steps)
+    print(f"  {title}: GPU ms/step " + ", ".join(f"{k} {v:.2f}" for k, v in families.items())
+          + f"; total {sum(families.values()):.2f}, wall {wall_ms:.2f} (profiled)",
+          file=sys.stderr)
+    return {"status": "ok", "profile": families, "gpu_ms_per_step": sum(families.values()),
+            "wall_ms_per_step": wall_ms}
+
+
+def run_cell(cfg: LMConfig, T: int, args, device: torch.device, *, ckpt: bool,
+             label: str = "") -> dict:
     """:func:`measure`, with out-of-memory as "does not fit" and other failures as errors."""
     try:
-        result = measure(cfg, T, args, device, ckpt=ckpt)
+        result = measure(cfg, T, args, device, ckpt=ckpt, label=label)
     except Exception as err:  # every failure becomes a cell of the table
         status = "does not fit" if _is_oom(err) else f"error: {type(err).__name__}: {err}"[:300]
         result = {"status": status}
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", action="store_true",
                    help="add an attention row with activation checkpointing")
     p.add_argument("--checkpoint-from", type=int, default=65536, help="T of that row")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing: profile one window of every cell, GPU ms/step "
+                        "by kernel family (e.g. --mixers attention,mamba2_torch --lengths 1024)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -238,11 +273,19 @@ def main(argv: list[str] | None = None) -> dict:
             for row, (cfg, ckpt) in rows.items():
                 if ckpt and args.checkpoint_from > T:
                     continue
-                cells[row][T] = cell = run_cell(cfg, T, args, device, ckpt=ckpt)
+                cells[row][T] = cell = run_cell(cfg, T, args, device, ckpt=ckpt, label=row)
+                if args.profile:
+                    continue
                 extra = (f"{cell['tokens_per_s']:,.0f} tokens/s, first step "
                          f"{cell['first_step_s']:.1f}s" if cell["status"] == "ok"
                          else cell["status"])
                 print(f"  T={T:>6} {row:<15} {extra}", file=sys.stderr, flush=True)
+    if args.profile:
+        result = {"device": name, "torch": torch.__version__, "tokens_per_step": args.tokens,
+                  "steps": args.steps, "profile": {row: {str(T): c for T, c in cs.items()}
+                                                   for row, cs in cells.items()}}
+        print("RESULT " + json.dumps(result), flush=True)
+        return result
 
     def rate(row: str, T: int) -> float | None:
         cell = cells.get(row, {}).get(T)
