@@ -38,7 +38,30 @@ if TYPE_CHECKING:
     from models.kv_cache import KVCache
     from models.lm_config import LMConfig
 
-__all__ = ["Mamba2"]
+__all__ = ["Mamba2", "causal_depthwise_conv"]
+
+
+def causal_depthwise_conv(window: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None) -> torch.Tensor:
+    """A causal depthwise convolution over time, channels last.
+
+    ``y[:, t, d] = bias[d] + sum_i weight[d, i] * window[:, t + i, d]`` for the last
+    ``T = window.size(1) - k + 1`` positions: ``window`` (B, k - 1 + T, D) is the input with
+    its k - 1 predecessors in front (zeros at the start of a sequence), ``weight`` (D, k) is
+    ``nn.Conv1d(D, D, k, groups=D).weight[:, 0]``; returns (B, T, D) in window's dtype.
+
+    Written as k shifted multiply-adds rather than ``F.conv1d``: under ``torch.compile`` the
+    taps, the bias and the SiLU after them become one pointwise kernel (and the weight
+    gradient one reduction), in the (B, T, D) layout the projections use, where ``F.conv1d``
+    wants (B, D, T) — two transposed copies — and cuDNN's depthwise kernels.
+    """
+    k = weight.size(1)
+    T = window.size(1) - k + 1
+    w = weight.to(window.dtype)
+    out = window[:, :T] * w[:, 0]
+    for i in range(1, k):
+        out = out + window[:, i:i + T] * w[:, i]
+    return out if bias is None else out + bias.to(window.dtype)
 
 
 class Mamba2(nn.Module):
@@ -127,21 +150,21 @@ class Mamba2(nn.Module):
         """
         Bsz, T, _ = xBC.shape
         E, N, nh, P, k = self.d_inner, self.d_state, self.n_heads, self.head_dim, self.d_conv
-        u = xBC.transpose(1, 2)  # (B, E + 2N, T)
         if state is None:
-            past, ssm_state = u.new_zeros(Bsz, self.conv_dim, k - 1), None
-        else:
-            past, ssm_state = state[0].to(u.dtype), state[1]
-        u = torch.cat([past, u], dim=-1)  # (B, E + 2N, k - 1 + T): causal left context
-        xBC = F.silu(F.conv1d(u, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))
-        xs, B, C = xBC.transpose(1, 2).split([E, N, N], dim=-1)  # (B, T, E), (B, T, N) x2
+            past, ssm_state = xBC.new_zeros(Bsz, k - 1, self.conv_dim), None
+        else:  # the cache keeps the conv inputs channels first, as _step reads them
+            past, ssm_state = state[0].transpose(1, 2).to(xBC.dtype), state[1]
+        window = torch.cat([past, xBC], dim=1)  # (B, k - 1 + T, E + 2N): causal left context
+        xBC = F.silu(causal_depthwise_conv(window, self.conv1d.weight[:, 0], self.conv1d.bias))
+        xs, B, C = xBC.split([E, N, N], dim=-1)  # (B, T, E), (B, T, N) x2
         xs = xs.reshape(Bsz, T, nh, P)  # (B, T, nh, P)
         if self._use_fla(xs):
             y, ssm_state = ssd_fla(xs, dt, A, B, C, ssm_state, output_final_state=keep_state)
         else:
             y, ssm_state = ssd_chunked(xs, dt, A, B, C, self.chunk_size, ssm_state)
         y = y + xs * self.D[:, None].to(y.dtype)  # (B, T, nh, P)
-        new_state = (u[..., u.size(-1) - (k - 1):], ssm_state) if keep_state else None
+        new_state = ((window[:, window.size(1) - (k - 1):].transpose(1, 2).contiguous(),
+                      ssm_state) if keep_state else None)
         return y.reshape(Bsz, T, E), new_state
 
     def _use_fla(self, x: torch.Tensor) -> bool:

@@ -16,7 +16,7 @@ from models.generate import generate_greedy
 from models.kinds import build_configs, train_model
 from models.kv_cache import KVCache
 from models.lm import DecoderLM, LMConfig
-from models.mixers.mamba2 import Mamba2
+from models.mixers.mamba2 import Mamba2, causal_depthwise_conv
 from models.mixers.s4d import S4D
 from models.mixers.ssd import ssd_chunked, ssd_step
 
@@ -90,6 +90,24 @@ def test_s4d_fft_convolution_equals_the_recurrence(T):
             y, state = s4d._step(u[:, t], state)
             ys.append(y)
     torch.testing.assert_close(y_fft, torch.stack(ys, dim=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k, with_past", [(4, False), (4, True), (2, True), (1, False)])
+def test_mamba2_conv_taps_equal_a_left_padded_depthwise_conv1d(k, with_past):
+    """The shifted multiply-adds are F.conv1d(groups=D) on the inputs with their k - 1
+    predecessors in front, channels last; gradients included."""
+    torch.manual_seed(k)
+    conv = torch.nn.Conv1d(12, 12, k, groups=12)
+    u = torch.randn(3, 17, 12, requires_grad=True)
+    past = torch.randn(3, k - 1, 12) if with_past else torch.zeros(3, k - 1, 12)
+    window = torch.cat([past, u], dim=1)
+    got = causal_depthwise_conv(window, conv.weight[:, 0], conv.bias)
+    want = conv(window.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    g = torch.randn_like(got)
+    (grads_got,) = torch.autograd.grad((got * g).sum(), u)
+    (grads_want,) = torch.autograd.grad((want * g).sum(), u)
+    torch.testing.assert_close(grads_got, grads_want, atol=1e-6, rtol=1e-6)
 
 
 # --- both mixers: cached prefill + steps, causality, gradients, errors --------------------
