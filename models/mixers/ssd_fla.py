@@ -7,9 +7,12 @@ per head and step, queries C, keys B, values dt·x::
 
 which is what ``fla.ops.simple_gla.chunk_simple_gla`` computes with fused Triton kernels
 (chunked like :func:`models.mixers.ssd.ssd_chunked`, forward and backward), given q = C,
-k = B (broadcast to the heads), v = dt·x, g = dt·A and scale 1. fla-core is pure Triton:
-it installs without a CUDA compile and runs on CUDA only, so this module is the GPU path
-and :func:`~models.mixers.ssd.ssd_chunked` stays the reference and the CPU path
+k = B (broadcast to the heads), v = dt·x, g = dt·A and scale 1. ``fla.ops.gla.chunk_gla``
+(a log-decay per key dimension) computes the same with g broadcast over the n key dims, on
+other backward kernels — the fallback where fla-core refuses simple GLA's backward (Hopper
+with Triton 3.4-3.7.0, fla-core issue #640). fla-core is pure Triton: it installs without
+a CUDA compile and runs on CUDA only, so this module is the GPU path and
+:func:`~models.mixers.ssd.ssd_chunked` stays the reference and the CPU path
 (``LMConfig.ssm_kernel`` picks; ``tests/models/test_ssd_fla.py`` checks both agree on a GPU).
 """
 
@@ -20,12 +23,12 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["fla_available", "fla_status", "probe_scan", "ssd_fla"]
+__all__ = ["FLA_OPS", "fla_available", "fla_status", "probe_scan", "ssd_fla"]
 
 log = logging.getLogger(__name__)
 
 
-_FLA_STATUS: tuple[bool, str] | None = None  # fla_status's answer, once asked
+_FLA_STATUS: tuple[str | None, str] | None = None  # (fla op in use or None, why), once asked
 # The probe's shape: heads of the presets' width (ssm_head_dim = ssm_state = 64), which is
 # also the block width (BK = 64) of the backward kernel that Triton 3.4-3.7.0 miscompiles on
 # Hopper (fla-core issue #640); two chunks, so the state passes between chunks.
@@ -34,13 +37,14 @@ PROBE_TOLERANCE = 5e-2  # relative; TF32 dots are ~1e-3, a wrong gradient is O(1
 
 
 def fla_status() -> tuple[bool, str]:
-    """Whether fla-core's simple-GLA kernel can carry mamba2's scan here, and why (not).
+    """Whether one of fla-core's kernels can carry mamba2's scan here, and why (not).
 
-    The first call imports fla-core and, where a GPU is present, runs the kernel forward and
-    backward on a small problem against :func:`~models.mixers.ssd.ssd_chunked`
-    (:func:`probe_scan`): fla-core refuses some GPU/Triton pairs outright (its backward on
-    Hopper with Triton 3.4-3.7.0) and a miscompiled kernel would train silently wrong, so
-    only a kernel seen to agree is used. Later calls read the stored answer, a global that
+    The first call imports fla-core and, where a GPU is present, runs its kernels (simple
+    GLA, then GLA: :data:`FLA_OPS`) forward and backward on a small problem against
+    :func:`~models.mixers.ssd.ssd_chunked` (:func:`probe_scan`) and keeps the first that
+    agrees: fla-core refuses some GPU/Triton pairs outright (simple GLA's backward on Hopper
+    with Triton 3.4-3.7.0) and a miscompiled kernel would train silently wrong, so only a
+    kernel seen to agree is used. Later calls read the stored answer, a global that
     ``torch.compile`` guards on as a constant (Mamba2 asks at construction, so no compiled
     graph ever traces the probe).
 
@@ -50,19 +54,32 @@ def fla_status() -> tuple[bool, str]:
     global _FLA_STATUS
     if _FLA_STATUS is None:
         try:
-            from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
+            import fla.ops  # noqa: F401
         except Exception as exc:  # ImportError, or Triton failing to load without CUDA
-            _FLA_STATUS = (False, f"fla-core does not import ({type(exc).__name__}: {exc}); "
-                                  "install it with pip install fla-core")
+            _FLA_STATUS = (None, f"fla-core does not import ({type(exc).__name__}: {exc}); "
+                                 "install it with pip install fla-core")
         else:
             if torch.cuda.is_available():
-                _FLA_STATUS = probe_scan(_simple_gla_scan, torch.device("cuda"))
-                if not _FLA_STATUS[0]:
+                _FLA_STATUS = _first_agreeing_op(torch.device("cuda"))
+                if _FLA_STATUS[0] is None:
                     log.warning("mamba2: %s; ssm_kernel 'auto' uses the PyTorch chunked scan",
                                 _FLA_STATUS[1])
+                else:
+                    log.info("mamba2: %s", _FLA_STATUS[1])
             else:
-                _FLA_STATUS = (True, "fla-core imports (no GPU here to run it on)")
-    return _FLA_STATUS
+                _FLA_STATUS = ("simple_gla", "fla-core imports (no GPU here to run it on)")
+    return _FLA_STATUS[0] is not None, _FLA_STATUS[1]
+
+
+def _first_agreeing_op(device: torch.device) -> tuple[str | None, str]:
+    """(the first op of FLA_OPS whose probe agrees, its verdict), or (None, every refusal)."""
+    refusals = []
+    for name, scan in FLA_OPS.items():
+        agrees, reason = probe_scan(scan, device)
+        if agrees:
+            return name, f"{reason} ({name})"
+        refusals.append(f"{name}: {reason}")
+    return None, "; ".join(refusals)
 
 
 def fla_available() -> bool:
@@ -130,7 +147,8 @@ def ssd_fla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`~models.mixers.ssd.ssd_chunked`'s contract on fla's kernel (CUDA tensors).
+    """:func:`~models.mixers.ssd.ssd_chunked`'s contract on fla's kernel (CUDA tensors):
+    the op of :data:`FLA_OPS` that :func:`fla_status` found to agree on this GPU.
 
     Args:
         x: inputs (b, T, h, p); dt: positive steps (b, T, h); A: negative rates (h,).
@@ -151,13 +169,11 @@ def ssd_fla(
         raise RuntimeError(f"ssm_kernel 'fla' cannot run: {reason}")
     if not x.is_cuda:
         raise RuntimeError(f"ssm_kernel 'fla' runs on CUDA tensors only, got {x.device}")
-    return _simple_gla_scan(x, dt, A, B, C, initial_state, output_final_state)
+    return FLA_OPS[_FLA_STATUS[0]](x, dt, A, B, C, initial_state, output_final_state)
 
 
-def _simple_gla_scan(x, dt, A, B, C, initial_state=None, output_final_state=False):
-    """:func:`ssd_fla` without its checks (the probe's subject)."""
-    from fla.ops.simple_gla import chunk_simple_gla
-
+def _gla_inputs(x, dt, A, B, C, initial_state):
+    """fla's (q, k, v, g, state) for the SSD: q = C, k = B, v = dt·x, g = dt·A (b, T, h)."""
     b, T, h, p = x.shape
     dtype = x.dtype
     g = dt.float() * A.float()  # (b, T, h) log-decays, float32 as in ssd_chunked
@@ -167,7 +183,33 @@ def _simple_gla_scan(x, dt, A, B, C, initial_state=None, output_final_state=Fals
     q = C.to(dtype)[:, :, None].expand(b, T, h, C.size(-1)).contiguous()
     k = B.to(dtype)[:, :, None].expand(b, T, h, B.size(-1)).contiguous()
     state = None if initial_state is None else initial_state.float().contiguous()
+    return q, k, v, g, state
+
+
+def _simple_gla_scan(x, dt, A, B, C, initial_state=None, output_final_state=False):
+    """:func:`ssd_fla` on ``chunk_simple_gla``, unchecked (a probe's subject)."""
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    q, k, v, g, state = _gla_inputs(x, dt, A, B, C, initial_state)
     # state_v_first: fla keeps the state as (h, V, K) = (h, p, n), our layout.
     y, final = chunk_simple_gla(q, k, v, g=g, scale=1.0, initial_state=state,
                                 output_final_state=output_final_state, state_v_first=True)
-    return y.to(dtype), (final.float() if final is not None else None)
+    return y.to(x.dtype), (final.float() if final is not None else None)
+
+
+def _gla_scan(x, dt, A, B, C, initial_state=None, output_final_state=False):
+    """:func:`ssd_fla` on ``chunk_gla`` with the head's log-decay on every key dim,
+    unchecked (a probe's subject)."""
+    from fla.ops.gla import chunk_gla
+
+    q, k, v, g, state = _gla_inputs(x, dt, A, B, C, initial_state)
+    g = g[..., None].expand(q.shape).contiguous()  # (b, T, h, n): one decay per head
+    y, final = chunk_gla(q, k, v, g, scale=1.0, initial_state=state,
+                         output_final_state=output_final_state, state_v_first=True)
+    return y.to(x.dtype), (final.float() if final is not None else None)
+
+
+# fla-core's kernels for the scan, in the order fla_status tries them: simple GLA is the
+# exact fit (one decay per head); GLA spends more (decays per key dim) on other kernels.
+FLA_OPS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor | None]]] = {
+    "simple_gla": _simple_gla_scan, "gla": _gla_scan}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from models.config_fields import FieldValueError
 from models.kv_cache import KVCache
 from models.lm import DecoderLM, LMConfig
+from models.mixers import ssd_fla as ssd_fla_module
 from models.mixers.mamba2 import Mamba2
 from models.mixers.ssd import ssd_chunked
 from models.mixers.ssd_fla import fla_status, probe_scan, ssd_fla
@@ -91,6 +92,20 @@ def test_the_probe_catches_a_missing_gradient():
 
     usable, reason = probe_scan(detached_C, torch.device("cpu"))
     assert not usable and "no dC" in reason
+
+
+def test_the_first_kernel_that_agrees_is_kept_and_every_refusal_is_named(monkeypatch):
+    def refusing(*args, **kwargs):
+        raise RuntimeError("no backward on this GPU")
+
+    monkeypatch.setattr(ssd_fla_module, "FLA_OPS", {"first": refusing, "second": reference_scan,
+                                                    "third": reference_scan})
+    name, reason = ssd_fla_module._first_agreeing_op(torch.device("cpu"))
+    assert name == "second" and "agrees" in reason and "(second)" in reason
+    monkeypatch.setattr(ssd_fla_module, "FLA_OPS", {"first": refusing, "other": refusing})
+    name, reason = ssd_fla_module._first_agreeing_op(torch.device("cpu"))
+    assert name is None
+    assert reason.startswith("first: ") and "; other: " in reason and "no backward" in reason
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU verdict; cuda tests cover GPUs")
