@@ -10,6 +10,7 @@
 #   bash benchmarks/gpu_mixer_runs.sh                  # on the GPU host, $OUT set by the caller
 #   SPEED_TIME=240 QUALITY_TIME=300 bash benchmarks/gpu_mixer_runs.sh
 #   PHASES="speed" LC_MIXERS=attention,mamba2_fla,mamba2_torch bash benchmarks/gpu_mixer_runs.sh
+#   PHASES="profile" bash benchmarks/gpu_mixer_runs.sh  # long_context and lm_vs_nanogpt --profile
 #
 # Each posts and MQAR mixer runs in its own process (2026-12-07: four mixers in turn in one
 # process did not finish inside 285 s); every process trains the same seeds and data, so rows
@@ -20,7 +21,9 @@ OUT=${OUT:-/tmp/sf-mixer-out}
 SPEED_TIME=${SPEED_TIME:-270}      # seconds of the long-context table
 QUALITY_TIME=${QUALITY_TIME:-280}  # seconds each quality process may run
 POSTS_STEPS=${POSTS_STEPS:-500}
-PHASES=${PHASES:-"speed quality"}
+PHASES=${PHASES:-"speed quality"}  # and "profile": kernel families of a step, alone
+PROFILE_TIME=${PROFILE_TIME:-240}  # seconds each profile process may run
+PROFILE_MIXERS=${PROFILE_MIXERS:-attention,mamba2_torch}
 LC_MIXERS=${LC_MIXERS:-attention,mamba2_fla,mamba2_torch}
 POSTS_MIXERS=${POSTS_MIXERS-"attention linear s4d"}
 MQAR_MIXERS=${MQAR_MIXERS-"attention gau linear sliding_window mamba2 s4d"}
@@ -44,6 +47,15 @@ if [[ " $PHASES " == *" speed "* ]]; then
   echo "exit $?" >>"$LOGS/long-context.log"
 fi
 
+if [[ " $PHASES " == *" profile "* ]]; then  # where the GPU time of a step goes, alone
+  timeout "$PROFILE_TIME" python3 benchmarks/long_context.py --profile \
+    --mixers "$PROFILE_MIXERS" --lengths 1024 >"$LOGS/profile-long-context.log" 2>&1
+  echo "exit $?" >>"$LOGS/profile-long-context.log"
+  timeout "$PROFILE_TIME" python3 benchmarks/lm_vs_nanogpt.py --profile \
+    >"$LOGS/profile-lm-vs-nanogpt.log" 2>&1
+  echo "exit $?" >>"$LOGS/profile-lm-vs-nanogpt.log"
+fi
+
 launch() {  # launch NAME COMMAND...: run in the background under the time limit
   local name=$1
   shift
@@ -62,6 +74,6 @@ if [[ " $PHASES " == *" quality "* ]]; then
   [[ $RUN_PEFT == 1 ]] && launch peft python3 benchmarks/peft.py --out /tmp/sfm-peft $PEFT_ARGS
   wait
 fi
-grep -h "RESULT\|^exit\|^posts \|^mqar \|T=\|x attention\|passed\|failed" "$LOGS"/*.log \
+grep -h "RESULT\|^exit\|^posts \|^mqar \|T=\|x attention\|passed\|failed\|GPU ms" "$LOGS"/*.log \
   >"$OUT/mixer-summary.txt" 2>/dev/null
 tar -czf "$OUT/mixer-logs.tar.gz" -C "$LOGS" .
