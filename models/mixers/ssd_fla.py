@@ -99,29 +99,37 @@ def probe_scan(scan: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
     from models.mixers.ssd import ssd_chunked
 
     b, T, h, p, n = (PROBE_SHAPE[k] for k in ("b", "T", "h", "p", "n"))
-    gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(b, T, h, p, generator=gen),
-              torch.nn.functional.softplus(torch.randn(b, T, h, generator=gen) - 1.0),
-              -torch.rand(h, generator=gen) * 4 - 0.1,
-              torch.randn(b, T, n, generator=gen), torch.randn(b, T, n, generator=gen),
-              torch.randn(b, h, p, n, generator=gen)]
-    names = ("x", "dt", "A", "B", "C", "initial_state")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    # Cloned: .to() is a no-op on the same device, and each side needs its own gradients.
-    got = [t.to(device).clone().requires_grad_(True) for t in inputs]
-    ref = [t.to(device).clone().requires_grad_(True) for t in inputs]
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # the reference in true fp32
-    try:
-        y, final = scan(*got[:5], got[5], output_final_state=True)
-        y_ref, final_ref = ssd_chunked(*ref[:5], 64, ref[5])
-        weights = torch.randn(y_ref.shape, generator=gen).to(device)
-        ((y * weights).sum() + final.sum()).backward()
-        ((y_ref * weights).sum() + final_ref.sum()).backward()
-    except Exception as exc:
-        return False, f"fla-core's kernel fails on {where} ({type(exc).__name__}: {exc})"
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    # Whatever the caller has on — a model built under torch.device("meta") (parameter
+    # counts), no_grad, inference_mode or autocast — the probe runs real tensors on `device`
+    # with autograd and in the inputs' own precision, so its verdict, kept for the process,
+    # is about the kernel alone.
+    with torch.inference_mode(False), torch.enable_grad(), device, \
+            torch.autocast(device.type, enabled=False):
+        gen = torch.Generator(device="cpu").manual_seed(0)
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen, device="cpu")
+
+        inputs = [normal(b, T, h, p), torch.nn.functional.softplus(normal(b, T, h) - 1.0),
+                  -torch.rand(h, generator=gen, device="cpu") * 4 - 0.1,
+                  normal(b, T, n), normal(b, T, n), normal(b, h, p, n)]
+        names = ("x", "dt", "A", "B", "C", "initial_state")
+        # Cloned: .to() is a no-op on the same device, and each side needs its own gradients.
+        got = [t.to(device).clone().requires_grad_(True) for t in inputs]
+        ref = [t.to(device).clone().requires_grad_(True) for t in inputs]
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False  # the reference in true fp32
+        try:
+            y, final = scan(*got[:5], got[5], output_final_state=True)
+            y_ref, final_ref = ssd_chunked(*ref[:5], 64, ref[5])
+            weights = normal(*y_ref.shape).to(device)
+            ((y * weights).sum() + final.sum()).backward()
+            ((y_ref * weights).sum() + final_ref.sum()).backward()
+        except Exception as exc:
+            return False, f"fla-core's kernel fails on {where} ({type(exc).__name__}: {exc})"
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
     pairs = [("y", y, y_ref), ("final state", final, final_ref)]
     pairs += [(f"d{name}", a.grad, r.grad) for name, a, r in zip(names, got, ref, strict=True)]
     for name, a, r in pairs:

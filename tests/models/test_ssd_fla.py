@@ -67,6 +67,15 @@ def test_the_probe_passes_a_scan_that_agrees_with_the_reference():
     assert "agrees" in reason
 
 
+def test_the_probe_judges_the_kernel_whatever_context_the_model_is_built_in():
+    """Models are built under torch.device("meta") (parameter counts), no_grad or
+    inference_mode; the probe's verdict, kept for the process, must not depend on that."""
+    for context in (torch.device("meta"), torch.no_grad(), torch.inference_mode()):
+        with context:
+            usable, reason = probe_scan(reference_scan, torch.device("cpu"))
+        assert usable, (context, reason)
+
+
 def test_the_probe_names_the_error_of_a_scan_that_refuses():
     def refusing(*args, **kwargs):
         raise RuntimeError("Triton 3.5 produces incorrect results for gated chunk_bwd_dqkwg")
