@@ -223,10 +223,18 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
                 activities=activities,
                 schedule=schedule(wait=args.warmup, warmup=2, active=active,
                                   repeat=1)) as prof:
+            def next_step(_, prof=prof) -> None:
+                # Both sides wait for the step's kernels before the window moves on: the
+                # reference never syncs on its own, and its 5-step window held part of a
+                # sixth step's kernels (its lm-head kernels ran 6 times) — ours syncs each step.
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                prof.step()
+
             if name == "ours":
-                train_ours(uri, args, device, 0, on_step=lambda _: prof.step())
+                train_ours(uri, args, device, 0, on_step=next_step)
             else:
-                train_reference(train_tokens, args, device, on_step=lambda _: prof.step())
+                train_reference(train_tokens, args, device, on_step=next_step)
         print_top_kernels(prof, f"{name}: top kernels over {active} steps",
                           device.type == "cuda")
         families[name] = kernel_families(prof, active)
