@@ -242,9 +242,6 @@ def main(argv: list[str] | None = None) -> dict:
         name, setting = VARIANTS.get(row, (row, {}))
         return name, {**overrides.get(name, {}), **setting}
 
-    def settings(row: str) -> dict:
-        return resolve(row)[1]
-
     configs, notes = {}, {}
     for mixer in mixers:
         try:
@@ -262,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"lengths {lengths}", file=sys.stderr)
     for row, (cfg, _) in rows.items():
         print(f"  {row:<15} n_layer {cfg.n_layer:>2}  {params[row] / 1e6:7.2f}M params "
-              f"({params[row] / target - 1:+.1%} vs attention)  {settings(row)}",
+              f"({params[row] / target - 1:+.1%} vs attention)  {resolve(row)[1]}",
               file=sys.stderr)
 
     cells: dict[str, dict[int, dict]] = {row: {} for row in rows}
@@ -312,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
               "lengths": lengths, "compile": args.compile, "bf16": cuda,
               "steps": args.steps, "repeats": args.repeats,
               "params": params, "n_layer": {row: cfg.n_layer for row, (cfg, _) in rows.items()},
-              "overrides": {m: settings(m) for m in configs},
+              "overrides": {m: resolve(m)[1] for m in configs},
               "cells": {row: {str(T): c for T, c in cs.items()} for row, cs in cells.items()},
               "ratio_vs_attention": {row: {str(T): r for T, r in rs.items()}
                                      for row, rs in ratios.items()},

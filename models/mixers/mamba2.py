@@ -14,7 +14,7 @@ or on CUDA fla-core's Triton kernel (:func:`~models.mixers.ssd_fla.ssd_fla`), as
 ``LMConfig.ssm_kernel`` says ("auto": fla on CUDA where fla-core is installed and its
 kernel passed a forward/backward probe on this GPU). With a
 :class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] = (conv_state,
-ssm_state)``: the last ssm_conv - 1 conv inputs (B, E + 2N, ssm_conv - 1) and the SSM
+ssm_state)``: the last ssm_conv - 1 conv inputs (B, ssm_conv - 1, E + 2N) and the SSM
 state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
 token runs the recurrence (:func:`~models.mixers.ssd.ssd_step`).
 
@@ -152,8 +152,8 @@ class Mamba2(nn.Module):
         E, N, nh, P, k = self.d_inner, self.d_state, self.n_heads, self.head_dim, self.d_conv
         if state is None:
             past, ssm_state = xBC.new_zeros(Bsz, k - 1, self.conv_dim), None
-        else:  # the cache keeps the conv inputs channels first, as _step reads them
-            past, ssm_state = state[0].transpose(1, 2).to(xBC.dtype), state[1]
+        else:
+            past, ssm_state = state[0].to(xBC.dtype), state[1]
         window = torch.cat([past, xBC], dim=1)  # (B, k - 1 + T, E + 2N): causal left context
         xBC = F.silu(causal_depthwise_conv(window, self.conv1d.weight[:, 0], self.conv1d.bias))
         xs, B, C = xBC.split([E, N, N], dim=-1)  # (B, T, E), (B, T, N) x2
@@ -163,8 +163,8 @@ class Mamba2(nn.Module):
         else:
             y, ssm_state = ssd_chunked(xs, dt, A, B, C, self.chunk_size, ssm_state)
         y = y + xs * self.D[:, None].to(y.dtype)  # (B, T, nh, P)
-        new_state = ((window[:, window.size(1) - (k - 1):].transpose(1, 2).contiguous(),
-                      ssm_state) if keep_state else None)
+        # Cloned: a slice would keep the whole prefill's window alive in the cache.
+        new_state = (window[:, window.size(1) - (k - 1):].clone(), ssm_state) if keep_state else None
         return y.reshape(Bsz, T, E), new_state
 
     def _use_fla(self, x: torch.Tensor) -> bool:
@@ -180,11 +180,12 @@ class Mamba2(nn.Module):
     ) -> tuple[torch.Tensor, tuple]:
         """One token: xBC (B, E + 2N), dt (B, nh); returns y (B, E) and the new state."""
         E, N, nh, P = self.d_inner, self.d_state, self.n_heads, self.head_dim
-        conv_state, ssm_state = state  # (B, E + 2N, k - 1), (B, nh, P, N)
-        window = torch.cat([conv_state.to(xBC.dtype), xBC[..., None]], dim=-1)  # (B, E+2N, k)
-        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, E+2N)
+        conv_state, ssm_state = state  # (B, k - 1, E + 2N), (B, nh, P, N)
+        window = torch.cat([conv_state.to(xBC.dtype), xBC[:, None]], dim=1)  # (B, k, E + 2N)
+        conv = causal_depthwise_conv(window, self.conv1d.weight[:, 0], self.conv1d.bias)
+        xBC = F.silu(conv[:, 0])  # (B, E + 2N)
         xs, B, C = xBC.split([E, N, N], dim=-1)
         xs = xs.reshape(-1, nh, P)  # (B, nh, P)
         y, ssm_state = ssd_step(ssm_state, xs, dt, A, B, C)  # (B, nh, P)
         y = y.to(xs.dtype) + xs * self.D[:, None].to(xs.dtype)
-        return y.reshape(-1, E), (window[..., 1:], ssm_state)
+        return y.reshape(-1, E), (window[:, 1:], ssm_state)
