@@ -9,13 +9,14 @@
 #
 #   bash benchmarks/gpu_mixer_runs.sh                  # on the GPU host, $OUT set by the caller
 #   SPEED_TIME=240 QUALITY_TIME=300 bash benchmarks/gpu_mixer_runs.sh
-#   PHASES="speed" LC_MIXERS=attention,mamba2_fla,mamba2_torch bash benchmarks/gpu_mixer_runs.sh
+#   PHASES="speed" LC_MIXERS=attention,mamba2_triton,mamba2_torch bash benchmarks/gpu_mixer_runs.sh
 #   PHASES="profile" bash benchmarks/gpu_mixer_runs.sh  # long_context and lm_vs_nanogpt --profile
 #
 # Each posts and MQAR mixer runs in its own process (2026-12-07: four mixers in turn in one
 # process did not finish inside 285 s); every process trains the same seeds and data, so rows
 # compare across processes (two attention rows in two processes agreed within 0.08%).
-# The GPU host needs fla-core and einops for mamba2's Triton scan (py3-none wheels in .whl/).
+# The GPU host needs mamba-ssm (its Triton part) or fla-core, and einops, for mamba2's Triton
+# scan (py3-none wheels in .whl/; benchmarks/README or BENCHMARKS.md say how to build mamba-ssm's).
 set -u
 OUT=${OUT:-/tmp/sf-mixer-out}
 SPEED_TIME=${SPEED_TIME:-270}      # seconds of the long-context table
@@ -24,7 +25,8 @@ POSTS_STEPS=${POSTS_STEPS:-500}
 PHASES=${PHASES:-"speed quality"}  # and "profile": kernel families of a step, alone
 PROFILE_TIME=${PROFILE_TIME:-240}  # seconds each profile process may run
 PROFILE_MIXERS=${PROFILE_MIXERS:-attention,mamba2_torch}
-LC_MIXERS=${LC_MIXERS:-attention,mamba2_fla,mamba2_torch}
+PROFILE_LENGTHS=${PROFILE_LENGTHS:-1024,16384}  # T of the long_context profiles
+LC_MIXERS=${LC_MIXERS:-attention,mamba2_triton,mamba2_torch}
 POSTS_MIXERS=${POSTS_MIXERS-"attention linear s4d"}
 MQAR_MIXERS=${MQAR_MIXERS-"attention gau linear sliding_window mamba2 s4d"}
 # MQAR: a setting that 2-layer attention solves on the CPU (accuracy 1.000 after 4,000 steps;
@@ -39,9 +41,9 @@ mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 
 if [[ " $PHASES " == *" speed "* ]]; then
-  timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/models/test_ssd_fla.py \
-    >"$LOGS/pytest-ssd-fla.log" 2>&1
-  echo "exit $?" >>"$LOGS/pytest-ssd-fla.log"
+  timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/models/test_ssd_triton.py \
+    >"$LOGS/pytest-ssd-triton.log" 2>&1
+  echo "exit $?" >>"$LOGS/pytest-ssd-triton.log"
   timeout "$SPEED_TIME" python3 benchmarks/long_context.py --mixers "$LC_MIXERS" \
     >"$LOGS/long-context.log" 2>&1
   echo "exit $?" >>"$LOGS/long-context.log"
@@ -49,7 +51,7 @@ fi
 
 if [[ " $PHASES " == *" profile "* ]]; then  # where the GPU time of a step goes, alone
   timeout "$PROFILE_TIME" python3 benchmarks/long_context.py --profile \
-    --mixers "$PROFILE_MIXERS" --lengths 1024 >"$LOGS/profile-long-context.log" 2>&1
+    --mixers "$PROFILE_MIXERS" --lengths "$PROFILE_LENGTHS" >"$LOGS/profile-long-context.log" 2>&1
   echo "exit $?" >>"$LOGS/profile-long-context.log"
   timeout "$PROFILE_TIME" python3 benchmarks/lm_vs_nanogpt.py --profile \
     >"$LOGS/profile-lm-vs-nanogpt.log" 2>&1

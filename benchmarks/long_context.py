@@ -60,9 +60,9 @@ TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=256, multiple_of=32)
 # for GAU (its chunk states then take 4x less memory than at 64), a 1024-token window.
 OVERRIDES = {"gau": {"chunk_size": 256}, "sliding_window": {"window": 1024}}
 # Rows that are a mixer with a setting: mamba2's scan kernel, side by side (LMConfig.ssm_kernel;
-# plain "mamba2" is "auto": fla-core's Triton kernel on CUDA when installed).
+# plain "mamba2" is "auto": a fused Triton kernel on CUDA when one is installed and agrees).
 VARIANTS = {"mamba2_torch": ("mamba2", {"ssm_kernel": "torch"}),
-            "mamba2_fla": ("mamba2", {"ssm_kernel": "fla"})}
+            "mamba2_triton": ("mamba2", {"ssm_kernel": "triton"})}
 
 
 def _set_compile_limits() -> None:

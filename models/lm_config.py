@@ -31,9 +31,10 @@ MIXERS = ("attention", "gau", "linear", "sliding_window", "mamba2", "s4d")
 # Mixers that decode from a fixed-size state instead of keys/values (no cache rollback).
 RECURRENT = frozenset({"linear", "s4d", "mamba2"})
 GAU_ATTENTIONS = ("squared_relu", "softmax")  # LMConfig.gau_attention
-# LMConfig.ssm_kernel: mamba2's scan. "torch" = models.mixers.ssd (every device), "fla" =
-# fla-core's Triton kernel (CUDA), "auto" = fla on CUDA when it is installed, else torch.
-SSM_KERNELS = ("auto", "torch", "fla")
+# LMConfig.ssm_kernel: mamba2's scan. "torch" = models.mixers.ssd (every device), "triton" =
+# a fused Triton kernel, mamba-ssm's or fla-core's (CUDA; models.mixers.ssd_triton), "auto" =
+# triton on CUDA when one is installed and agrees with the PyTorch scan, else torch.
+SSM_KERNELS = ("auto", "torch", "triton")
 
 LM_PRESETS: dict[str, dict[str, Any]] = {
     # CPU unit tests: a forward+backward takes milliseconds.

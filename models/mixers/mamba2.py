@@ -6,13 +6,13 @@ size P = ssm_head_dim and state size N = ssm_state (one group of B/C, as ``mamba
     z, xBC, dt = in_linear(x)              # (B, T, E), (B, T, E + 2N), (B, T, nh)
     x, B, C = silu(causal_conv1d(xBC))     # depthwise, kernel ssm_conv, over time
     dt = softplus(dt + dt_bias); A = -exp(A_log)
-    y = SSD(x, dt, A, B, C) + D * x        # models.mixers.ssd (or ssd_fla), chunked
+    y = SSD(x, dt, A, B, C) + D * x        # models.mixers.ssd (or ssd_triton), chunked
     out = out_proj(rmsnorm(y * silu(z)))   # gated RMSNorm, then back to C
 
 Training and prefill run the chunked scan: :func:`~models.mixers.ssd.ssd_chunked` in PyTorch,
-or on CUDA fla-core's Triton kernel (:func:`~models.mixers.ssd_fla.ssd_fla`), as
-``LMConfig.ssm_kernel`` says ("auto": fla on CUDA where fla-core is installed and its
-kernel passed a forward/backward probe on this GPU). With a
+or on CUDA a fused Triton kernel — Mamba-2's own (mamba-ssm) or fla-core's
+(:func:`~models.mixers.ssd_triton.ssd_triton`) — as ``LMConfig.ssm_kernel`` says ("auto": the
+Triton kernel on CUDA where one is installed and passed a forward/backward probe on this GPU). With a
 :class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] = (conv_state,
 ssm_state)``: the last ssm_conv - 1 conv inputs (B, ssm_conv - 1, E + 2N) and the SSM
 state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers.ssd import ssd_chunked, ssd_step
-from models.mixers.ssd_fla import fla_available, fla_status, ssd_fla
+from models.mixers.ssd_triton import ssd_triton, triton_available, triton_status
 
 if TYPE_CHECKING:
     from models.kv_cache import KVCache
@@ -74,8 +74,8 @@ class Mamba2(nn.Module):
 
     Raises:
         ValueError: ssm_expand * n_embd is not a multiple of ssm_head_dim.
-        RuntimeError: ssm_kernel is "fla" on a GPU host where fla-core cannot run (the
-            reason from :func:`~models.mixers.ssd_fla.fla_status`).
+        RuntimeError: ssm_kernel is "triton" on a GPU host where no kernel can run (the
+            reason from :func:`~models.mixers.ssd_triton.triton_status`).
     """
 
     def __init__(self, cfg: LMConfig, layer: int = 0) -> None:
@@ -88,12 +88,12 @@ class Mamba2(nn.Module):
             )
         self.d_inner, self.head_dim, self.d_state, self.n_heads = E, P, N, E // P
         self.d_conv, self.chunk_size = cfg.ssm_conv, cfg.chunk_size
-        self.kernel = cfg.ssm_kernel  # "auto" | "torch" | "fla"
+        self.kernel = cfg.ssm_kernel  # "auto" | "torch" | "triton"
         if self.kernel != "torch" and torch.cuda.is_available():
-            # fla-core is imported and probed here, outside any compiled graph.
-            usable, reason = fla_status()
-            if self.kernel == "fla" and not usable:
-                raise RuntimeError(f"Mamba2 layer {layer}: ssm_kernel 'fla' cannot run: "
+            # The kernels are imported and probed here, outside any compiled graph.
+            usable, reason = triton_status()
+            if self.kernel == "triton" and not usable:
+                raise RuntimeError(f"Mamba2 layer {layer}: ssm_kernel 'triton' cannot run: "
                                    f"{reason}; use ssm_kernel 'auto' or 'torch'")
         self.conv_dim = E + 2 * N  # x, B and C go through the conv together
         # Named so DecoderLM's 1/sqrt(2 * n_layer) rescale of "*proj.weight" hits out_proj only.
@@ -158,8 +158,8 @@ class Mamba2(nn.Module):
         xBC = F.silu(causal_depthwise_conv(window, self.conv1d.weight[:, 0], self.conv1d.bias))
         xs, B, C = xBC.split([E, N, N], dim=-1)  # (B, T, E), (B, T, N) x2
         xs = xs.reshape(Bsz, T, nh, P)  # (B, T, nh, P)
-        if self._use_fla(xs):
-            y, ssm_state = ssd_fla(xs, dt, A, B, C, ssm_state, output_final_state=keep_state)
+        if self._use_triton(xs):
+            y, ssm_state = ssd_triton(xs, dt, A, B, C, ssm_state, output_final_state=keep_state)
         else:
             y, ssm_state = ssd_chunked(xs, dt, A, B, C, self.chunk_size, ssm_state)
         y = y + xs * self.D[:, None].to(y.dtype)  # (B, T, nh, P)
@@ -167,13 +167,13 @@ class Mamba2(nn.Module):
         new_state = (window[:, window.size(1) - (k - 1):].clone(), ssm_state) if keep_state else None
         return y.reshape(Bsz, T, E), new_state
 
-    def _use_fla(self, x: torch.Tensor) -> bool:
-        """Whether this scan runs on fla's kernel: always for "fla" (which then raises where
-        it cannot run), never for "torch"; for "auto", on CUDA where fla-core is installed
-        and its probe agreed with the PyTorch scan (:func:`fla_status`)."""
+    def _use_triton(self, x: torch.Tensor) -> bool:
+        """Whether this scan runs on a Triton kernel: always for "triton" (which then raises
+        where it cannot run), never for "torch"; for "auto", on CUDA where a kernel is installed
+        and its probe agreed with the PyTorch scan (:func:`triton_status`)."""
         if self.kernel == "auto":
-            return x.is_cuda and fla_available()
-        return self.kernel == "fla"
+            return x.is_cuda and triton_available()
+        return self.kernel == "triton"
 
     def _step(
         self, xBC: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, state: tuple
