@@ -29,6 +29,11 @@ Quality (``--quality``), every model at the same ``--budget`` steps, bf16:
     python3 benchmarks/generative.py                      # H100: throughput table
     python3 benchmarks/generative.py --quality            # H100: the quality comparisons
     python3 benchmarks/generative.py --smoke              # CPU: tiny, both modes, seconds
+
+``--resume`` makes a quality run that a time limit cut short continue on a rerun with the
+same ``--out``: every training run saves ``ckpt.pt`` every ``--ckpt-every`` steps and a
+rerun continues from it (a finished run is only reloaded), and each FD prints its own
+line as soon as it is computed, so a cut process leaves every finished number in its log.
 """
 
 from __future__ import annotations
@@ -84,7 +89,11 @@ def model_configs(smoke: bool, size: int) -> dict[str, tuple[str, object]]:
 
 
 def train(kind: str, model_config, args, *, steps: int, precision: str, compile_: bool,
-          channels_last: bool, out: str, eval_batches: int = 1, lr: float | None = None):
+          channels_last: bool, out: str, eval_batches: int = 1, lr: float | None = None,
+          resume: bool = False):
+    """One run of the one trainer under ``<--out>/runs/<out>``; with ``resume``, a
+    checkpoint every ``--ckpt-every`` steps and a continuation from the run's own
+    ``ckpt.pt`` where one is there (a finished run then trains no step)."""
     cuda = args.device == "cuda"
     lr = lr or args.lr
     cfg = TrainConfig(kind=kind, steps=steps, batch_size=args.batch_size, lr=lr,
@@ -92,11 +101,12 @@ def train(kind: str, model_config, args, *, steps: int, precision: str, compile_
                       device=args.device, precision=precision, compile=compile_ and cuda,
                       channels_last=channels_last and cuda, image_size=args.size,
                       log_every=args.warmup, num_workers=args.num_workers,
-                      eval_batches=eval_batches, progress=False)
+                      eval_batches=eval_batches, progress=False,
+                      ckpt_every=args.ckpt_every if resume else 0)
     torch._dynamo.reset()
     return train_model(kind, dataset_uri=args.dataset, model_config=model_config,
                        out_uri=f"file://{os.path.abspath(args.out)}/runs/{out}",
-                       train_config=cfg)
+                       train_config=cfg, resume=resume)
 
 
 def throughput(args) -> dict:
@@ -181,7 +191,7 @@ def quality(args) -> dict:
         raise SystemExit(f"--parts: unknown {unknown}; choose from {list(QUALITY_PARTS)}")
     run = lambda kind, cfg, name, steps=budget, lr=None: train(  # noqa: E731
         kind, cfg, args, steps=steps, precision=p, compile_=False, channels_last=True,
-        out=f"q-{name}", eval_batches=args.eval_batches, lr=lr)
+        out=f"q-{name}", eval_batches=args.eval_batches, lr=lr, resume=args.resume)
     out: dict = {"budget": budget, "precision": p, "parts": parts}
     preset = "tiny" if args.smoke else "base"
     net = batches = None
@@ -222,25 +232,32 @@ def quality(args) -> dict:
         for sampling in args.rf_timesteps:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
             rf_runs[sampling] = res.checkpoint_uri
-            out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps)
+            out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps,
+                                              label=f"rf_{sampling}")
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
         if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
             student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
                                           reflow_steps=32)
             res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
-            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4])
+            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4],
+                                      label="rf_2rf")
             print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
 
-def rf_scores(uri: str, net, batches, steps_list) -> dict:
+def rf_scores(uri: str, net, batches, steps_list, label: str = "rf") -> dict:
+    """FDs of the checkpoint's samples at each Euler step count of ``steps_list`` and with
+    dopri5 (and its mean NFE); each printed as ``<label> <name> <json>`` when computed."""
     ckpt = load_checkpoint(uri)
     cfg = RectifiedFlowConfig(**ckpt["model_config"])
     model = RectifiedFlow(cfg)
     model.load_state_dict(ckpt["model"])
     model.to(batches[0][0].device).eval()
-    scores = {f"fd_euler_{n}": frechet(net, batches, lambda x, y, n=n: model.sample(
-        x.shape[0], y=y, steps=n, guidance=1.0)) for n in steps_list}
+    scores = {}
+    for n in steps_list:
+        scores[f"fd_euler_{n}"] = frechet(net, batches, lambda x, y, n=n: model.sample(
+            x.shape[0], y=y, steps=n, guidance=1.0))
+        print(label, f"fd_euler_{n}", json.dumps(scores[f"fd_euler_{n}"]), flush=True)
     nfe = []
 
     def dopri(x, y):
@@ -252,6 +269,8 @@ def rf_scores(uri: str, net, batches, steps_list) -> dict:
 
     scores["fd_dopri5"] = frechet(net, batches, dopri)
     scores["dopri5_nfe"] = statistics.mean(nfe)
+    print(label, "fd_dopri5", json.dumps(scores["fd_dopri5"]), "nfe", scores["dopri5_nfe"],
+          flush=True)
     return scores
 
 
@@ -290,6 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--classifier-lr", type=float, default=2e-3,
                    help="the classifier's peak lr (EfficientNet wants more than the generators)")
     p.add_argument("--quality-precision", default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--resume", action="store_true",
+                   help="quality: continue each run from its own checkpoint under --out (a "
+                        "rerun after a time limit; finished runs are reused)")
+    p.add_argument("--ckpt-every", type=int, default=250,
+                   help="with --resume: save a checkpoint every this many steps")
     p.add_argument("--smoke", action="store_true", help="tiny models, a few steps, both modes")
     args = p.parse_args(argv)
     cuda = args.device == "cuda"

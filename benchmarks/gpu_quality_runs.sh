@@ -37,7 +37,9 @@ launch() {  # launch NAME COMMAND...: run in the background under the time limit
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 
 if wanted gen; then
-G="python3 benchmarks/generative.py --quality --budget $BUDGET --num-workers $WORKERS"
+# --resume: each run checkpoints every 250 steps and continues from there, so the same command
+# again on a still-warm GPU host (its /tmp kept) picks up where a time limit cut it.
+G="python3 benchmarks/generative.py --quality --resume --budget $BUDGET --num-workers $WORKERS"
 [[ " $GEN_PARTS " == *" vq "* ]] &&
   launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
 [[ " $GEN_PARTS " == *" flow "* ]] && launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
@@ -85,5 +87,5 @@ for f in /tmp/sfq-*/runs/*/metrics.jsonl; do
   [[ -f $f ]] && cp "$f" "$LOGS/$(echo "${f#/tmp/}" | tr / _)"
 done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$LOGS/gpu.txt" 2>&1
-grep -h "RESULT\|^exit\|passed\|failed" "$LOGS"/*.log >"$OUT/quality-summary.txt" 2>/dev/null
+grep -h "RESULT\|^exit\|passed\|failed\|^rf_\|^vq\|^nice\|^realnvp" "$LOGS"/*.log >"$OUT/quality-summary.txt" 2>/dev/null
 tar -czf "$OUT/quality-logs.tar.gz" -C "$LOGS" .
