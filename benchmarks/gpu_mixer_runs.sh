@@ -16,7 +16,7 @@
 # process did not finish inside 285 s); every process trains the same seeds and data, so rows
 # compare across processes (two attention rows in two processes agreed within 0.08%).
 # The GPU host needs mamba-ssm (its Triton part) or fla-core, and einops, for mamba2's Triton
-# scan (py3-none wheels in .whl/; benchmarks/README or BENCHMARKS.md say how to build mamba-ssm's).
+# scan (py3-none wheels in .whl/; models/mixers/ssd_triton.py says how to build mamba-ssm's).
 set -u
 OUT=${OUT:-/tmp/sf-mixer-out}
 SPEED_TIME=${SPEED_TIME:-270}      # seconds of the long-context table

@@ -12,10 +12,10 @@ size P = ssm_head_dim and state size N = ssm_state (one group of B/C, as ``mamba
 Training and prefill run the chunked scan: :func:`~models.mixers.ssd.ssd_chunked` in PyTorch,
 or on CUDA a fused Triton kernel — Mamba-2's own (mamba-ssm) or fla-core's
 (:func:`~models.mixers.ssd_triton.ssd_triton`) — as ``LMConfig.ssm_kernel`` says ("auto": the
-Triton kernel on CUDA where one is installed and passed a forward/backward probe on this GPU). With a
-:class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] = (conv_state,
-ssm_state)``: the last ssm_conv - 1 conv inputs (B, ssm_conv - 1, E + 2N) and the SSM
-state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
+Triton kernel on CUDA where one is installed and passed a forward/backward probe on this
+GPU). With a :class:`~models.kv_cache.KVCache` the layer keeps ``cache.states[layer] =
+(conv_state, ssm_state)``: the last ssm_conv - 1 conv inputs (B, ssm_conv - 1, E + 2N) and
+the SSM state (B, nh, P, N) in float32. A prefill continues from the stored state; a single
 token runs the recurrence (:func:`~models.mixers.ssd.ssd_step`).
 
 Parameters per layer (bias off): C·(2E + 2N + nh) in in_linear, (E + 2N)·(ssm_conv + 1)

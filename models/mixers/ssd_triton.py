@@ -5,7 +5,7 @@ per head and step, queries C, keys B, values dt·x::
 
     y_t = sum_{s <= t} (C_t · B_s) exp(g_{s+1} + ... + g_t) dt_s x_s,   g = dt · A
 
-Three libraries' kernels compute it chunked like :func:`models.mixers.ssd.ssd_chunked`,
+Three kernels of two libraries compute it chunked like :func:`models.mixers.ssd.ssd_chunked`,
 forward and backward, fused (:data:`TRITON_OPS`, in the order they are tried):
 
 - ``mamba_ssm``: ``mamba_chunk_scan_combined``, the SSD kernels of the Mamba-2 authors
@@ -43,7 +43,8 @@ __all__ = ["TRITON_OPS", "probe_scan", "ssd_triton", "triton_available", "triton
 log = logging.getLogger(__name__)
 
 
-_TRITON_STATUS: tuple[str | None, str] | None = None  # (op of TRITON_OPS in use or None, why), once asked
+# (the op of TRITON_OPS in use, or None; why), set by the first triton_status() call.
+_TRITON_STATUS: tuple[str | None, str] | None = None
 # The probe's shape: heads of the presets' width (ssm_head_dim = ssm_state = 64), which is
 # also the block width (BK = 64) of the backward kernel that Triton 3.4-3.7.0 miscompiles on
 # Hopper (fla-core issue #640); two of mamba-ssm's chunks (eight of fla's), so the state
