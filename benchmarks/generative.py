@@ -32,8 +32,10 @@ Quality (``--quality``), every model at the same ``--budget`` steps, bf16:
 
 ``--resume`` makes a quality run that a time limit cut short continue on a rerun with the
 same ``--out``: every training run saves ``ckpt.pt`` every ``--ckpt-every`` steps and a
-rerun continues from it (a finished run is only reloaded), and each FD prints its own
-line as soon as it is computed, so a cut process leaves every finished number in its log.
+rerun continues from it (a finished run is only reloaded), and the rectified flow's FDs are
+kept in ``fd_scores.json`` beside each run's checkpoint as they are computed (a rerun
+computes only the missing ones). Each FD also prints its own line as soon as it is computed,
+so a cut process leaves every finished number in its log.
 """
 
 from __future__ import annotations
@@ -233,31 +235,63 @@ def quality(args) -> dict:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
             rf_runs[sampling] = res.checkpoint_uri
             out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps,
-                                              label=f"rf_{sampling}")
+                                              label=f"rf_{sampling}",
+                                              keep=args.resume and scores_file(args, sampling))
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
         if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
             student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
                                           reflow_steps=32)
             res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
-            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4],
-                                      label="rf_2rf")
+            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4], label="rf_2rf",
+                                      keep=args.resume and scores_file(args, "reflow"))
             print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
 
-def rf_scores(uri: str, net, batches, steps_list, label: str = "rf") -> dict:
+def scores_file(args, run: str) -> str:
+    """Where ``--resume`` keeps the FDs of the quality run ``q-<run>``, beside its checkpoint."""
+    return os.path.join(args.out, "runs", f"q-{run}", "fd_scores.json")
+
+
+def rf_scores(uri: str, net, batches, steps_list, label: str = "rf",
+              keep: str | bool = False) -> dict:
     """FDs of the checkpoint's samples at each Euler step count of ``steps_list`` and with
-    dopri5 (and its mean NFE); each printed as ``<label> <name> <json>`` when computed."""
+    dopri5 (and its mean NFE); each printed as ``<label> <name> <json>`` when computed.
+
+    ``keep``: a JSON file that holds the FDs computed so far, read first and rewritten after
+    each one, so a rerun after a cut computes only the missing ones. They are kept with the
+    checkpoint's step and used only for the same step (``--resume`` reloads the same
+    checkpoint and feature networks; a larger budget trains on and scores afresh).
+    """
     ckpt = load_checkpoint(uri)
+    scores: dict = {}
+    if keep and os.path.exists(keep):
+        with open(keep) as f:
+            saved = json.load(f)
+        if saved.get("checkpoint_step") == ckpt["step"]:
+            scores = saved["scores"]
+
+    def record(name: str, value) -> None:
+        scores[name] = value
+        print(label, name, json.dumps(value), flush=True)
+        if keep:
+            with open(keep, "w") as f:
+                json.dump({"checkpoint_step": ckpt["step"], "scores": scores}, f)
+
     cfg = RectifiedFlowConfig(**ckpt["model_config"])
     model = RectifiedFlow(cfg)
     model.load_state_dict(ckpt["model"])
     model.to(batches[0][0].device).eval()
-    scores = {}
+    # Each FD draws its noise from its own seed, so its value does not depend on which FDs
+    # ran before it in the process (a rerun computes only the missing ones).
     for n in steps_list:
-        scores[f"fd_euler_{n}"] = frechet(net, batches, lambda x, y, n=n: model.sample(
-            x.shape[0], y=y, steps=n, guidance=1.0))
-        print(label, f"fd_euler_{n}", json.dumps(scores[f"fd_euler_{n}"]), flush=True)
+        if f"fd_euler_{n}" not in scores:
+            torch.manual_seed(n)
+            record(f"fd_euler_{n}", frechet(net, batches, lambda x, y, n=n: model.sample(
+                x.shape[0], y=y, steps=n, guidance=1.0)))
+    if "fd_dopri5" in scores:
+        return scores
+    torch.manual_seed(0)
     nfe = []
 
     def dopri(x, y):
@@ -267,10 +301,9 @@ def rf_scores(uri: str, net, batches, steps_list, label: str = "rf") -> dict:
         nfe.append(n)
         return model.from_latent(z)
 
-    scores["fd_dopri5"] = frechet(net, batches, dopri)
+    fd = frechet(net, batches, dopri)
     scores["dopri5_nfe"] = statistics.mean(nfe)
-    print(label, "fd_dopri5", json.dumps(scores["fd_dopri5"]), "nfe", scores["dopri5_nfe"],
-          flush=True)
+    record("fd_dopri5", fd)
     return scores
 
 

@@ -28,10 +28,11 @@ LOGS=/tmp/sf-quality-logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 
-launch() {  # launch NAME COMMAND...: run in the background under the time limit
+launch() {  # launch NAME COMMAND...: run in the background under the time limit; a rerun on
+            # the same host appends to the log, so a cut run's lines stay
   local name=$1
   shift
-  (timeout "$TIME" "$@" >"$LOGS/$name.log" 2>&1; echo "exit $?" >>"$LOGS/$name.log") &
+  (timeout "$TIME" "$@" >>"$LOGS/$name.log" 2>&1; echo "exit $?" >>"$LOGS/$name.log") &
 }
 
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }

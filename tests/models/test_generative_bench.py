@@ -1,7 +1,10 @@
 """benchmarks/generative.py's quality mode on the CPU (--smoke): a run cut short by a time
-limit continues on a rerun (--resume), and every FD is printed as soon as it is computed."""
+limit continues on a rerun (--resume: trained runs and computed FDs are kept), and every FD
+is printed as soon as it is computed."""
 
 from __future__ import annotations
+
+import json
 
 from benchmarks import generative
 
@@ -23,9 +26,27 @@ def test_a_rerun_with_resume_reuses_finished_runs_and_each_fd_prints_its_own_lin
     assert all((r / "ckpt.pt").exists() for r in runs)
     logged = {r.name: (r / "metrics.jsonl").read_text() for r in runs}
 
+    # A cut inside the logit-normal FD table: its last two FDs were never written.
+    kept = tmp_path / "runs" / "q-logit_normal" / "fd_scores.json"
+    saved = json.loads(kept.read_text())
+    assert saved["scores"] == first["rf_logit_normal"] and saved["checkpoint_step"] == 4
+    saved["scores"] = {k: v for k, v in saved["scores"].items()
+                       if k not in ("fd_euler_32", "fd_dopri5", "dopri5_nfe")}
+    kept.write_text(json.dumps(saved))
+    # FDs kept for another step of the checkpoint (a run that trained on) are not reused.
+    stale = tmp_path / "runs" / "q-uniform" / "fd_scores.json"
+    stale.write_text(json.dumps({"checkpoint_step": 3, "scores": {"fd_euler_1": "stale"}}))
+
     second = generative.main(argv)["quality"]
-    # Finished runs are reloaded, not trained again: no step is logged a second time, and
-    # the same weights give the same samples (seeded) and so the same FDs.
+    printed = capsys.readouterr().out
+    # Finished runs are reloaded, not trained again: no step is logged a second time; only
+    # the missing FDs are computed, and the same weights give the same samples (seeded).
     assert {r.name: (r / "metrics.jsonl").read_text() for r in runs} == logged
-    assert second["rf_2rf"] == first["rf_2rf"]
+    assert "\nrf_logit_normal fd_euler_32 " in f"\n{printed}"
+    assert "\nrf_logit_normal fd_dopri5 " in f"\n{printed}"
+    assert "\nrf_logit_normal fd_euler_1 " not in f"\n{printed}"
+    assert "\nrf_2rf fd_euler_1 " not in f"\n{printed}"
+    assert "\nrf_uniform fd_euler_1 " in f"\n{printed}"
+    assert second["rf_uniform"] == first["rf_uniform"]
     assert second["rf_logit_normal"] == first["rf_logit_normal"]
+    assert second["rf_2rf"] == first["rf_2rf"]
