@@ -234,16 +234,16 @@ def quality(args) -> dict:
         for sampling in args.rf_timesteps:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
             rf_runs[sampling] = res.checkpoint_uri
+            keep = scores_file(args, sampling) if args.resume else None
             out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps,
-                                              label=f"rf_{sampling}",
-                                              keep=args.resume and scores_file(args, sampling))
+                                              label=f"rf_{sampling}", keep=keep)
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
         if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
             student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
                                           reflow_steps=32)
             res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
             out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4], label="rf_2rf",
-                                      keep=args.resume and scores_file(args, "reflow"))
+                                      keep=scores_file(args, "reflow") if args.resume else None)
             print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
@@ -254,7 +254,7 @@ def scores_file(args, run: str) -> str:
 
 
 def rf_scores(uri: str, net, batches, steps_list, label: str = "rf",
-              keep: str | bool = False) -> dict:
+              keep: str | None = None) -> dict:
     """FDs of the checkpoint's samples at each Euler step count of ``steps_list`` and with
     dopri5 (and its mean NFE); each printed as ``<label> <name> <json>`` when computed.
 
