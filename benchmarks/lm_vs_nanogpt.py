@@ -18,6 +18,7 @@ benchmarks/mixer_quality.py (learnable, so the losses mean something).
 
     python benchmarks/lm_vs_nanogpt.py                           # H100: ~6 min
     python benchmarks/lm_vs_nanogpt.py --tiny --device cpu       # CPU smoke run
+    python benchmarks/lm_vs_nanogpt.py --ours-attention auto,cudnn   # ours under both kernels
 """
 
 from __future__ import annotations
@@ -166,15 +167,15 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def train_ours(uri: str, args, device: torch.device, run: int,
+def train_ours(uri: str, args, device: torch.device, run: int, attention: str = "auto",
                on_step=None) -> tuple[nn.Module, dict]:
     cfg = TrainConfig(
-        steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
+        attention=attention, steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
         min_lr=args.min_lr, warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
         eos_id=EOS, device=device.type, precision="bf16" if device.type == "cuda" else "fp32",
         compile=args.compile, log_every=args.warmup, ckpt_every=0, eval_every=0,
         num_workers=args.num_workers, progress=False, seed=1)
-    out = f"file://{os.path.abspath(args.out)}/runs/ours-{run}"
+    out = f"file://{os.path.abspath(args.out)}/runs/ours-{attention}-{run}"
     result = train_model("lm", dataset_uri=uri, out_uri=out, model_config=args.ours,
                          train_config=cfg, on_step=on_step)
     row = throughput_after(result.metrics_uri, warmup=args.warmup,
@@ -203,7 +204,7 @@ def val_loss(model: nn.Module, eval_tokens: np.ndarray, args, device: torch.devi
 
 
 def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
-    """Both trainers for warmup + 2 + 5 + 1 steps under torch.profiler (5 active steps each):
+    """Every trainer for warmup + 2 + 5 + 1 steps under torch.profiler (5 active steps each):
     the top kernels of each, and GPU ms per step by kernel family side by side.
 
     The active window ends one step before the last: our trainer evaluates and saves its
@@ -215,7 +216,7 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
     active = 5
     args.total_steps = args.warmup + 2 + active + 1
     families = {}
-    for name in ("ours", "nanogpt"):
+    for name in trainer_names(args):
         torch._dynamo.reset()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
                                                if device.type == "cuda" else [])
@@ -231,23 +232,33 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
                     torch.cuda.synchronize(device)
                 prof.step()
 
-            if name == "ours":
-                train_ours(uri, args, device, 0, on_step=next_step)
-            else:
+            if name == "nanogpt":
                 train_reference(train_tokens, args, device, on_step=next_step)
+            else:
+                train_ours(uri, args, device, 0, attention_of(name), on_step=next_step)
         print_top_kernels(prof, f"{name}: top kernels over {active} steps",
                           device.type == "cuda")
         families[name] = kernel_families(prof, active)
-    print(f"{'GPU ms / step':<20}{'ours':>10}{'nanogpt':>10}{'ours - ref':>12}", file=sys.stderr)
-    for fam in sorted(set(families["ours"]) | set(families["nanogpt"])):
-        a, b = families["ours"].get(fam, 0.0), families["nanogpt"].get(fam, 0.0)
-        print(f"{fam:<20}{a:>10.2f}{b:>10.2f}{a - b:>+12.2f}", file=sys.stderr)
+    names = list(families)  # ours under each attention kernel, then the reference
+    print(f"{'GPU ms / step':<20}" + "".join(f"{n:>14}" for n in names), file=sys.stderr)
     total = {n: sum(f.values()) for n, f in families.items()}
-    print(f"{'total':<20}{total['ours']:>10.2f}{total['nanogpt']:>10.2f}"
-          f"{total['ours'] - total['nanogpt']:>+12.2f}", file=sys.stderr)
+    for fam in sorted(set().union(*families.values())):
+        print(f"{fam:<20}" + "".join(f"{families[n].get(fam, 0.0):>14.2f}" for n in names),
+              file=sys.stderr)
+    print(f"{'total':<20}" + "".join(f"{total[n]:>14.2f}" for n in names), file=sys.stderr)
     result = {"profile": families, "gpu_ms_per_step": total}
     print("RESULT " + json.dumps(result), flush=True)
     return result
+
+
+def attention_of(name: str) -> str:
+    """The attention backend of one of our trainers: "ours" is "auto", "ours-cudnn" "cudnn"."""
+    return name.partition("-")[2] or "auto"
+
+
+def trainer_names(args) -> list[str]:
+    """Ours once per ``--ours-attention`` backend ("ours", "ours-cudnn"), then "nanogpt"."""
+    return [("ours" if a == "auto" else f"ours-{a}") for a in args.ours_attention] + ["nanogpt"]
 
 
 def summary(values: list[float]) -> dict:
@@ -267,6 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--ours-attention", default="auto",
+                   type=lambda v: [a for a in v.split(",") if a],
+                   help="comma-separated attention backends to run ours under, side by side "
+                        "(auto: the trainer's default; cudnn: cuDNN's fused attention)")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 5 steps of each trainer, GPU time by kernel family")
     args = p.parse_args(argv)
@@ -300,39 +315,47 @@ def main(argv: list[str] | None = None) -> dict:
         ours_flops = DecoderLM(args.ours).estimate_flops_per_token()
         ref_flops = RefGPT(args.vocab, args.block, **args.shape).flops_per_token()
 
-    rows: dict[str, list[dict]] = {"ours": [], "nanogpt": []}
-    for run in range(args.repeats):  # interleaved, so drift hits both alike
-        torch._dynamo.reset()
-        model, row = train_ours(uri, args, device, run)
-        row["val_loss"] = val_loss(model, eval_tokens, args, device)
-        rows["ours"].append(row)
-        del model
-        torch._dynamo.reset()
-        model, row = train_reference(train_tokens, args, device)
-        row["val_loss"] = val_loss(model, eval_tokens, args, device)
-        rows["nanogpt"].append(row)
-        del model
-        if cuda:
-            torch.cuda.empty_cache()
-        print(json.dumps({"run": run, "ours": rows["ours"][-1], "nanogpt": rows["nanogpt"][-1]}),
+    names = trainer_names(args)
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+    for run in range(args.repeats):  # interleaved, so drift hits every trainer alike
+        for name in names:
+            torch._dynamo.reset()
+            if name == "nanogpt":
+                model, row = train_reference(train_tokens, args, device)
+            else:
+                model, row = train_ours(uri, args, device, run, attention_of(name))
+            row["val_loss"] = val_loss(model, eval_tokens, args, device)
+            rows[name].append(row)
+            del model
+            if cuda:
+                torch.cuda.empty_cache()
+        print(json.dumps({"run": run, **{name: rows[name][-1] for name in names}}),
               file=sys.stderr)
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu",
               "torch": torch.__version__, "batch": [args.batch_size, args.block],
               "steps": args.steps, "warmup": args.warmup, "peak_bf16_flops": peak}
-    for name, flops in (("ours", ours_flops), ("nanogpt", ref_flops)):
+    ref_tps = statistics.median(r["tokens_per_s"] for r in rows["nanogpt"])
+    for name in names:
+        flops = ref_flops if name == "nanogpt" else ours_flops
         tps = summary([r["tokens_per_s"] for r in rows[name]])
+        # per run against the reference of the same run: the spread of the ratio
+        ratios = [o["tokens_per_s"] / r["tokens_per_s"]
+                  for o, r in zip(rows[name], rows["nanogpt"], strict=True)]
         result[name] = {"tokens_per_s": tps, "flops_per_token": flops,
                         "mfu": tps["median"] * flops / peak if peak else None,
-                        "val_loss": summary([r["val_loss"] for r in rows[name]])}
-    result["tokens_per_s_ratio"] = (result["ours"]["tokens_per_s"]["median"]
-                                    / result["nanogpt"]["tokens_per_s"]["median"])
-    for name in ("ours", "nanogpt"):
+                        "val_loss": summary([r["val_loss"] for r in rows[name]]),
+                        "ratio_to_nanogpt": {**summary(ratios),
+                                             "of_medians": tps["median"] / ref_tps}}
+    result["tokens_per_s_ratio"] = result[names[0]]["ratio_to_nanogpt"]["of_medians"]
+    for name in names:
         r = result[name]
         mfu = f"{r['mfu']:.1%}" if r["mfu"] else "n/a"
-        print(f"{name:>8}: {r['tokens_per_s']['median']:>10,.0f} tokens/s "
+        ratio = r["ratio_to_nanogpt"]
+        print(f"{name:>12}: {r['tokens_per_s']['median']:>10,.0f} tokens/s "
               f"[{r['tokens_per_s']['min']:,.0f}..{r['tokens_per_s']['max']:,.0f}]  MFU {mfu}  "
-              f"val loss {r['val_loss']['median']:.4f}", file=sys.stderr)
-    print(f"ours / nanoGPT-style: {result['tokens_per_s_ratio']:.3f}x tokens/s", file=sys.stderr)
+              f"val loss {r['val_loss']['median']:.4f}  x nanoGPT-style "
+              f"{ratio['of_medians']:.3f} [{ratio['min']:.3f}..{ratio['max']:.3f}]",
+              file=sys.stderr)
     print("RESULT " + json.dumps(result), flush=True)
     return result
 
