@@ -18,7 +18,7 @@ benchmarks/mixer_quality.py (learnable, so the losses mean something).
 
     python benchmarks/lm_vs_nanogpt.py                           # H100: ~6 min
     python benchmarks/lm_vs_nanogpt.py --tiny --device cpu       # CPU smoke run
-    python benchmarks/lm_vs_nanogpt.py --ours-attention auto,cudnn   # ours under both kernels
+    python benchmarks/lm_vs_nanogpt.py --ours auto,cudnn,cudnn:reduce-overhead  # ours, 3 ways
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from benchmarks.train_lm import bf16_matmul_peak  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 from models.kinds import train_model  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
+from models.lm_config import ATTENTION_BACKENDS  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
-from models.train_config import TrainConfig  # noqa: E402
+from models.train_config import COMPILE_MODES, TrainConfig  # noqa: E402
 from records.reader import RecordDataset  # noqa: E402
 from records.spec import VarLenFeature  # noqa: E402
 
@@ -167,15 +168,16 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def train_ours(uri: str, args, device: torch.device, run: int, attention: str = "auto",
+def train_ours(uri: str, args, device: torch.device, run: int, variant: str = "ours",
                on_step=None) -> tuple[nn.Module, dict]:
+    attention, compile_mode = args.variants[variant]
     cfg = TrainConfig(
-        attention=attention, steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
+        attention=attention, compile_mode=compile_mode, steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
         min_lr=args.min_lr, warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
         eos_id=EOS, device=device.type, precision="bf16" if device.type == "cuda" else "fp32",
         compile=args.compile, log_every=args.warmup, ckpt_every=0, eval_every=0,
         num_workers=args.num_workers, progress=False, seed=1)
-    out = f"file://{os.path.abspath(args.out)}/runs/ours-{attention}-{run}"
+    out = f"file://{os.path.abspath(args.out)}/runs/{variant}-{run}"
     result = train_model("lm", dataset_uri=uri, out_uri=out, model_config=args.ours,
                          train_config=cfg, on_step=on_step)
     row = throughput_after(result.metrics_uri, warmup=args.warmup,
@@ -235,7 +237,7 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
             if name == "nanogpt":
                 train_reference(train_tokens, args, device, on_step=next_step)
             else:
-                train_ours(uri, args, device, 0, attention_of(name), on_step=next_step)
+                train_ours(uri, args, device, 0, name, on_step=next_step)
         print_top_kernels(prof, f"{name}: top kernels over {active} steps",
                           device.type == "cuda")
         families[name] = kernel_families(prof, active)
@@ -251,14 +253,26 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
     return result
 
 
-def attention_of(name: str) -> str:
-    """The attention backend of one of our trainers: "ours" is "auto", "ours-cudnn" "cudnn"."""
-    return name.partition("-")[2] or "auto"
+def parse_variants(value: str) -> dict[str, tuple[str, str]]:
+    """``--ours``: comma-separated ATTENTION[:COMPILE_MODE] entries, as {trainer name:
+    (attention, compile_mode)}: "auto" is "ours", "cudnn:reduce-overhead"
+    "ours-cudnn-reduce-overhead"."""
+    variants = {}
+    for spec in filter(None, value.split(",")):
+        attention, _, mode = spec.partition(":")
+        mode = mode or "default"
+        if attention not in ATTENTION_BACKENDS or mode not in COMPILE_MODES:
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: want ATTENTION[:COMPILE_MODE], ATTENTION one of "
+                f"{ATTENTION_BACKENDS}, COMPILE_MODE one of {COMPILE_MODES}")
+        name = "-".join(["ours", *(p for p in (attention, mode) if p not in ("auto", "default"))])
+        variants[name] = (attention, mode)
+    return variants
 
 
 def trainer_names(args) -> list[str]:
-    """Ours once per ``--ours-attention`` backend ("ours", "ours-cudnn"), then "nanogpt"."""
-    return [("ours" if a == "auto" else f"ours-{a}") for a in args.ours_attention] + ["nanogpt"]
+    """Ours once per ``--ours`` variant, then "nanogpt"."""
+    return [*args.variants, "nanogpt"]
 
 
 def summary(values: list[float]) -> dict:
@@ -278,10 +292,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--ours-attention", default="auto",
-                   type=lambda v: [a for a in v.split(",") if a],
-                   help="comma-separated attention backends to run ours under, side by side "
-                        "(auto: the trainer's default; cudnn: cuDNN's fused attention)")
+    p.add_argument("--ours", dest="variants", default="auto", type=parse_variants,
+                   help="comma-separated variants of our trainer to run side by side, each "
+                        "ATTENTION[:COMPILE_MODE], e.g. auto,cudnn,cudnn:reduce-overhead "
+                        "(auto: the trainer's default kernel; cudnn: cuDNN's fused attention; "
+                        "reduce-overhead: the step replayed as CUDA graphs)")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 5 steps of each trainer, GPU time by kernel family")
     args = p.parse_args(argv)
@@ -323,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
             if name == "nanogpt":
                 model, row = train_reference(train_tokens, args, device)
             else:
-                model, row = train_ours(uri, args, device, run, attention_of(name))
+                model, row = train_ours(uri, args, device, run, name)
             row["val_loss"] = val_loss(model, eval_tokens, args, device)
             rows[name].append(row)
             del model
@@ -351,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
         r = result[name]
         mfu = f"{r['mfu']:.1%}" if r["mfu"] else "n/a"
         ratio = r["ratio_to_nanogpt"]
-        print(f"{name:>12}: {r['tokens_per_s']['median']:>10,.0f} tokens/s "
+        print(f"{name:>26}: {r['tokens_per_s']['median']:>10,.0f} tokens/s "
               f"[{r['tokens_per_s']['min']:,.0f}..{r['tokens_per_s']['max']:,.0f}]  MFU {mfu}  "
               f"val loss {r['val_loss']['median']:.4f}  x nanoGPT-style "
               f"{ratio['of_medians']:.3f} [{ratio['min']:.3f}..{ratio['max']:.3f}]",

@@ -33,11 +33,13 @@ from models.config_fields import (
 from models.lm_config import ATTENTION_BACKENDS, LMConfig
 from models.peft_config import PeftConfig, peft_config
 
-__all__ = ["KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult", "check_lm_run",
-           "cosine_lr"]
+__all__ = ["COMPILE_MODES", "KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
+           "check_lm_run", "cosine_lr"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# torch.compile's modes; "reduce-overhead" replays each step's kernels as CUDA graphs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ class TrainConfig:
     # refuses fp32 unless attention is "math" (no flash kernel for fp32)
     precision: str = "auto"
     compile: bool | None = None  # torch.compile; None = on for CUDA, off on CPU
+    # torch.compile's mode (COMPILE_MODES) when compiling: "reduce-overhead" replays the
+    # forward and backward as CUDA graphs, so the GPU no longer waits on kernel launches
+    # between small kernels (more memory: static input and output buffers); "max-autotune"
+    # also benchmarks matmul kernels at compile time (minutes)
+    compile_mode: str = "default"
     shuffle: bool = True  # reader shuffle, seeded by `seed` and the epoch
     log_every: int = 10  # metrics.jsonl line (and device sync) every this many steps, and the last
     ckpt_every: int = 0  # also save ckpt.pt every this many steps; 0 = only at the end
@@ -204,6 +211,10 @@ class TrainConfig:
             check_number(self, name, high=1.0)
         check_choice(self, "device", DEVICES)
         check_choice(self, "precision", PRECISIONS)
+        check_choice(self, "compile_mode", COMPILE_MODES)
+        if self.compile is False and self.compile_mode != "default":
+            raise FieldValueError("TrainConfig", "compile_mode", f"is {self.compile_mode!r} "
+                                  "but compile is false; set compile: true (or leave it unset)")
         if self.attention is not None:
             check_choice(self, "attention", ATTENTION_BACKENDS)
         check_number(self, "peak_flops", low_open=True)

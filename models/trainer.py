@@ -193,7 +193,9 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if ckpt is not None and ckpt["scaler"]:
         scaler.load_state_dict(ckpt["scaler"])
-    model = torch.compile(raw_model) if use_compile else raw_model
+    model = torch.compile(raw_model, mode=cfg.compile_mode) if use_compile else raw_model
+    # CUDA-graph replays reuse their output buffers: each micro-step starts a new generation
+    cudagraphs = use_compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     if info.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -309,6 +311,8 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
                         batch = pin_batch(batch, device)
                     timer.add_wait(time.perf_counter() - t_wait)
                     inputs = task.prepare(batch, device)
+                    if cudagraphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     last = micro == cfg.grad_accum - 1
                     with model.no_sync() if info.active and not last else nullcontext():
                         with autocast:

@@ -64,6 +64,9 @@ def test_defaults_and_context_per_kind(kind, expected):
         ("lm", None, {}, {"min_lr": 1.0}, "train.min_lr", "must be <= lr"),
         ("lm", None, {}, {"steps": 2.0}, "train.steps", "must be an int, got 2.0"),
         ("lm", None, {}, {"compile": "yes"}, "train.compile", "must be a bool or None"),
+        ("lm", None, {}, {"compile_mode": "fast"}, "train.compile_mode", "must be one of"),
+        ("vqvae", None, {}, {"compile": False, "compile_mode": "reduce-overhead"},
+         "train.compile_mode", "but compile is false"),
         ("lm", None, {}, {"attention": "xformers"}, "train.attention", "must be one of"),
         ("lm", None, {}, {"image_size": 32}, "train.image_size",
          "not a lm training field (only efficientnet, "),  # and the other image kinds

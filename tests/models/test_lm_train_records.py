@@ -199,6 +199,50 @@ def test_cuda_flash_compile_workers_and_resume(tmp_path, precision):
     assert all((m["loss_scale"] is not None) == (precision == "fp16") for m in lines)
 
 
+def test_compile_mode_reaches_torch_compile(tmp_path, dataset_uri, monkeypatch):
+    """train.compile_mode is torch.compile's mode (on CPU no CUDA graphs are made: it trains
+    as the default mode does)."""
+    modes, real_compile = [], torch.compile
+
+    def recording_compile(model, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    result = train_model("lm", dataset_uri=dataset_uri, out_uri=(tmp_path / "run").as_uri(),
+                         model_config=LMConfig.preset("tiny", vocab_size=V, block_size=32),
+                         train_config=TrainConfig(steps=6, batch_size=4, lr=3e-3, device="cpu",
+                                                  compile=True, compile_mode="reduce-overhead",
+                                                  grad_accum=2, progress=False))
+    assert modes == ["reduce-overhead"]
+    assert math.isfinite(result.final_loss) and result.final_loss < result.first_loss
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_step_trains_like_the_default_compile(tmp_path):
+    """compile_mode reduce-overhead (CUDA graphs) with two micro-steps a step: the losses of
+    the default mode, to bf16's rounding, and a resume that continues the run."""
+    uri = toy_dataset(tmp_path, counting(200))
+    model = LMConfig.preset("tiny", vocab_size=V, block_size=32)
+    cfg = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=1, device="cuda",
+               precision="bf16", compile=True, grad_accum=2, num_workers=0, progress=False)
+    runs = {mode: train_model("lm", dataset_uri=uri, out_uri=(tmp_path / mode).as_uri(),
+                              model_config=model,
+                              train_config=TrainConfig(steps=12, compile_mode=mode, **cfg))
+            for mode in ("default", "reduce-overhead")}
+    losses = {mode: [json.loads(line)["loss"] for line in
+                     (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
+              for mode in runs}
+    assert len(losses["reduce-overhead"]) == 12
+    torch.testing.assert_close(losses["reduce-overhead"], losses["default"], rtol=0.03, atol=0.03)
+    assert runs["reduce-overhead"].final_loss < 0.8 * runs["reduce-overhead"].first_loss
+    more = train_model("lm", dataset_uri=uri, out_uri=(tmp_path / "reduce-overhead").as_uri(),
+                       model_config=model,
+                       train_config=TrainConfig(steps=16, compile_mode="reduce-overhead", **cfg),
+                       resume=True)
+    assert more.start_step == 12 and math.isfinite(more.final_loss)
+
+
 @pytest.mark.cuda
 def test_cuda_fp32_without_math_attention_fails_loudly(tmp_path):
     uri = toy_dataset(tmp_path, counting(40))

@@ -6,6 +6,8 @@ import logging
 
 import pytest
 import torch
+from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.attention import probe_backend, sdpa_backend
 
@@ -47,6 +49,35 @@ def test_unknown_backend_raises():
         "cpu", dtype=torch.float32, n_head=2, head_size=8, backend="flash3"
     ):
         pass
+
+
+def _compiled_sdpa_ops(pin) -> set[str]:
+    """The SDPA ops a freshly compiled attention forward + backward runs under ``pin``."""
+    torch._dynamo.reset()
+    q = torch.randn(1, 2, 16, 8, requires_grad=True)
+    attend = torch.compile(lambda q: torch.nn.functional.scaled_dot_product_attention(
+        q, q, q, is_causal=True).sum())
+    with pin:
+        attend(q).backward()  # compiles, and fills the caches
+        with torch.profiler.profile() as prof:
+            attend(q).backward()
+    torch._dynamo.reset()
+    return {e.name for e in prof.events() if "scaled_dot_product" in e.name}
+
+
+def test_a_pin_holds_for_compiled_graphs(tmp_path):
+    """A graph compiled under FlashAttention is not served from the cache to a math pin."""
+    math_pin = lambda: sdpa_backend(  # noqa: E731
+        "cpu", dtype=torch.float32, n_head=2, head_size=8, backend="math")
+    with temporary_cache_dir(str(tmp_path)):
+        first = _compiled_sdpa_ops(sdpa_kernel(SDPBackend.FLASH_ATTENTION))
+        assert any("flash" in op for op in first), first  # CPU flash ran, and was cached
+        assert not any("flash" in op for op in _compiled_sdpa_ops(math_pin()))
+        # Why sdpa_backend turns AOTAutograd's cache off: a bare pin gets the cached flash
+        # graph (pytorch/pytorch#185449). If this starts failing, PyTorch keys that cache on
+        # the backend, and models.attention._compiled_under_this_pin can go.
+        bare = _compiled_sdpa_ops(sdpa_kernel(SDPBackend.MATH))
+        assert any("flash" in op for op in bare), bare
 
 
 def test_probe_agrees_with_context_manager():
