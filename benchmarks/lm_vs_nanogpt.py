@@ -172,8 +172,9 @@ def train_ours(uri: str, args, device: torch.device, run: int, variant: str = "o
                on_step=None) -> tuple[nn.Module, dict]:
     attention, compile_mode = args.variants[variant]
     cfg = TrainConfig(
-        attention=attention, compile_mode=compile_mode, steps=args.total_steps, batch_size=args.batch_size, block_size=args.block, lr=args.lr,
-        min_lr=args.min_lr, warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
+        attention=attention, compile_mode=compile_mode, steps=args.total_steps,
+        batch_size=args.batch_size, block_size=args.block, lr=args.lr, min_lr=args.min_lr,
+        warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
         eos_id=EOS, device=device.type, precision="bf16" if device.type == "cuda" else "fp32",
         compile=args.compile, log_every=args.warmup, ckpt_every=0, eval_every=0,
         num_workers=args.num_workers, progress=False, seed=1)
@@ -241,7 +242,7 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
         print_top_kernels(prof, f"{name}: top kernels over {active} steps",
                           device.type == "cuda")
         families[name] = kernel_families(prof, active)
-    names = list(families)  # ours under each attention kernel, then the reference
+    names = list(families)  # our variants, then the reference
     print(f"{'GPU ms / step':<20}" + "".join(f"{n:>14}" for n in names), file=sys.stderr)
     total = {n: sum(f.values()) for n, f in families.items()}
     for fam in sorted(set().union(*families.values())):

@@ -77,7 +77,7 @@ def _compiled_under_this_pin():
 
     A compiled SDPA call is lowered to one backend's op (``_scaled_dot_product_flash_attention``,
     ``..._cudnn_attention``, or the math decomposition) by the backends allowed when it is
-    traced. AOTAutograd's on-disk cache leaves that choice out of its key (PyTorch 2.11–2.13;
+    traced. AOTAutograd's on-disk cache leaves that choice out of its key (still in PyTorch 2.13;
     pytorch/pytorch#185449, #194007), so a graph compiled once under FlashAttention is served
     later, in any process sharing the cache directory, to a run pinned to cuDNN or math: the
     pin is silently ignored. Inside a pin that cache is therefore off; Inductor's FX-graph cache
