@@ -234,22 +234,25 @@ def quality(args) -> dict:
         for sampling in args.rf_timesteps:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
             rf_runs[sampling] = res.checkpoint_uri
-            keep = scores_file(args, sampling) if args.resume else None
             out[f"rf_{sampling}"] = rf_scores(res.checkpoint_uri, net, batches, args.euler_steps,
-                                              label=f"rf_{sampling}", keep=keep)
+                                              label=f"rf_{sampling}",
+                                              keep=scores_file(args, sampling))
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
         if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
             student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
                                           reflow_steps=32)
             res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
             out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4], label="rf_2rf",
-                                      keep=scores_file(args, "reflow") if args.resume else None)
+                                      keep=scores_file(args, "reflow"))
             print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
     return out
 
 
-def scores_file(args, run: str) -> str:
-    """Where ``--resume`` keeps the FDs of the quality run ``q-<run>``, beside its checkpoint."""
+def scores_file(args, run: str) -> str | None:
+    """Where ``--resume`` keeps the FDs of the quality run ``q-<run>``, beside its checkpoint;
+    None without ``--resume`` (nothing is kept)."""
+    if not args.resume:
+        return None
     return os.path.join(args.out, "runs", f"q-{run}", "fd_scores.json")
 
 

@@ -33,9 +33,10 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+from torch.nn.attention import SDPBackend  # noqa: E402
 
 import models.lm as lm  # noqa: E402
+from models.attention import pinned  # noqa: E402
 
 
 def _separate(self, x, cos, sin, cache=None, layer=0, mask=None):
@@ -89,7 +90,7 @@ def time_block(forward, backend: SDPBackend, batch: int, seq: int) -> float:
         grad = torch.randn(batch, seq, cfg.n_embd, device="cuda", dtype=torch.bfloat16)
 
         def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(backend):
+            with torch.autocast("cuda", dtype=torch.bfloat16), pinned(backend):
                 y = block(x, cos, sin)
             y.backward(grad)
 

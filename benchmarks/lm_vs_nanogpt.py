@@ -189,6 +189,14 @@ def train_ours(uri: str, args, device: torch.device, run: int, variant: str = "o
                    "input_wait": row["input_wait"]}
 
 
+def train_named(name: str, uri: str, train_tokens: np.ndarray, args, device: torch.device,
+                run: int, on_step=None) -> tuple[nn.Module, dict]:
+    """One trainer of :func:`trainer_names`: the reference ("nanogpt") or a variant of ours."""
+    if name == "nanogpt":
+        return train_reference(train_tokens, args, device, on_step=on_step)
+    return train_ours(uri, args, device, run, name, on_step=on_step)
+
+
 @torch.no_grad()
 def val_loss(model: nn.Module, eval_tokens: np.ndarray, args, device: torch.device) -> float:
     """Mean next-token loss over consecutive (T + 1)-windows of the eval stream."""
@@ -206,7 +214,7 @@ def val_loss(model: nn.Module, eval_tokens: np.ndarray, args, device: torch.devi
     return total / (n * args.block)
 
 
-def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
+def profile_all(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
     """Every trainer for warmup + 2 + 5 + 1 steps under torch.profiler (5 active steps each):
     the top kernels of each, and GPU ms per step by kernel family side by side.
 
@@ -235,10 +243,7 @@ def profile_both(uri: str, train_tokens: np.ndarray, args, device: torch.device)
                     torch.cuda.synchronize(device)
                 prof.step()
 
-            if name == "nanogpt":
-                train_reference(train_tokens, args, device, on_step=next_step)
-            else:
-                train_ours(uri, args, device, 0, name, on_step=next_step)
+            train_named(name, uri, train_tokens, args, device, 0, on_step=next_step)
         print_top_kernels(prof, f"{name}: top kernels over {active} steps",
                           device.type == "cuda")
         families[name] = kernel_families(prof, active)
@@ -325,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
                           docs=math.ceil(1.3 * tokens / args.block) + 16)
     train_tokens, eval_tokens = token_stream(uri, "train"), token_stream(uri, "eval")
     if args.profile:
-        return profile_both(uri, train_tokens, args, device)
+        return profile_all(uri, train_tokens, args, device)
     peak = bf16_matmul_peak(device, 8192)
     with torch.device("meta"):
         ours_flops = DecoderLM(args.ours).estimate_flops_per_token()
@@ -336,10 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     for run in range(args.repeats):  # interleaved, so drift hits every trainer alike
         for name in names:
             torch._dynamo.reset()
-            if name == "nanogpt":
-                model, row = train_reference(train_tokens, args, device)
-            else:
-                model, row = train_ours(uri, args, device, run, name)
+            model, row = train_named(name, uri, train_tokens, args, device, run)
             row["val_loss"] = val_loss(model, eval_tokens, args, device)
             rows[name].append(row)
             del model

@@ -51,6 +51,7 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 
 from benchmarks.bench_common import TINY_MIXER_OVERRIDES, count_params, matched_config  # noqa: E402
 from benchmarks.kernel_profile import kernel_families, print_top_kernels  # noqa: E402
+from models.attention import pinned  # noqa: E402
 from models.lm import DecoderLM, LMConfig  # noqa: E402
 from models.lm_config import MIXERS  # noqa: E402
 
@@ -263,8 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
               file=sys.stderr)
 
     cells: dict[str, dict[int, dict]] = {row: {} for row in rows}
-    sdpa = (torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION)
-            if cuda else nullcontext())
+    sdpa = pinned(torch.nn.attention.SDPBackend.FLASH_ATTENTION) if cuda else nullcontext()
     with sdpa:
         for T in lengths:
             for row, (cfg, ckpt) in rows.items():

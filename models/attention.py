@@ -5,7 +5,8 @@ costs several times the memory and time, so we fail loudly instead. On CPU any
 kernel is acceptable; we only report which one PyTorch picks. ``backend="math"``
 pins the reference kernel anywhere (the fp32 baseline of benchmarks/train_lm.py).
 A pin also holds for compiled models: under it, no compiled graph traced under another
-backend is reused from PyTorch's caches (see ``_compiled_under_this_pin``).
+backend is reused from PyTorch's caches (see :func:`pinned`, which benchmarks that pin a
+kernel themselves use too).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.lm_config import ATTENTION_BACKENDS
 
-__all__ = ["BACKENDS", "probe_backend", "sdpa_backend"]
+__all__ = ["BACKENDS", "pinned", "probe_backend", "sdpa_backend"]
 
 BACKENDS = ATTENTION_BACKENDS  # what sdpa_backend(backend=...) accepts (torch-free, in lm_config)
 
@@ -72,19 +73,21 @@ def probe_backend(
     raise RuntimeError(f"no SDPA backend runs on {device} for dtype {dtype}")
 
 
-def _compiled_under_this_pin():
-    """Keeps ``torch.compile`` from reusing a graph traced under another SDPA backend.
+@contextmanager
+def pinned(backend: SDPBackend) -> Iterator[None]:
+    """``sdpa_kernel(backend)`` that also holds for compiled models.
 
     A compiled SDPA call is lowered to one backend's op (``_scaled_dot_product_flash_attention``,
     ``..._cudnn_attention``, or the math decomposition) by the backends allowed when it is
     traced. AOTAutograd's on-disk cache leaves that choice out of its key (still in PyTorch 2.13;
     pytorch/pytorch#185449, #194007), so a graph compiled once under FlashAttention is served
     later, in any process sharing the cache directory, to a run pinned to cuDNN or math: the
-    pin is silently ignored. Inside a pin that cache is therefore off; Inductor's FX-graph cache
-    stays on (its key is the traced graph, which names the backend's op), so a recompile
+    pin is silently ignored. Inside this pin that cache is therefore off; Inductor's FX-graph
+    cache stays on (its key is the traced graph, which names the backend's op), so a recompile
     costs the AOT trace only. ``tests/models/test_sdpa_backend.py`` reproduces the bug on CPU.
     """
-    return torch._functorch.config.patch(enable_autograd_cache=False)
+    with sdpa_kernel(backend), torch._functorch.config.patch(enable_autograd_cache=False):
+        yield
 
 
 @contextmanager
@@ -122,7 +125,7 @@ def sdpa_backend(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = torch.device(device)
     if backend == "math":
-        with sdpa_kernel(SDPBackend.MATH), _compiled_under_this_pin():
+        with pinned(SDPBackend.MATH):
             log.info("attention: math (pinned) on %s, dtype %s", device, dtype)
             yield "math"
         return
@@ -133,7 +136,7 @@ def sdpa_backend(
                 f"cuDNN attention cannot run on {device} for dtype={dtype}, "
                 f"head_size={head_size}: it needs CUDA, fp16/bf16 and a recent cuDNN"
             )
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION), _compiled_under_this_pin():
+        with pinned(SDPBackend.CUDNN_ATTENTION):
             log.info("attention: cudnn (pinned) on %s, dtype %s", device, dtype)
             yield "cudnn"
         return
@@ -147,7 +150,7 @@ def sdpa_backend(
                 "fp16/bf16, a head size that is a multiple of 8 up to 256, and sm_80 or newer. "
                 "Use precision 'fp16' or 'bf16'."
             )
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION), _compiled_under_this_pin():
+        with pinned(SDPBackend.FLASH_ATTENTION):
             log.info("attention: flash (pinned) on %s, dtype %s", device, dtype)
             yield "flash"
         return

@@ -33,13 +33,14 @@ from models.config_fields import (
 from models.lm_config import ATTENTION_BACKENDS, LMConfig
 from models.peft_config import PeftConfig, peft_config
 
-__all__ = ["COMPILE_MODES", "KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
+__all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
            "check_lm_run", "cosine_lr"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # torch.compile's modes; "reduce-overhead" replays each step's kernels as CUDA graphs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that capture CUDA graphs
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from models.train_common import (
     scaler_step,
     seed_everything,
 )
-from models.train_config import TrainConfig, TrainResult, cosine_lr
+from models.train_config import CUDA_GRAPH_MODES, TrainConfig, TrainResult, cosine_lr
 from records.uri import open_uri, resolve
 
 __all__ = ["train", "train_on_source"]
@@ -195,7 +195,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
         scaler.load_state_dict(ckpt["scaler"])
     model = torch.compile(raw_model, mode=cfg.compile_mode) if use_compile else raw_model
     # CUDA-graph replays reuse their output buffers: each micro-step starts a new generation
-    cudagraphs = use_compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+    cudagraphs = use_compile and cuda and cfg.compile_mode in CUDA_GRAPH_MODES
     if info.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -75,7 +75,7 @@ def test_a_pin_holds_for_compiled_graphs(tmp_path):
         assert not any("flash" in op for op in _compiled_sdpa_ops(math_pin()))
         # Why sdpa_backend turns AOTAutograd's cache off: a bare pin gets the cached flash
         # graph (pytorch/pytorch#185449). If this starts failing, PyTorch keys that cache on
-        # the backend, and models.attention._compiled_under_this_pin can go.
+        # the backend, and the cache switch in models.attention.pinned can go.
         bare = _compiled_sdpa_ops(sdpa_kernel(SDPBackend.MATH))
         assert any("flash" in op for op in bare), bare
 
