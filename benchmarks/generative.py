@@ -23,7 +23,8 @@ Quality (``--quality``), every model at the same ``--budget`` steps, bf16:
   * NICE vs RealNVP/Glow (same depth and width): eval bits/dim;
   * rectified flow, logit-normal vs uniform timesteps (SD3's ablation): FD of samples at
     1, 2, 4, 8, 32 Euler steps and with dopri5 (NFE reported);
-  * reflow: a 2-RF trained from the logit-normal 1-RF for ``--reflow-budget`` steps;
+  * reflow: a 2-RF trained from the logit-normal 1-RF for ``--reflow-budget`` steps, one
+    student per ``--reflow-timesteps`` sampling (``rf_2rf``: logit-normal, ``rf_2rf_uniform``);
     FD at 1 step of 1-RF vs 2-RF.
 
     python3 benchmarks/generative.py                      # H100: throughput table
@@ -62,7 +63,7 @@ from models.flow_config import FlowConfig  # noqa: E402
 from models.frechet import fd_from_sums, feature_net, feature_sums  # noqa: E402
 from models.kinds import train_model  # noqa: E402
 from models.rectified_flow import RectifiedFlow, RectifiedFlowConfig, adaptive_sample  # noqa: E402
-from models.rectified_flow_config import TIMESTEP_SAMPLING  # noqa: E402
+from models.rectified_flow_config import RECTIFIED_FLOW_PRESETS, TIMESTEP_SAMPLING  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
 from models.vae_config import VAEConfig  # noqa: E402
@@ -228,8 +229,8 @@ def quality(args) -> dict:
             out[name] = {"bpd": res.eval_metrics.get("bpd")}
             print(name, json.dumps(out[name]), flush=True)
     if "rf" in parts:
-        rf_base = RectifiedFlowConfig.preset("tiny" if args.smoke else "small",
-                                             image_size=args.size, num_classes=3)
+        rf_base = RectifiedFlowConfig.preset(args.rf_preset, image_size=args.size,
+                                             num_classes=3)
         rf_runs = {}
         for sampling in args.rf_timesteps:
             res = run("rectified_flow", dataclasses.replace(rf_base, timesteps=sampling), sampling)
@@ -239,12 +240,16 @@ def quality(args) -> dict:
                                               keep=scores_file(args, sampling))
             print(f"rf_{sampling}", json.dumps(out[f"rf_{sampling}"]), flush=True)
         if args.reflow_budget > 0 and "logit_normal" in rf_runs:  # 2-RF from the SD3 default
-            student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
-                                          reflow_steps=32)
-            res = run("rectified_flow", student, "reflow", steps=args.reflow_budget)
-            out["rf_2rf"] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4], label="rf_2rf",
-                                      keep=scores_file(args, "reflow"))
-            print("rf_2rf", json.dumps(out["rf_2rf"]), flush=True)
+            for sampling in args.reflow_timesteps:  # the student's own timestep sampling
+                suffix = "" if sampling == "logit_normal" else f"_{sampling}"
+                student = dataclasses.replace(rf_base, reflow_from=rf_runs["logit_normal"],
+                                              reflow_steps=32, timesteps=sampling)
+                name = f"reflow{suffix.replace('_', '-')}"
+                res = run("rectified_flow", student, name, steps=args.reflow_budget)
+                label = f"rf_2rf{suffix}"
+                out[label] = rf_scores(res.checkpoint_uri, net, batches, [1, 2, 4], label=label,
+                                       keep=scores_file(args, name))
+                print(label, json.dumps(out[label]), flush=True)
     return out
 
 
@@ -336,6 +341,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rf-timesteps", default="logit_normal,uniform",
                    help="quality rf: the 1-RF timestep samplings to train, in order (one per "
                         "process lets two processes share a GPU; reflow needs logit_normal)")
+    p.add_argument("--reflow-timesteps", default="logit_normal",
+                   help="quality rf: the 2-RF students' timestep samplings, one student each "
+                        "(uniform is the Rectified Flow paper's reflow; logit-normal rarely "
+                        "trains t near 1, the only t a one-step sample uses)")
+    p.add_argument("--rf-preset", default=None,
+                   help="quality rf: the DiT preset (default small; smoke tiny)")
     p.add_argument("--eval-batches", type=int, default=None, help="FD batches (default 16)")
     p.add_argument("--euler-steps", default="1,2,4,8,32")
     p.add_argument("--parts", default=",".join(QUALITY_PARTS),
@@ -364,10 +375,17 @@ def main(argv: list[str] | None = None) -> dict:
     args.budget = args.budget or (4 if s else 3000)
     if args.reflow_budget is None:
         args.reflow_budget = 2 if s else 1000
-    args.rf_timesteps = [t for t in args.rf_timesteps.split(",") if t]
-    unknown = sorted(set(args.rf_timesteps) - set(TIMESTEP_SAMPLING))
-    if unknown:
-        p.error(f"--rf-timesteps: unknown {unknown}; choose from {', '.join(TIMESTEP_SAMPLING)}")
+    for flag in ("rf_timesteps", "reflow_timesteps"):
+        samplings = [t for t in getattr(args, flag).split(",") if t]
+        unknown = sorted(set(samplings) - set(TIMESTEP_SAMPLING))
+        if unknown:
+            p.error(f"--{flag.replace('_', '-')}: unknown {unknown}; choose from "
+                    f"{', '.join(TIMESTEP_SAMPLING)}")
+        setattr(args, flag, samplings)
+    args.rf_preset = args.rf_preset or ("tiny" if s else "small")
+    if args.rf_preset not in RECTIFIED_FLOW_PRESETS:
+        p.error(f"--rf-preset: unknown {args.rf_preset!r}; choose from "
+                f"{', '.join(RECTIFIED_FLOW_PRESETS)}")
     args.eval_batches = args.eval_batches or (1 if s else 16)
     args.euler_steps = [int(n) for n in args.euler_steps.split(",")]
     args.quality_precision = args.quality_precision or ("bf16" if cuda else "fp32")

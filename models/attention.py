@@ -1,7 +1,9 @@
 """Which kernel runs ``scaled_dot_product_attention``.
 
-On CUDA the trainer requires FlashAttention: a silent fallback to the math kernel
-costs several times the memory and time, so we fail loudly instead. On CPU any
+On CUDA the trainer requires a fused flash-style kernel: a silent fallback to the math
+kernel costs several times the memory and time, so we fail loudly instead. ``auto`` pins
+cuDNN's fused attention on Hopper, where it is the faster one (and PyTorch's own first
+choice), and FlashAttention-2 elsewhere or where cuDNN cannot run the inputs. On CPU any
 kernel is acceptable; we only report which one PyTorch picks. ``backend="math"``
 pins the reference kernel anywhere (the fp32 baseline of benchmarks/train_lm.py).
 A pin also holds for compiled models: under it, no compiled graph traced under another
@@ -22,7 +24,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.lm_config import ATTENTION_BACKENDS
 
-__all__ = ["BACKENDS", "pinned", "probe_backend", "sdpa_backend"]
+__all__ = ["BACKENDS", "CUDNN_FIRST", "auto_cuda_order", "pinned", "probe_backend",
+           "sdpa_backend"]
 
 BACKENDS = ATTENTION_BACKENDS  # what sdpa_backend(backend=...) accepts (torch-free, in lm_config)
 
@@ -34,6 +37,21 @@ _NAMES = {
     SDPBackend.CUDNN_ATTENTION: "cudnn",
     SDPBackend.MATH: "math",
 }
+
+
+# CUDA compute capabilities where ``auto`` tries cuDNN's attention before FlashAttention-2.
+# Hopper (sm_90): on an H100 the small LM trains 4.4% faster with it (benchmarks/lm_vs_nanogpt.py,
+# BENCHMARKS.md), its attention backward a third faster by the kernel profile. Unmeasured
+# architectures keep FlashAttention-2.
+CUDNN_FIRST = frozenset({(9, 0)})
+
+
+def auto_cuda_order(capability: tuple[int, int]) -> list[SDPBackend]:
+    """The kernels ``backend="auto"`` tries, in order, on a CUDA device of this compute
+    capability; the first that runs the inputs is pinned."""
+    if tuple(capability) in CUDNN_FIRST:
+        return [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
+    return [SDPBackend.FLASH_ATTENTION]
 
 
 def _runs(backend: SDPBackend, q: torch.Tensor, dropout_p: float) -> bool:
@@ -99,14 +117,16 @@ def sdpa_backend(
     head_size: int,
     dropout_p: float = 0.0,
     backend: str = "auto",
+    seq_len: int = 8,
 ) -> Iterator[str]:
     """Context manager under which the model's attention runs; yields the backend name.
 
-    With ``backend="auto"``: on CUDA it pins FlashAttention with
+    With ``backend="auto"``: on CUDA it pins the first kernel of :func:`auto_cuda_order`
+    that runs these inputs (cuDNN's attention on Hopper, else FlashAttention-2) with
     ``torch.nn.attention.sdpa_kernel``; elsewhere it leaves PyTorch's choice alone and
     logs it. With ``backend="math"`` it pins the math kernel on any device. With
-    ``backend="cudnn"`` (CUDA only, opt-in) it pins cuDNN's fused flash-style attention,
-    which on Hopper runs faster than PyTorch's FlashAttention-2 kernels.
+    ``backend="cudnn"`` (CUDA only) it pins cuDNN's fused flash-style attention on any GPU,
+    or fails.
 
     Args:
         device: where attention runs.
@@ -114,12 +134,14 @@ def sdpa_backend(
         n_head: attention heads; head_size: channels per head.
         dropout_p: attention dropout used in training.
         backend: "auto", "math" or "cudnn".
+        seq_len: the sequence length the model trains at: CUDA kernels are probed on a
+            (1, n_head, seq_len, head_size) input, so one that cannot run it is never pinned.
 
     Raises:
         ValueError: an unknown ``backend``.
         RuntimeError: "cudnn" off CUDA, or where cuDNN attention cannot run these inputs.
-        RuntimeError: on CUDA with "auto", FlashAttention cannot run these inputs
-            (fp32, a head size it does not support, or a GPU older than Ampere).
+        RuntimeError: on CUDA with "auto", no kernel of :func:`auto_cuda_order` can run
+            these inputs (fp32, a head size they do not support, or a GPU older than Ampere).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -130,29 +152,33 @@ def sdpa_backend(
             yield "math"
         return
     if backend == "cudnn":
-        q = torch.zeros(1, n_head, 8, head_size, device=device, dtype=dtype)
+        q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
         if device.type != "cuda" or not _runs(SDPBackend.CUDNN_ATTENTION, q, dropout_p):
             raise RuntimeError(
                 f"cuDNN attention cannot run on {device} for dtype={dtype}, "
-                f"head_size={head_size}: it needs CUDA, fp16/bf16 and a recent cuDNN"
+                f"head_size={head_size}, seq_len={seq_len}: it needs CUDA, fp16/bf16 and a "
+                "recent cuDNN"
             )
         with pinned(SDPBackend.CUDNN_ATTENTION):
             log.info("attention: cudnn (pinned) on %s, dtype %s", device, dtype)
             yield "cudnn"
         return
     if device.type == "cuda":
-        q = torch.zeros(1, n_head, 8, head_size, device=device, dtype=dtype)
-        if not _runs(SDPBackend.FLASH_ATTENTION, q, dropout_p):
-            cap = torch.cuda.get_device_capability(device)
+        q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
+        cap = torch.cuda.get_device_capability(device)
+        chosen = next((b for b in auto_cuda_order(cap) if _runs(b, q, dropout_p)), None)
+        if chosen is None:
+            tried = " or ".join(_NAMES[b] for b in auto_cuda_order(cap))
             raise RuntimeError(
-                f"FlashAttention cannot run on {torch.cuda.get_device_name(device)} "
-                f"(sm_{cap[0]}{cap[1]}) for dtype={dtype}, head_size={head_size}: it needs "
-                "fp16/bf16, a head size that is a multiple of 8 up to 256, and sm_80 or newer. "
+                f"no fused attention kernel ({tried}) can run on "
+                f"{torch.cuda.get_device_name(device)} (sm_{cap[0]}{cap[1]}) for dtype={dtype}, "
+                f"head_size={head_size}, seq_len={seq_len}: FlashAttention needs fp16/bf16, a "
+                "head size that is a multiple of 8 up to 256, and sm_80 or newer. "
                 "Use precision 'fp16' or 'bf16'."
             )
-        with pinned(SDPBackend.FLASH_ATTENTION):
-            log.info("attention: flash (pinned) on %s, dtype %s", device, dtype)
-            yield "flash"
+        with pinned(chosen):
+            log.info("attention: %s (pinned) on %s, dtype %s", _NAMES[chosen], device, dtype)
+            yield _NAMES[chosen]
         return
     name = probe_backend(
         device, dtype=dtype, n_head=n_head, head_size=head_size, dropout_p=dropout_p

@@ -5,7 +5,7 @@
 
 The LM brings to the loop: its model (with a warm start and Medusa-1 freezing from
 :mod:`models.warm_start`), the packer whose carried-over tokens are checkpointed per rank
-(exact resume), the SDPA kernel policy (FlashAttention enforced on CUDA), MFU and the
+(exact resume), the SDPA kernel policy (a fused kernel enforced on CUDA), MFU and the
 loss parts of extra heads in metrics lines, and evaluation: the mean next-token
 cross-entropy over the eval split's tokens (``loss``) and ``perplexity = exp(loss)``.
 With Medusa-1 (``freeze_backbone``) the logged training loss is the heads' objective.
@@ -155,11 +155,12 @@ class LMTask:
     @contextmanager
     def running(self, device: torch.device, dtype: torch.dtype) -> Iterator[dict[str, Any]]:
         cfg, mc = self.train_config, self.model_config
-        # The SDPA kernel policy (FlashAttention enforced on CUDA) is for mixers that run
+        # The SDPA kernel policy (a fused kernel enforced on CUDA) is for mixers that run
         # SDPA; a model of only gau/linear/s4d/mamba2 layers has none to pin ("none").
         uses_sdpa = any(name in ("attention", "sliding_window") for name in mc.mixers)
         pinned = (sdpa_backend(device, dtype=dtype, n_head=mc.n_head, head_size=mc.head_size,
-                               dropout_p=mc.dropout, backend=cfg.attention)
+                               dropout_p=mc.dropout, backend=cfg.attention,
+                               seq_len=cfg.block_size or mc.block_size)
                   if uses_sdpa else nullcontext("none"))
         with pinned as backend:
             extras = {"attention": backend, "init_from": cfg.init_from,

@@ -153,9 +153,10 @@ class TrainConfig:
     # --- lm only ---
     block_size: int | None = None  # tokens per sequence; None = the model's block_size
     eos_id: int | None = None  # end-of-document id between packed documents; lm default 0
-    # "auto" = flash pinned on CUDA (raises if it cannot run), PyTorch's pick on CPU;
-    # "math" = the reference kernel anywhere (the fp32 baseline in benchmarks/train_lm.py);
-    # "cudnn" = cuDNN's fused attention, CUDA only, opt-in (raises if it cannot run)
+    # "auto" = a fused kernel pinned on CUDA: cuDNN's on Hopper, else FlashAttention-2
+    # (raises if none can run), PyTorch's pick on CPU; "math" = the reference kernel anywhere
+    # (the fp32 baseline in benchmarks/train_lm.py); "cudnn" = cuDNN's fused attention on
+    # any GPU, CUDA only (raises if it cannot run)
     attention: str | None = None
     # peak FLOP/s of ONE device for MFU (H100 SXM bf16 dense: 989e12, or a measured
     # matmul peak); None = MFU is null in metrics.jsonl

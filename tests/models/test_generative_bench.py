@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import generative
+from models.checkpoint import load_checkpoint
 
 
 def test_a_rerun_with_resume_reuses_finished_runs_and_each_fd_prints_its_own_line(
@@ -50,3 +53,24 @@ def test_a_rerun_with_resume_reuses_finished_runs_and_each_fd_prints_its_own_lin
     assert second["rf_uniform"] == first["rf_uniform"]
     assert second["rf_logit_normal"] == first["rf_logit_normal"]
     assert second["rf_2rf"] == first["rf_2rf"]
+
+
+def test_reflow_students_one_per_timestep_sampling(tmp_path, capsys):
+    argv = ["--smoke", "--quality", "--parts", "rf", "--rf-timesteps", "logit_normal",
+            "--reflow-timesteps", "logit_normal,uniform", "--device", "cpu",
+            "--out", str(tmp_path)]
+    quality = generative.main(argv)["quality"]
+    printed = capsys.readouterr().out
+    assert {"rf_2rf", "rf_2rf_uniform"} <= set(quality) and "rf_uniform" not in quality
+    assert "\nrf_2rf_uniform fd_euler_1 " in f"\n{printed}"
+    teacher = (tmp_path / "runs" / "q-logit_normal" / "ckpt.pt").as_uri()
+    for run, sampling in (("q-reflow", "logit_normal"), ("q-reflow-uniform", "uniform")):
+        cfg = load_checkpoint(str(tmp_path / "runs" / run / "ckpt.pt"))["model_config"]
+        assert cfg["timesteps"] == sampling and cfg["reflow_from"] == teacher, run
+
+
+def test_an_unknown_reflow_sampling_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        generative.main(["--smoke", "--quality", "--reflow-timesteps", "uniform,cosine",
+                         "--out", str(tmp_path)])
+    assert "--reflow-timesteps: unknown ['cosine']" in capsys.readouterr().err

@@ -178,7 +178,7 @@ def counting(n_docs: int) -> list[list[int]]:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_cuda_flash_compile_workers_and_resume(tmp_path, precision):
+def test_cuda_fused_attention_compile_workers_and_resume(tmp_path, precision):
     uri = toy_dataset(tmp_path, counting(200))
     model = LMConfig.preset("tiny", vocab_size=V, block_size=32)
     out = (tmp_path / "run").as_uri()
@@ -187,8 +187,8 @@ def test_cuda_flash_compile_workers_and_resume(tmp_path, precision):
                peak_flops=1e14)
     first = train_model("lm", dataset_uri=uri, out_uri=out, model_config=model,
                         train_config=TrainConfig(steps=20, **cfg))
-    assert (first.device, first.precision, first.extras["attention"]) == ("cuda", precision,
-                                                                          "flash")
+    assert (first.device, first.precision) == ("cuda", precision)
+    assert first.extras["attention"] in ("flash", "cudnn")  # a fused kernel, never math
     assert first.final_loss < 0.8 * first.first_loss
     more = train_model("lm", dataset_uri=uri, out_uri=out, model_config=model,
                        train_config=TrainConfig(steps=30, **cfg), resume=True)

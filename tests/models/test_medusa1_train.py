@@ -241,13 +241,14 @@ def test_ddp_with_a_frozen_backbone_reduces_the_heads_only(tmp_path):
 
 @pytest.mark.cuda
 def test_cuda_medusa1_with_compile_and_fp16(runs):
-    """torch.compile + GradScaler + flash: the backbone stays put, the logged loss is the heads'."""
+    """torch.compile + GradScaler + a fused attention kernel: the backbone stays put, the logged
+    loss is the heads'."""
     tmp, dataset, base, _ = runs
     result = train_model("lm", dataset_uri=dataset, out_uri=(tmp / "cuda").as_uri(),
                          model_config=MEDUSA,
                          train_config=config(steps=8, init_from=base, freeze_backbone=True,
                                              device="cuda", precision="fp16", compile=True))
-    assert (result.device, result.extras["attention"]) == ("cuda", "flash")
+    assert result.device == "cuda" and result.extras["attention"] in ("flash", "cudnn")
     source = load_checkpoint(f"{base}/ckpt.pt")["model"]
     weights = load_checkpoint(result.checkpoint_uri)["model"]
     assert all(torch.equal(weights[k], v) for k, v in source.items())

@@ -1,4 +1,4 @@
-"""models.attention: report the SDPA kernel on CPU, require flash on CUDA."""
+"""models.attention: report the SDPA kernel on CPU, require a fused kernel on CUDA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from models.attention import probe_backend, sdpa_backend
+from models.attention import CUDNN_FIRST, auto_cuda_order, pinned, probe_backend, sdpa_backend
 
 cuda = pytest.mark.cuda
 
@@ -85,18 +85,30 @@ def test_probe_agrees_with_context_manager():
         assert name == probe_backend("cpu", dtype=torch.float32, n_head=2, head_size=8)
 
 
+def test_auto_tries_cudnn_first_on_hopper_only():
+    assert auto_cuda_order((9, 0)) == [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
+    for unmeasured in [(8, 0), (8, 6), (8, 9), (10, 0), (12, 0)]:  # Ampere, Ada, Blackwell
+        assert auto_cuda_order(unmeasured) == [SDPBackend.FLASH_ATTENTION], unmeasured
+
+
 @cuda
-def test_cuda_pins_flash_for_half_precision():
-    with sdpa_backend("cuda", dtype=torch.float16, n_head=4, head_size=64) as name:
-        assert name == "flash"
-        q = torch.randn(1, 4, 8, 64, device="cuda", dtype=torch.float16)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_auto_pins_the_architectures_fused_kernel(dtype):
+    hopper = torch.cuda.get_device_capability() in CUDNN_FIRST
+    with sdpa_backend("cuda", dtype=dtype, n_head=4, head_size=64, seq_len=1024) as name:
+        assert name == ("cudnn" if hopper else "flash")
+        # the other fused kernels and math are off inside the pin
+        assert torch.backends.cuda.flash_sdp_enabled() == (name == "flash")
+        assert torch.backends.cuda.cudnn_sdp_enabled() == (name == "cudnn")
+        assert not torch.backends.cuda.math_sdp_enabled()
+        q = torch.randn(1, 4, 1024, 64, device="cuda", dtype=dtype)
         torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
 
 
 @cuda
-def test_cuda_fp32_cannot_use_flash_and_says_so():
+def test_cuda_fp32_cannot_use_a_fused_kernel_and_says_so():
     with (
-        pytest.raises(RuntimeError, match="FlashAttention cannot run"),
+        pytest.raises(RuntimeError, match="no fused attention kernel .*dtype=torch.float32"),
         sdpa_backend("cuda", dtype=torch.float32, n_head=4, head_size=64),
     ):
         pass
@@ -104,8 +116,9 @@ def test_cuda_fp32_cannot_use_flash_and_says_so():
 
 def test_cudnn_is_refused_off_cuda_with_a_clear_error():
     with (
-        pytest.raises(RuntimeError, match="cuDNN attention cannot run on cpu"),
-        sdpa_backend("cpu", dtype=torch.bfloat16, n_head=2, head_size=8, backend="cudnn"),
+        pytest.raises(RuntimeError, match="cuDNN attention cannot run on cpu .*seq_len=256"),
+        sdpa_backend("cpu", dtype=torch.bfloat16, n_head=2, head_size=8, backend="cudnn",
+                     seq_len=256),
     ):
         pass
 
@@ -113,12 +126,10 @@ def test_cudnn_is_refused_off_cuda_with_a_clear_error():
 @cuda
 def test_cuda_pins_cudnn_when_asked_and_matches_flash():
     q, k, v = torch.randn(3, 2, 4, 128, 64, device="cuda", dtype=torch.bfloat16)
-    outputs = {}
-    for backend in ("auto", "cudnn"):
-        with sdpa_backend("cuda", dtype=torch.bfloat16, n_head=4, head_size=64,
-                          backend=backend) as name:
-            outputs[name] = torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, is_causal=True)
-            assert torch.backends.cuda.flash_sdp_enabled() == (name == "flash")
-    assert set(outputs) == {"flash", "cudnn"}
-    torch.testing.assert_close(outputs["cudnn"], outputs["flash"], rtol=2e-2, atol=2e-2)
+    with sdpa_backend("cuda", dtype=torch.bfloat16, n_head=4, head_size=64,
+                      backend="cudnn") as name:
+        assert name == "cudnn" and not torch.backends.cuda.flash_sdp_enabled()
+        ours = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with pinned(SDPBackend.FLASH_ATTENTION):
+        flash = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ours, flash, rtol=2e-2, atol=2e-2)
