@@ -62,7 +62,12 @@ from models.efficientnet import EfficientNetConfig  # noqa: E402
 from models.flow_config import FlowConfig  # noqa: E402
 from models.frechet import fd_from_sums, feature_net, feature_sums  # noqa: E402
 from models.kinds import train_model  # noqa: E402
-from models.rectified_flow import RectifiedFlow, RectifiedFlowConfig, adaptive_sample  # noqa: E402
+from models.rectified_flow import (  # noqa: E402
+    RectifiedFlow,
+    RectifiedFlowConfig,
+    adaptive_sample,
+    euler_sample,
+)
 from models.rectified_flow_config import RECTIFIED_FLOW_PRESETS, TIMESTEP_SAMPLING  # noqa: E402
 from models.runlog import throughput_after  # noqa: E402
 from models.train_config import TrainConfig  # noqa: E402
@@ -261,10 +266,32 @@ def scores_file(args, run: str) -> str | None:
     return os.path.join(args.out, "runs", f"q-{run}", "fd_scores.json")
 
 
+@torch.no_grad()
+def coupling_mse(model: RectifiedFlow, batches, steps_list, ref_steps: int = 32) -> dict:
+    """What reflow trains for: the mean squared distance between an ``n``-step Euler sample
+    of each noise and the 1-RF's ``ref_steps``-step sample of the same noise, for each ``n`` of
+    ``steps_list`` below ``ref_steps``. The 1-RF is the model's reflow teacher, or the model
+    itself (a 1-RF's own straightness). Labels are the eval batches'; noise from seed 0."""
+    teacher = model.teacher if model.teacher is not None else model
+    steps_list = [n for n in steps_list if n < ref_steps]
+    sums = dict.fromkeys(steps_list, 0.0)
+    count = 0
+    gen = torch.Generator(device=batches[0][0].device).manual_seed(0)
+    for x, y in batches:
+        z = torch.randn((x.shape[0], *model.shape), device=x.device, generator=gen)
+        ref = euler_sample(lambda v, t, y=y: teacher.velocity(v, t, y), z, ref_steps)
+        for n in steps_list:
+            out = euler_sample(lambda v, t, y=y: model.velocity(v, t, y), z, n)
+            sums[n] += (out.float() - ref.float()).pow(2).mean().item() * x.shape[0]
+        count += x.shape[0]
+    return {str(n): total / count for n, total in sums.items()}
+
+
 def rf_scores(uri: str, net, batches, steps_list, label: str = "rf",
               keep: str | None = None) -> dict:
     """FDs of the checkpoint's samples at each Euler step count of ``steps_list`` and with
-    dopri5 (and its mean NFE); each printed as ``<label> <name> <json>`` when computed.
+    dopri5 (and its mean NFE), and :func:`coupling_mse` at those step counts; each printed as
+    ``<label> <name> <json>`` when computed.
 
     ``keep``: a JSON file that holds the FDs computed so far, read first and rewritten after
     each one, so a rerun after a cut computes only the missing ones. They are kept with the
@@ -297,6 +324,8 @@ def rf_scores(uri: str, net, batches, steps_list, label: str = "rf",
             torch.manual_seed(n)
             record(f"fd_euler_{n}", frechet(net, batches, lambda x, y, n=n: model.sample(
                 x.shape[0], y=y, steps=n, guidance=1.0)))
+    if "coupling_mse" not in scores:
+        record("coupling_mse", coupling_mse(model, batches, steps_list))
     if "fd_dopri5" in scores:
         return scores
     torch.manual_seed(0)

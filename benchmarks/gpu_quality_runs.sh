@@ -44,11 +44,12 @@ G="python3 benchmarks/generative.py --quality --resume --budget $BUDGET --num-wo
 [[ " $GEN_PARTS " == *" vq "* ]] &&
   launch gen-vq $G --parts vq --classifier-steps 1000 --out /tmp/sfq-gen-vq
 [[ " $GEN_PARTS " == *" flow "* ]] && launch gen-flow $G --parts flow --out /tmp/sfq-gen-flow
-# The rectified flow as two processes: logit-normal 1-RF then its 2-RF, and uniform 1-RF
-# (one process ran 1,500-step 1-RFs at 151 s each plus their FDs: it did not fit 420 s).
+# The rectified flow as two processes: logit-normal 1-RF then its 2-RFs (REFLOW: the students'
+# timestep samplings), and uniform 1-RF (one process ran 1,500-step 1-RFs at 151 s each plus
+# their FDs: it did not fit 420 s).
 [[ " $GEN_PARTS " == *" rf "* ]] &&
   launch gen-rf $G --parts rf --rf-timesteps logit_normal --classifier-steps 1000 \
-    --reflow-budget 300 --out /tmp/sfq-gen-rf
+    --reflow-budget 300 --reflow-timesteps "${REFLOW:-logit_normal,uniform}" --out /tmp/sfq-gen-rf
 [[ " $GEN_PARTS " == *" rf-uniform "* ]] &&
   launch gen-rf-uniform $G --parts rf --rf-timesteps uniform --classifier-steps 1000 \
     --reflow-budget 0 --out /tmp/sfq-gen-rf-uniform

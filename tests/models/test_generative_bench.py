@@ -63,6 +63,13 @@ def test_reflow_students_one_per_timestep_sampling(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert {"rf_2rf", "rf_2rf_uniform"} <= set(quality) and "rf_uniform" not in quality
     assert "\nrf_2rf_uniform fd_euler_1 " in f"\n{printed}"
+    # the straightness reflow trains for: n-step samples against the teacher's 32-step ones,
+    # exactly zero only for the 1-RF's own 32 steps (not reported: n < 32)
+    for label, steps in (("rf_logit_normal", {"1", "2", "4", "8"}), ("rf_2rf", {"1", "2", "4"}),
+                         ("rf_2rf_uniform", {"1", "2", "4"})):
+        mse = quality[label]["coupling_mse"]
+        assert set(mse) == steps and all(v > 0 for v in mse.values()), (label, mse)
+        assert f"\n{label} coupling_mse " in f"\n{printed}"
     teacher = (tmp_path / "runs" / "q-logit_normal" / "ckpt.pt").as_uri()
     for run, sampling in (("q-reflow", "logit_normal"), ("q-reflow-uniform", "uniform")):
         cfg = load_checkpoint(str(tmp_path / "runs" / run / "ckpt.pt"))["model_config"]
