@@ -58,7 +58,9 @@ class RectifiedFlowConfig:
     sample_steps: int = 16  # Euler steps of the samples the evaluation scores
     guidance: float = 1.5  # CFG scale of those samples; 1 = the conditional velocity alone
     # 1-RF checkpoint of the same architecture: this run is its reflow (2-RF), trained on
-    # (noise, teacher sample) pairs and started from the teacher's weights
+    # (noise, teacher sample) pairs and started from the teacher's weights. For a student
+    # meant for one or two steps, set timesteps "uniform" (the Rectified Flow paper's reflow):
+    # logit-normal rarely draws t near 1, the only t a one-step sample uses (BENCHMARKS.md)
     reflow_from: str | None = None
     reflow_steps: int = 32  # teacher Euler steps per pair
     # evaluation: EfficientNet checkpoint for the Frechet distance (models.frechet);
