@@ -126,20 +126,21 @@ def sdpa_backend(
     ``torch.nn.attention.sdpa_kernel``; elsewhere it leaves PyTorch's choice alone and
     logs it. With ``backend="math"`` it pins the math kernel on any device. With
     ``backend="cudnn"`` (CUDA only) it pins cuDNN's fused flash-style attention on any GPU,
-    or fails.
+    and with ``backend="flash"`` PyTorch's FlashAttention-2 on any device, or fails.
 
     Args:
         device: where attention runs.
         dtype: the compute dtype of q, k, v (the autocast dtype, or float32).
         n_head: attention heads; head_size: channels per head.
         dropout_p: attention dropout used in training.
-        backend: "auto", "math" or "cudnn".
+        backend: "auto", "math", "cudnn" or "flash".
         seq_len: the sequence length the model trains at: CUDA kernels are probed on a
             (1, n_head, seq_len, head_size) input, so one that cannot run it is never pinned.
 
     Raises:
         ValueError: an unknown ``backend``.
-        RuntimeError: "cudnn" off CUDA, or where cuDNN attention cannot run these inputs.
+        RuntimeError: "cudnn" off CUDA, or where cuDNN attention cannot run these inputs;
+            "flash" where FlashAttention cannot run them.
         RuntimeError: on CUDA with "auto", no kernel of :func:`auto_cuda_order` can run
             these inputs (fp32, a head size they do not support, or a GPU older than Ampere).
     """
@@ -151,8 +152,8 @@ def sdpa_backend(
             log.info("attention: math (pinned) on %s, dtype %s", device, dtype)
             yield "math"
         return
+    q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
     if backend == "cudnn":
-        q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
         if device.type != "cuda" or not _runs(SDPBackend.CUDNN_ATTENTION, q, dropout_p):
             raise RuntimeError(
                 f"cuDNN attention cannot run on {device} for dtype={dtype}, "
@@ -163,8 +164,19 @@ def sdpa_backend(
             log.info("attention: cudnn (pinned) on %s, dtype %s", device, dtype)
             yield "cudnn"
         return
+    if backend == "flash":
+        if not _runs(SDPBackend.FLASH_ATTENTION, q, dropout_p):
+            raise RuntimeError(
+                f"FlashAttention cannot run on {device} for dtype={dtype}, "
+                f"head_size={head_size}, seq_len={seq_len}, dropout_p={dropout_p}: on CUDA it "
+                "needs fp16/bf16, a head size that is a multiple of 8 up to 256 and sm_80 or "
+                "newer; on the CPU, no dropout"
+            )
+        with pinned(SDPBackend.FLASH_ATTENTION):
+            log.info("attention: flash (pinned) on %s, dtype %s", device, dtype)
+            yield "flash"
+        return
     if device.type == "cuda":
-        q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
         cap = torch.cuda.get_device_capability(device)
         chosen = next((b for b in auto_cuda_order(cap) if _runs(b, q, dropout_p)), None)
         if chosen is None:

@@ -25,7 +25,7 @@ __all__ = ["ATTENTION_BACKENDS", "GAU_ATTENTIONS", "LMConfig", "LM_PRESETS", "MI
            "SSM_KERNELS"]
 
 # What TrainConfig.attention and models.attention.sdpa_backend(backend=...) accept.
-ATTENTION_BACKENDS = ("auto", "math", "cudnn")
+ATTENTION_BACKENDS = ("auto", "math", "cudnn", "flash")
 # Sequence mixers a layer can use (LMConfig.mixer); models.mixers builds them.
 MIXERS = ("attention", "gau", "linear", "sliding_window", "mamba2", "s4d")
 # Mixers that decode from a fixed-size state instead of keys/values (no cache rollback).

@@ -156,7 +156,7 @@ class TrainConfig:
     # "auto" = a fused kernel pinned on CUDA: cuDNN's on Hopper, else FlashAttention-2
     # (raises if none can run), PyTorch's pick on CPU; "math" = the reference kernel anywhere
     # (the fp32 baseline in benchmarks/train_lm.py); "cudnn" = cuDNN's fused attention on
-    # any GPU, CUDA only (raises if it cannot run)
+    # any GPU, CUDA only; "flash" = FlashAttention-2 (each raises if it cannot run)
     attention: str | None = None
     # peak FLOP/s of ONE device for MFU (H100 SXM bf16 dense: 989e12, or a measured
     # matmul peak); None = MFU is null in metrics.jsonl

@@ -18,7 +18,7 @@ def test_variants_name_their_attention_and_compile_mode():
         "ours-cudnn-reduce-overhead": ("cudnn", "reduce-overhead"),
         "ours-max-autotune": ("auto", "max-autotune"),
     }
-    for bad in ("flash", "cudnn:fast"):
+    for bad in ("flash3", "cudnn:fast"):
         with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
             lm_vs_nanogpt.parse_variants(bad)
 

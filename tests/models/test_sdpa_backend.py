@@ -114,6 +114,22 @@ def test_cuda_fp32_cannot_use_a_fused_kernel_and_says_so():
         pass
 
 
+def test_flash_pins_flash_and_refuses_what_it_cannot_run():
+    with sdpa_backend("cpu", dtype=torch.float32, n_head=2, head_size=8, backend="flash",
+                      seq_len=16) as name:
+        assert name == "flash"
+        q = torch.randn(1, 2, 16, 8)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+        with pytest.raises(RuntimeError):  # the math kernel is off inside the pin
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+    with (  # the CPU flash kernel has no dropout
+        pytest.raises(RuntimeError, match="FlashAttention cannot run on cpu .*dropout_p=0.1"),
+        sdpa_backend("cpu", dtype=torch.float32, n_head=2, head_size=8, backend="flash",
+                     dropout_p=0.1),
+    ):
+        pass
+
+
 def test_cudnn_is_refused_off_cuda_with_a_clear_error():
     with (
         pytest.raises(RuntimeError, match="cuDNN attention cannot run on cpu .*seq_len=256"),
