@@ -9,7 +9,7 @@ import torch
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from models.attention import CUDNN_FIRST, auto_cuda_order, pinned, probe_backend, sdpa_backend
+from models.attention import CUDNN_FIRST, auto_cuda_order, probe_backend, sdpa_backend
 
 cuda = pytest.mark.cuda
 
@@ -146,6 +146,8 @@ def test_cuda_pins_cudnn_when_asked_and_matches_flash():
                       backend="cudnn") as name:
         assert name == "cudnn" and not torch.backends.cuda.flash_sdp_enabled()
         ours = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    with pinned(SDPBackend.FLASH_ATTENTION):
+    with sdpa_backend("cuda", dtype=torch.bfloat16, n_head=4, head_size=64,
+                      backend="flash") as name:
+        assert name == "flash" and not torch.backends.cuda.cudnn_sdp_enabled()
         flash = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(ours, flash, rtol=2e-2, atol=2e-2)
