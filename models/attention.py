@@ -5,7 +5,8 @@ kernel costs several times the memory and time, so we fail loudly instead. ``aut
 cuDNN's fused attention on Hopper, where it is the faster one (and PyTorch's own first
 choice), and FlashAttention-2 elsewhere or where cuDNN cannot run the inputs. On CPU any
 kernel is acceptable; we only report which one PyTorch picks. ``backend="math"``
-pins the reference kernel anywhere (the fp32 baseline of benchmarks/train_lm.py).
+pins the reference kernel anywhere (the fp32 baseline of benchmarks/train_lm.py);
+``"cudnn"`` and ``"flash"`` pin that kernel, or fail where it cannot run.
 A pin also holds for compiled models: under it, no compiled graph traced under another
 backend is reused from PyTorch's caches (see :func:`pinned`, which benchmarks that pin a
 kernel themselves use too).
