@@ -93,8 +93,8 @@ def probe_backend(
 
 
 @contextmanager
-def pinned(backend: SDPBackend) -> Iterator[None]:
-    """``sdpa_kernel(backend)`` that also holds for compiled models.
+def pinned(backend: SDPBackend) -> Iterator[str]:
+    """``sdpa_kernel(backend)`` that also holds for compiled models; yields the backend's name.
 
     A compiled SDPA call is lowered to one backend's op (``_scaled_dot_product_flash_attention``,
     ``..._cudnn_attention``, or the math decomposition) by the backends allowed when it is
@@ -106,7 +106,7 @@ def pinned(backend: SDPBackend) -> Iterator[None]:
     costs the AOT trace only. ``tests/models/test_sdpa_backend.py`` reproduces the bug on CPU.
     """
     with sdpa_kernel(backend), torch._functorch.config.patch(enable_autograd_cache=False):
-        yield
+        yield _NAMES[backend]
 
 
 @contextmanager
@@ -148,53 +148,45 @@ def sdpa_backend(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = torch.device(device)
-    if backend == "math":
-        with pinned(SDPBackend.MATH):
-            log.info("attention: math (pinned) on %s, dtype %s", device, dtype)
-            yield "math"
+    if backend == "auto" and device.type != "cuda":
+        name = probe_backend(
+            device, dtype=dtype, n_head=n_head, head_size=head_size, dropout_p=dropout_p
+        )
+        log.info("attention: %s on %s, dtype %s (PyTorch's choice)", name, device, dtype)
+        yield name
         return
+    with pinned(_pick(device, dtype, n_head, head_size, dropout_p, backend, seq_len)) as name:
+        log.info("attention: %s (pinned) on %s, dtype %s", name, device, dtype)
+        yield name
+
+
+def _pick(device: torch.device, dtype: torch.dtype, n_head: int, head_size: int,
+          dropout_p: float, backend: str, seq_len: int) -> SDPBackend:
+    """The kernel :func:`sdpa_backend` pins for ``backend`` ("auto": on CUDA only), after
+    checking it runs a (1, n_head, seq_len, head_size) input; raises the errors it documents."""
+    if backend == "math":
+        return SDPBackend.MATH
     q = torch.zeros(1, n_head, seq_len, head_size, device=device, dtype=dtype)
+    shape = f"dtype={dtype}, head_size={head_size}, seq_len={seq_len}"
     if backend == "cudnn":
         if device.type != "cuda" or not _runs(SDPBackend.CUDNN_ATTENTION, q, dropout_p):
-            raise RuntimeError(
-                f"cuDNN attention cannot run on {device} for dtype={dtype}, "
-                f"head_size={head_size}, seq_len={seq_len}: it needs CUDA, fp16/bf16 and a "
-                "recent cuDNN"
-            )
-        with pinned(SDPBackend.CUDNN_ATTENTION):
-            log.info("attention: cudnn (pinned) on %s, dtype %s", device, dtype)
-            yield "cudnn"
-        return
+            raise RuntimeError(f"cuDNN attention cannot run on {device} for {shape}: it needs "
+                               "CUDA, fp16/bf16 and a recent cuDNN")
+        return SDPBackend.CUDNN_ATTENTION
     if backend == "flash":
         if not _runs(SDPBackend.FLASH_ATTENTION, q, dropout_p):
             raise RuntimeError(
-                f"FlashAttention cannot run on {device} for dtype={dtype}, "
-                f"head_size={head_size}, seq_len={seq_len}, dropout_p={dropout_p}: on CUDA it "
-                "needs fp16/bf16, a head size that is a multiple of 8 up to 256 and sm_80 or "
-                "newer; on the CPU, no dropout"
-            )
-        with pinned(SDPBackend.FLASH_ATTENTION):
-            log.info("attention: flash (pinned) on %s, dtype %s", device, dtype)
-            yield "flash"
-        return
-    if device.type == "cuda":
-        cap = torch.cuda.get_device_capability(device)
-        chosen = next((b for b in auto_cuda_order(cap) if _runs(b, q, dropout_p)), None)
-        if chosen is None:
-            tried = " or ".join(_NAMES[b] for b in auto_cuda_order(cap))
-            raise RuntimeError(
-                f"no fused attention kernel ({tried}) can run on "
-                f"{torch.cuda.get_device_name(device)} (sm_{cap[0]}{cap[1]}) for dtype={dtype}, "
-                f"head_size={head_size}, seq_len={seq_len}: FlashAttention needs fp16/bf16, a "
-                "head size that is a multiple of 8 up to 256, and sm_80 or newer. "
-                "Use precision 'fp16' or 'bf16'."
-            )
-        with pinned(chosen):
-            log.info("attention: %s (pinned) on %s, dtype %s", _NAMES[chosen], device, dtype)
-            yield _NAMES[chosen]
-        return
-    name = probe_backend(
-        device, dtype=dtype, n_head=n_head, head_size=head_size, dropout_p=dropout_p
-    )
-    log.info("attention: %s on %s, dtype %s (PyTorch's choice)", name, device, dtype)
-    yield name
+                f"FlashAttention cannot run on {device} for {shape}, dropout_p={dropout_p}: on "
+                "CUDA it needs fp16/bf16, a head size that is a multiple of 8 up to 256 and "
+                "sm_80 or newer; on the CPU, no dropout")
+        return SDPBackend.FLASH_ATTENTION
+    cap = torch.cuda.get_device_capability(device)
+    order = auto_cuda_order(cap)
+    chosen = next((b for b in order if _runs(b, q, dropout_p)), None)
+    if chosen is None:
+        raise RuntimeError(
+            f"no fused attention kernel ({' or '.join(_NAMES[b] for b in order)}) can run on "
+            f"{torch.cuda.get_device_name(device)} (sm_{cap[0]}{cap[1]}) for {shape}: "
+            "FlashAttention needs fp16/bf16, a head size that is a multiple of 8 up to 256, "
+            "and sm_80 or newer. Use precision 'fp16' or 'bf16'.")
+    return chosen
