@@ -19,6 +19,7 @@ benchmarks/mixer_quality.py (learnable, so the losses mean something).
     python benchmarks/lm_vs_nanogpt.py                           # H100: ~6 min
     python benchmarks/lm_vs_nanogpt.py --tiny --device cpu       # CPU smoke run
     python benchmarks/lm_vs_nanogpt.py --ours auto,cudnn,cudnn:reduce-overhead  # ours, 3 ways
+    python benchmarks/lm_vs_nanogpt.py --bandwidth    # fused kernels' GB/s against a copy
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.kernel_bandwidth import (  # noqa: E402
+    copy_bandwidth_gbps,
+    file_size,
+    inductor_bandwidth_log,
+    read_blocks,
+    summarize,
+)
 from benchmarks.kernel_profile import kernel_families, print_top_kernels  # noqa: E402
 from benchmarks.mixer_quality import EOS, write_synthetic  # noqa: E402
 from benchmarks.train_lm import bf16_matmul_peak  # noqa: E402
@@ -259,6 +267,56 @@ def profile_all(uri: str, train_tokens: np.ndarray, args, device: torch.device) 
     return result
 
 
+def bandwidth_all(uri: str, train_tokens: np.ndarray, args, device: torch.device) -> dict:
+    """Every trainer for four steps with Inductor timing each fused (Triton) kernel alone:
+    per trainer, one step's fused kernels — ms, GB moved, GB/s — against a measured copy.
+
+    The step read is the third (index 2): compiled and settled, and before the last, in which
+    our trainer evaluates (other graphs). The run's losses are meaningless (see
+    ``benchmarks.kernel_bandwidth``); only the kernel timings are kept.
+    """
+    if device.type != "cuda" or not args.compile:
+        raise SystemExit("--bandwidth times the Triton kernels torch.compile generates for a "
+                         f"CUDA device: it cannot run with --device {device.type}"
+                         + ("" if args.compile else " and --no-compile"))
+    copy_gbps = copy_bandwidth_gbps(device)
+    args.total_steps = 4
+    os.makedirs(args.out, exist_ok=True)
+    result: dict = {"copy_gbps": copy_gbps}
+    for name in trainer_names(args):
+        log_path = os.path.join(args.out, f"bandwidth-{name}.log")
+        window: dict[int, int] = {}
+
+        def mark(step, log_path=log_path, window=window) -> None:
+            # our trainer passes its step record, the reference its step index
+            index = step["step"] - 1 if isinstance(step, dict) else step
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            window[index] = file_size(log_path)
+
+        with inductor_bandwidth_log(log_path):
+            train_named(name, uri, train_tokens, args, device, 0, on_step=mark)
+        blocks = read_blocks(log_path, start=window[1], end=window[2])
+        kernels = [k for block in blocks for k in block]
+        if not kernels:
+            raise SystemExit(f"{name}: no Triton kernel timings in {log_path} for step 3")
+        result[name] = summarize(kernels, copy_gbps)
+    names = trainer_names(args)
+    copy = f"{copy_gbps:,.0f} GB/s" if copy_gbps else "n/a"
+    print(f"fused (Triton) kernels of one step, each timed alone; device copy {copy}",
+          file=sys.stderr)
+    for name in names:
+        r = result[name]
+        of_copy = f"{r['of_copy']:.0%}" if r["of_copy"] else "n/a"
+        print(f"{name:>26}: {r['kernels']:>4} kernels {r['ms']:>8.2f} ms {r['gb']:>8.2f} GB "
+              f"{r['gbps']:>8,.0f} GB/s ({of_copy} of the copy)", file=sys.stderr)
+        for k in r["slowest"][:5]:
+            print(f"{'':>28}{k['ms']:>7.3f} ms {k['gbps']:>7,.0f} GB/s  {k['name'][:70]}",
+                  file=sys.stderr)
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
 def parse_variants(value: str) -> dict[str, tuple[str, str]]:
     """``--ours``: comma-separated ATTENTION[:COMPILE_MODE] entries, as {trainer name:
     (attention, compile_mode)}: "auto" is "ours", "cudnn:reduce-overhead"
@@ -305,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "reduce-overhead: the step replayed as CUDA graphs)")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 5 steps of each trainer, GPU time by kernel family")
+    p.add_argument("--bandwidth", action="store_true",
+                   help="instead: time each fused kernel of one step alone, GB/s against a copy")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -331,6 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_tokens, eval_tokens = token_stream(uri, "train"), token_stream(uri, "eval")
     if args.profile:
         return profile_all(uri, train_tokens, args, device)
+    if args.bandwidth:
+        return bandwidth_all(uri, train_tokens, args, device)
     peak = bf16_matmul_peak(device, 8192)
     with torch.device("meta"):
         ours_flops = DecoderLM(args.ours).estimate_flops_per_token()
