@@ -19,6 +19,7 @@ benchmarks/mixer_quality.py (learnable, so the losses mean something).
     python benchmarks/lm_vs_nanogpt.py                           # H100: ~6 min
     python benchmarks/lm_vs_nanogpt.py --tiny --device cpu       # CPU smoke run
     python benchmarks/lm_vs_nanogpt.py --ours auto,cudnn,cudnn:reduce-overhead  # ours, 3 ways
+    python benchmarks/lm_vs_nanogpt.py --ours auto,auto:default:fp8    # FP8 matmuls beside
     python benchmarks/lm_vs_nanogpt.py --bandwidth    # fused kernels' GB/s against a copy
 """
 
@@ -178,12 +179,13 @@ def _now(device: torch.device) -> float:
 
 def train_ours(uri: str, args, device: torch.device, run: int, variant: str = "ours",
                on_step=None) -> tuple[nn.Module, dict]:
-    attention, compile_mode = args.variants[variant]
+    attention, compile_mode, precision = args.variants[variant]
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     cfg = TrainConfig(
         attention=attention, compile_mode=compile_mode, steps=args.total_steps,
         batch_size=args.batch_size, block_size=args.block, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.lr_warmup, weight_decay=0.1, grad_clip=1.0,
-        eos_id=EOS, device=device.type, precision="bf16" if device.type == "cuda" else "fp32",
+        eos_id=EOS, device=device.type, precision=precision,
         compile=args.compile, log_every=args.warmup, ckpt_every=0, eval_every=0,
         num_workers=args.num_workers, progress=False, seed=1)
     out = f"file://{os.path.abspath(args.out)}/runs/{variant}-{run}"
@@ -317,21 +319,29 @@ def bandwidth_all(uri: str, train_tokens: np.ndarray, args, device: torch.device
     return result
 
 
-def parse_variants(value: str) -> dict[str, tuple[str, str]]:
-    """``--ours``: comma-separated ATTENTION[:COMPILE_MODE] entries, as {trainer name:
-    (attention, compile_mode)}: "auto" is "ours", "cudnn:reduce-overhead"
-    "ours-cudnn-reduce-overhead"."""
+def parse_variants(value: str) -> dict[str, tuple[str, str, str]]:
+    """``--ours``: comma-separated ATTENTION[:COMPILE_MODE[:PRECISION]] entries, as {trainer
+    name: (attention, compile_mode, precision)}; precision "" is the benchmark's (bf16 on CUDA,
+    fp32 on the CPU). "auto" is "ours", "cudnn:reduce-overhead" "ours-cudnn-reduce-overhead",
+    "auto:default:fp8" "ours-fp8"."""
     variants = {}
     for spec in filter(None, value.split(",")):
-        attention, _, mode = spec.partition(":")
+        attention, _, rest = spec.partition(":")
+        mode, _, precision = rest.partition(":")
         mode = mode or "default"
-        if attention not in ATTENTION_BACKENDS or mode not in COMPILE_MODES:
+        if (attention not in ATTENTION_BACKENDS or mode not in COMPILE_MODES
+                or precision not in ("", *VARIANT_PRECISIONS)):
             raise argparse.ArgumentTypeError(
-                f"{spec!r}: want ATTENTION[:COMPILE_MODE], ATTENTION one of "
-                f"{ATTENTION_BACKENDS}, COMPILE_MODE one of {COMPILE_MODES}")
-        name = "-".join(["ours", *(p for p in (attention, mode) if p not in ("auto", "default"))])
-        variants[name] = (attention, mode)
+                f"{spec!r}: want ATTENTION[:COMPILE_MODE[:PRECISION]], ATTENTION one of "
+                f"{ATTENTION_BACKENDS}, COMPILE_MODE one of {COMPILE_MODES}, PRECISION one of "
+                f"{VARIANT_PRECISIONS}")
+        name = "-".join(["ours", *(p for p in (attention, mode, precision)
+                                   if p not in ("auto", "default", ""))])
+        variants[name] = (attention, mode, precision)
     return variants
+
+
+VARIANT_PRECISIONS = ("bf16", "fp8")  # the reference trains in bf16: fp8 is ours alone
 
 
 def trainer_names(args) -> list[str]:
@@ -358,9 +368,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--ours", dest="variants", default="auto", type=parse_variants,
                    help="comma-separated variants of our trainer to run side by side, each "
-                        "ATTENTION[:COMPILE_MODE], e.g. auto,cudnn,cudnn:reduce-overhead "
-                        "(auto: the trainer's default kernel; cudnn: cuDNN's fused attention; "
-                        "reduce-overhead: the step replayed as CUDA graphs)")
+                        "ATTENTION[:COMPILE_MODE[:PRECISION]], e.g. "
+                        "auto,cudnn:reduce-overhead,auto:default:fp8 (auto: the trainer's "
+                        "default kernel; cudnn: cuDNN's fused attention; reduce-overhead: the "
+                        "step replayed as CUDA graphs; fp8: FP8 matmuls, models/fp8.py)")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 5 steps of each trainer, GPU time by kernel family")
     p.add_argument("--bandwidth", action="store_true",

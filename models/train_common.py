@@ -21,12 +21,15 @@ import torch
 from torch import nn
 
 from models.distributed import DistInfo, gather_objects
+from models.fp8 import check_fp8_device
 
 __all__ = ["DTYPES", "GATHER", "StepOutput", "Task", "cudnn_tf32", "evaluate", "make_loader",
            "make_optimizer", "matmul_precision", "pin_batch", "resolve_device",
            "resolve_precision", "scaler_step", "seed_everything"]
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# the autocast dtype of each precision; fp8 is bf16 autocast around FP8 Linear layers
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+          "fp8": torch.bfloat16}
 # Eval "sums" whose key starts with this are concatenated along dim 0 (over batches, then
 # ranks, in order) instead of summed: statistics that do not add up, e.g. COCO mAP's
 # detections (models.detection_eval).
@@ -114,11 +117,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` = fp16 on CUDA, fp32 elsewhere; raises for bf16 on a GPU without it."""
+    """``auto`` = fp16 on CUDA, fp32 elsewhere; raises for bf16 (and fp8, which runs on bf16
+    autocast) on a GPU without it, and for fp8 on a GPU without FP8 tensor cores."""
     if name == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise RuntimeError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}")
+    if name in ("bf16", "fp8") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"{name} needs bf16, which {torch.cuda.get_device_name(device)} "
+                           f"does not support")
+    if name == "fp8":
+        check_fp8_device(device)
     return name
 
 

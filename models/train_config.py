@@ -33,11 +33,11 @@ from models.config_fields import (
 from models.lm_config import ATTENTION_BACKENDS, LMConfig
 from models.peft_config import PeftConfig, peft_config
 
-__all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "KIND_FIELDS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
+__all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "KIND_FIELDS", "PRECISIONS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
            "check_lm_run", "cosine_lr"]
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp8")  # fp8: models/fp8.py
 # torch.compile's modes; "reduce-overhead" replays each step's kernels as CUDA graphs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that capture CUDA graphs
@@ -123,7 +123,8 @@ class TrainConfig:
     seed: int = 1337  # seeds init, dropout, stochastic depth and the shuffle: CPU runs repeat
     device: str = "auto"  # "auto" = cuda when available, else cpu
     # "auto" = fp16 + GradScaler on CUDA (V100/T4 lack bf16), fp32 on CPU; an LM on CUDA
-    # refuses fp32 unless attention is "math" (no flash kernel for fp32)
+    # refuses fp32 unless attention is "math" (no flash kernel for fp32); "fp8" = bf16 with
+    # FP8 matmuls in the large Linear layers (torchao; sm_89+; models/fp8.py)
     precision: str = "auto"
     compile: bool | None = None  # torch.compile; None = on for CUDA, off on CPU
     # torch.compile's mode (COMPILE_MODES) when compiling: "reduce-overhead" replays the
@@ -253,7 +254,7 @@ class TrainResult:
     checkpoint_uri: str
     metrics_uri: str
     device: str  # "cpu" or "cuda"
-    precision: str  # "fp32", "fp16" or "bf16"
+    precision: str  # "fp32", "fp16", "bf16" or "fp8"
     skipped_steps: int  # fp16 steps the GradScaler skipped for inf/nan gradients
     # the task's training metrics at the last log step (VQ-VAE: mse, psnr, perplexity,
     # usage, restarts; EfficientNet: accuracy; lm: loss_parts when the model has extra heads)

@@ -6,7 +6,8 @@ log; this loop owns everything else, the same for every kind::
 
     RecordDataset (this rank's partition) -> loop_epochs -> task.stream (LM: packer;
       images: decode) -> [Prefetcher thread: pin] -> task.prepare (to the device)
-      -> task.step under fp16 (GradScaler) / bf16 autocast or fp32
+      -> task.step under fp16 (GradScaler) / bf16 autocast (fp8: and torchao's FP8 Linear
+      layers, models.fp8) or fp32
     AdamW (fused on CUDA) + warmup/cosine LR, grad accumulation (DDP no_sync), clipping,
     torch.compile and channels-last on CUDA, DDP under torchrun (NCCL; gloo on CPU),
     metrics.jsonl, evaluation on the eval split, ckpt.pt with the manifest's sha256.
@@ -52,6 +53,7 @@ from models.checkpoint import (
 )
 from models.data import Prefetcher, loop_epochs, loop_stream, rank_resume_state
 from models.distributed import DistInfo, all_mean_, barrier, distributed, gather_objects
+from models.fp8 import convert_to_fp8
 from models.runlog import IntervalTimer, MetricsLog, ProgressBar, step_record
 from models.train_common import (
     DTYPES,
@@ -187,6 +189,8 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     n_trainable = task.start_weights(raw_model, ckpt)  # resume, else a warm start; freezing
     n_total = sum(p.numel() for p in raw_model.parameters())
     raw_model.to(device, memory_format=task.memory_format(device))
+    # before compile and DDP; keeps every Parameter and state-dict key
+    fp8_layers = convert_to_fp8(raw_model) if precision == "fp8" else None
     optimizer = make_optimizer(raw_model, cfg, device)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -287,6 +291,8 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
                              transform=(lambda b: pin_batch(b, device)) if cuda else None)
     try:
         with task.running(device, dtype) as extras:
+            if fp8_layers is not None:  # how many Linear layers run FP8 matmuls
+                extras["fp8_layers"] = len(fp8_layers)
             log.info("%s: %.2fM params (%d train, %.3g%%) on %s x%d, %s, compile %s, %s, "
                      "from step %d", task.name, n_total / 1e6, n_trainable,
                      100.0 * n_trainable / max(1, n_total), device, info.world_size, precision,

@@ -52,7 +52,7 @@ def test_cosine_lr(step, expected):
         (dict(lr="3e-4"), TypeError),  # YAML 1.1 reads 3e-4 as a string
         (dict(lr=1e-3, min_lr=1e-2), ValueError),
         (dict(device="tpu"), ValueError),
-        (dict(precision="fp8"), ValueError),
+        (dict(precision="fp4"), ValueError),
         (dict(compile="yes"), TypeError),
         (dict(block_size=0), ValueError),
         (dict(grad_clip=-1.0), ValueError),

@@ -1,0 +1,83 @@
+"""FP8 matmuls for training: ``precision: fp8`` (torchao's float8 training on the Linear layers
+where it pays).
+
+An ``fp8`` run is a bf16-autocast run whose eligible ``nn.Linear`` layers become torchao's
+``Float8Linear``: the forward and both backward matmuls run on FP8 tensor cores with dynamic
+tensorwise scales (e4m3 for activations and weights, e5m2 for gradients), everything else
+(norms, attention, the loss, the optimizer's FP32 master weights) as in ``bf16``. The swap keeps
+every weight Parameter and every state-dict key, so checkpoints load into the same model in any
+precision, and a resumed run converts again.
+
+Which layers: torchao's tensorwise rule from its H100 measurements — both dims multiples of 16
+(the FP8 GEMM's requirement), and not (K <= 4096 and N <= 1024), where quantising the inputs
+costs more than the faster matmul saves. For the 124M LM that is the fused qkv, the SwiGLU gate
+and up projections and the tied LM head (79% of the matmul FLOPs); the attention output and
+the down projection stay bf16.
+
+Needs torchao (``pip install -e ".[fp8]"``) and, on CUDA, compute capability 8.9 or newer (Ada,
+Hopper); the CPU runs the same numerics slowly (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+__all__ = ["FP8_MIN_CAPABILITY", "check_fp8_device", "convert_to_fp8", "fp8_eligible"]
+
+log = logging.getLogger(__name__)
+
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (sm_89) and Hopper (sm_90)
+
+
+def fp8_eligible(module: nn.Module) -> bool:
+    """True for an ``nn.Linear`` whose FP8 matmuls should beat bf16 (the module docstring's
+    rule; weight shape (N, K) = (out_features, in_features))."""
+    if not isinstance(module, nn.Linear):
+        return False
+    n, k = module.weight.shape
+    if n % 16 or k % 16:
+        return False
+    return not (k <= 4096 and n <= 1024)
+
+
+def check_fp8_device(device: torch.device) -> None:
+    """Raises, naming the GPU and its capability, where FP8 matmuls cannot run."""
+    if device.type != "cuda":
+        return
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_MIN_CAPABILITY:
+        raise RuntimeError(
+            f"precision fp8 needs FP8 tensor cores (compute capability >= "
+            f"{FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]}); "
+            f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}: "
+            f"use precision bf16")
+
+
+def convert_to_fp8(model: nn.Module) -> list[str]:
+    """Swaps ``model``'s eligible Linear layers for torchao's ``Float8Linear`` in place (before
+    ``torch.compile`` and DDP); returns their names. A model with none stays as it is and the
+    run is a bf16 run, which the log says."""
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as err:  # the optional dependency, named with its install line
+        raise RuntimeError("precision fp8 needs torchao: pip install -e '.[fp8]'") from err
+    converted: list[str] = []
+
+    def keep(module: nn.Module, name: str) -> bool:
+        if fp8_eligible(module):
+            converted.append(name)
+            return True
+        return False
+
+    convert_to_float8_training(model, module_filter_fn=keep,
+                               config=Float8LinearConfig.from_recipe_name("tensorwise"))
+    if converted:
+        log.info("fp8: %d Linear layers on FP8 matmuls (%s%s)", len(converted),
+                 ", ".join(converted[:4]), ", ..." if len(converted) > 4 else "")
+    else:
+        log.warning("fp8: no Linear layer is large enough for FP8 matmuls to pay; "
+                    "this run is a bf16 run")
+    return converted
