@@ -10,16 +10,20 @@ precision, and a resumed run converts again.
 
 Which layers: torchao's tensorwise rule from its H100 measurements — both dims multiples of 16
 (the FP8 GEMM's requirement), and not (K <= 4096 and N <= 1024), where quantising the inputs
-costs more than the faster matmul saves. For the 124M LM that is the fused qkv, the SwiGLU gate
-and up projections and the tied LM head (79% of the matmul FLOPs); the attention output and
-the down projection stay bf16.
+costs more than the faster matmul saves — and not a layer the model keeps in high precision
+(a module's ``fp8_keep``: names of its submodules; the LM keeps its output head, as FP8 recipes
+keep the last layer). For the 124M LM that is the fused qkv and the SwiGLU gate and up
+projections (48% of its matmul FLOPs); the attention output, the down projection and the tied
+LM head stay bf16.
 
 Needs torchao (``pip install -e ".[fp8]"``) and, on CUDA, compute capability 8.9 or newer (Ada,
-Hopper); the CPU runs the same numerics slowly (tests).
+Hopper). Elsewhere (the CPU: tests) torchao's emulation gives the same rounding to FP8 with the
+matmuls in bf16 — torch's FP8 matmul on the CPU is a reference loop, ~280x slower.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -56,24 +60,29 @@ def check_fp8_device(device: torch.device) -> None:
             f"use precision bf16")
 
 
-def convert_to_fp8(model: nn.Module) -> list[str]:
-    """Swaps ``model``'s eligible Linear layers for torchao's ``Float8Linear`` in place (before
-    ``torch.compile`` and DDP); returns their names. A model with none stays as it is and the
-    run is a bf16 run, which the log says."""
+def convert_to_fp8(model: nn.Module, device: torch.device) -> list[str]:
+    """Swaps ``model``'s eligible Linear layers that no module's ``fp8_keep`` names for
+    torchao's ``Float8Linear`` in place (before ``torch.compile`` and DDP); returns their names.
+    A model with none stays as it is and the run is a bf16 run, which the log says. Off CUDA
+    the FP8 matmuls are emulated (the module docstring)."""
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as err:  # the optional dependency, named with its install line
         raise RuntimeError("precision fp8 needs torchao: pip install -e '.[fp8]'") from err
+    kept = {f"{prefix}.{name}" if prefix else name  # the modules' fp8_keep, as full names
+            for prefix, module in model.named_modules()
+            for name in getattr(module, "fp8_keep", ())}
     converted: list[str] = []
 
-    def keep(module: nn.Module, name: str) -> bool:
-        if fp8_eligible(module):
+    def take(module: nn.Module, name: str) -> bool:
+        if name not in kept and fp8_eligible(module):
             converted.append(name)
             return True
         return False
 
-    convert_to_float8_training(model, module_filter_fn=keep,
-                               config=Float8LinearConfig.from_recipe_name("tensorwise"))
+    config = dataclasses.replace(Float8LinearConfig.from_recipe_name("tensorwise"),
+                                 emulate=device.type != "cuda")
+    convert_to_float8_training(model, module_filter_fn=take, config=config)
     if converted:
         log.info("fp8: %d Linear layers on FP8 matmuls (%s%s)", len(converted),
                  ", ".join(converted[:4]), ", ..." if len(converted) > 4 else "")

@@ -210,6 +210,11 @@ class DecoderLM(nn.Module):
     loss and ``last_loss_parts`` holds its parts from the last forward with targets.
     """
 
+    # What an fp8 run (models/fp8.py) keeps in bf16: the output head, as FP8 recipes keep the
+    # last layer; its logits' gradient (B x T x vocab) is also the step's largest tensor to
+    # quantise, which costs about what FP8 saves on its matmul.
+    fp8_keep = ("lm_head",)
+
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
         if not isinstance(config, LMConfig):

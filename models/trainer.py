@@ -190,7 +190,7 @@ def _run(task: Task, source: Any, eval_source: Iterable[dict] | None, cfg: Train
     n_total = sum(p.numel() for p in raw_model.parameters())
     raw_model.to(device, memory_format=task.memory_format(device))
     # before compile and DDP; keeps every Parameter and state-dict key
-    fp8_layers = convert_to_fp8(raw_model) if precision == "fp8" else None
+    fp8_layers = convert_to_fp8(raw_model, device) if precision == "fp8" else None
     optimizer = make_optimizer(raw_model, cfg, device)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,7 +1,8 @@
 """precision: fp8 — torchao's FP8 Linear layers where they pay, bf16 autocast for the rest.
 
-On the CPU torchao runs the same FP8 numerics through torch._scaled_mm (slowly): the rule,
-the swap (weights, ties and checkpoint keys kept), the refusals, and a run that learns.
+On the CPU torchao emulates the FP8 matmuls (the same rounding to FP8): the rule, the swap
+(weights, the kept output head and checkpoint keys), the refusals, and a run that learns; the
+cuda test runs the FP8 tensor cores, compiled.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from models.lm import DecoderLM, LMConfig
 from models.train_common import DTYPES, resolve_precision
 from models.train_config import PRECISIONS, TrainConfig
 
-# A vocabulary large enough for the tied LM head to take FP8 matmuls (N > 1024); the toy
-# documents use its first 64 ids.
+# Wide enough for the fused qkv to take FP8 matmuls (N = 1152 > 1024), with a vocabulary
+# large enough for the LM head to be eligible by size (kept in bf16 by the model all the same);
+# the toy documents use its first 64 ids.
 V = 2048
+
+
+def wide_tiny() -> LMConfig:
+    return LMConfig.preset("tiny", vocab_size=V, block_size=32, n_embd=384, n_head=6)
 
 
 @pytest.mark.parametrize(("in_features", "out_features", "eligible"), [
@@ -41,18 +47,23 @@ def test_the_rule_takes_the_layers_where_fp8_matmuls_pay(in_features, out_featur
     assert not fp8_eligible(nn.Conv2d(16, 2048, 1))  # Linear layers only
 
 
-def test_the_swap_keeps_weights_ties_and_checkpoint_keys():
+def test_the_swap_keeps_weights_the_output_head_and_checkpoint_keys():
     torch.manual_seed(0)
-    model = DecoderLM(LMConfig.preset("tiny", vocab_size=V, block_size=32))
+    model = DecoderLM(wide_tiny())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    tied = model.lm_head.weight
-    assert convert_to_fp8(model) == ["lm_head"]  # the tiny blocks' layers are too small
-    assert type(model.lm_head).__name__ == "Float8Linear"
-    assert model.lm_head.weight is tied is model.tok_emb.weight  # the tie survives
+    qkv = model.blocks[0].attn.qkv.weight
+    assert fp8_eligible(model.lm_head)  # by its size; the model keeps it (fp8_keep)
+    assert convert_to_fp8(model, torch.device("cpu")) == ["blocks.0.attn.qkv",
+                                                           "blocks.1.attn.qkv"]
+    assert model.blocks[0].attn.qkv.config.emulate  # off CUDA: emulated
+    assert type(model.blocks[0].attn.qkv).__name__ == "Float8Linear"
+    assert model.blocks[0].attn.qkv.weight is qkv  # the same Parameter: optimizer state holds
+    assert type(model.lm_head) is nn.Linear and model.lm_head.weight is model.tok_emb.weight
+    assert type(model.blocks[0].attn.proj) is nn.Linear  # too small to pay
     after = model.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
-    plain = DecoderLM(LMConfig.preset("tiny", vocab_size=V, block_size=32))
+    plain = DecoderLM(wide_tiny())
     plain.load_state_dict(after)  # an fp8 model's weights load into the plain model
 
     idx = torch.randint(0, V, (2, 16))
@@ -78,21 +89,21 @@ def test_fp8_is_bf16_autocast_and_refused_where_it_cannot_run(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchao.float8", None)  # as if torchao were absent
     with pytest.raises(RuntimeError, match=r"needs torchao: pip install -e '\.\[fp8\]'"):
-        convert_to_fp8(nn.Linear(768, 2304))
+        convert_to_fp8(nn.Linear(768, 2304), torch.device("cpu"))
 
 
 def test_an_fp8_run_learns_and_its_checkpoint_loads_into_the_plain_model(tmp_path):
     uri = toy_dataset(tmp_path, counting(60, 64))
-    model_config = LMConfig.preset("tiny", vocab_size=V, block_size=32)
+    model_config = wide_tiny()
     result = train_model(
         "lm", dataset_uri=uri, out_uri=(tmp_path / "run").as_uri(), model_config=model_config,
         train_config=TrainConfig(steps=20, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2,
                                  log_every=5, device="cpu", precision="fp8", progress=False))
-    assert result.precision == "fp8" and result.extras["fp8_layers"] == 1
+    assert result.precision == "fp8" and result.extras["fp8_layers"] == 2
     assert result.final_loss < 0.8 * result.first_loss, result
     plain = DecoderLM(model_config)
     plain.load_state_dict(load_checkpoint(result.checkpoint_uri)["model"])
-    assert type(plain.lm_head) is nn.Linear
+    assert type(plain.blocks[0].attn.qkv) is nn.Linear
 
 
 @pytest.mark.cuda
@@ -102,9 +113,9 @@ def test_cuda_fp8_compiled_run_learns(tmp_path):
     uri = toy_dataset(tmp_path, counting(200, 64))
     result = train_model(
         "lm", dataset_uri=uri, out_uri=(tmp_path / "run").as_uri(),
-        model_config=LMConfig.preset("tiny", vocab_size=V, block_size=32),
+        model_config=wide_tiny(),
         train_config=TrainConfig(steps=30, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2,
                                  log_every=5, device="cuda", precision="fp8", compile=True,
                                  num_workers=0, progress=False))
-    assert (result.precision, result.extras["fp8_layers"]) == ("fp8", 1)
+    assert (result.precision, result.extras["fp8_layers"]) == ("fp8", 2)
     assert result.final_loss < 0.8 * result.first_loss
