@@ -51,8 +51,9 @@ class KernelTiming:
 @contextlib.contextmanager
 def inductor_bandwidth_log(path: str) -> Iterator[str]:
     """Within: graphs compiled anew time each Triton kernel alone and append one block per
-    graph call to ``path`` (created empty). Dynamo's caches are reset on entry and exit, so no
-    graph compiled outside is reused inside, and none compiled inside leaks out."""
+    graph call to ``path`` (created empty). Dynamo is reset on entry and exit and the compile
+    caches (FX graph, AOT autograd, autotuning; on disk too) are off within, so no graph
+    compiled without the timing is reused inside, and none compiled inside leaks out."""
     import torch._inductor.config as inductor_config
 
     open(path, "w").close()
@@ -60,7 +61,7 @@ def inductor_bandwidth_log(path: str) -> Iterator[str]:
     try:
         with inductor_config.patch(profile_bandwidth=True, profile_bandwidth_regex="",
                                    profile_bandwidth_output=path,
-                                   fx_graph_cache=False):
+                                   force_disable_caches=True):
             yield path
     finally:
         torch._dynamo.reset()

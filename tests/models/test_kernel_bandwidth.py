@@ -85,3 +85,19 @@ def test_bandwidth_mode_times_both_trainers_fused_kernels_on_a_gpu(tmp_path):
         assert row["kernels"] > 3, name  # norms, activation, cross-entropy at least
         assert row["ms"] > 0 and row["gb"] > 0, name
         assert 0 < row["of_copy"] < 2, name  # L2-resident tiny tensors may beat the HBM copy
+
+
+def test_the_log_context_switches_timing_on_and_every_cache_off_within(tmp_path):
+    import torch._inductor.config as inductor_config
+
+    from benchmarks.kernel_bandwidth import inductor_bandwidth_log
+
+    log = tmp_path / "bw.log"
+    log.write_text("an older run's blocks\n")
+    with inductor_bandwidth_log(str(log)):
+        assert inductor_config.profile_bandwidth
+        assert inductor_config.profile_bandwidth_output == str(log)
+        assert torch.compiler.config.force_disable_caches  # no graph compiled untimed is reused
+        assert log.read_text() == ""  # each run starts its own log
+    assert not inductor_config.profile_bandwidth
+    assert not torch.compiler.config.force_disable_caches
