@@ -33,8 +33,8 @@ from models.config_fields import (
 from models.lm_config import ATTENTION_BACKENDS, LMConfig
 from models.peft_config import PeftConfig, peft_config
 
-__all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "KIND_FIELDS", "PRECISIONS", "TRAINING", "TrainConfig", "TrainProfile", "TrainResult",
-           "check_lm_run", "cosine_lr"]
+__all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "KIND_FIELDS", "PRECISIONS", "TRAINING",
+           "TrainConfig", "TrainProfile", "TrainResult", "check_lm_run", "cosine_lr"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp8")  # fp8: models/fp8.py
